@@ -1,0 +1,10 @@
+module github.com/tproxy/tproxy
+
+go 1.26.0
+
+require (
+	github.com/google/go-cmp v0.7.0
+	github.com/sourcegraph/jsonrpc2 v0.2.3
+	go.uber.org/goleak v1.3.0
+	golang.org/x/sys v0.50.0
+)

@@ -1,0 +1,383 @@
+package host
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/transport"
+)
+
+// exitGrace is how long a failed call waits for the worker's exit status
+// once the connection is gone, so the error can say how the worker ended.
+const exitGrace = 500 * time.Millisecond
+
+// Client is the host's connection to one worker: typed calls for the
+// protocol's methods, with the worker's notifications written to the sink
+// in wire order as they arrive. Methods are safe for concurrent use; the
+// worker runs calls one at a time in arrival order.
+type Client struct {
+	cfg  config
+	proc transport.Process
+	conn *jsonrpc2.Conn
+	info tproxy.PingResult
+
+	nextID   atomic.Uint64
+	lastBeat atomic.Int64 // unix nanoseconds
+
+	mu      sync.Mutex
+	readErr error // first frame the worker sent that broke the protocol
+	sinkErr error // first failure to persist a notification
+	closing bool
+
+	bg        sync.WaitGroup // cancel notifications being sent
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start starts a worker through t, connects to it, and performs the ping
+// handshake. ctx bounds the start and the handshake (DefaultStartTimeout
+// if it has no deadline); the worker then lives until Close.
+func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client, error) {
+	cfg := config{logger: slog.Default(), startTimeout: DefaultStartTimeout}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if _, ok := ctx.Deadline(); !ok && cfg.startTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.startTimeout)
+		defer cancel()
+	}
+	proc, err := t.Start(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("tproxy/host: starting the worker: %w", err)
+	}
+	c := &Client{cfg: cfg, proc: proc}
+	stream := &hostStream{c: c, s: tproxy.NewStream(proc, cfg.maxFrame)}
+	c.conn = jsonrpc2.NewConn(context.Background(), stream, c, jsonrpc2.SetLogger(debugLogger{cfg.logger}))
+
+	res, err := c.Ping(ctx, "handshake")
+	if err == nil && res.Protocol != tproxy.ProtocolVersion {
+		err = &VersionError{Host: tproxy.ProtocolVersion, Worker: res.Protocol}
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.info = *res
+	return c, nil
+}
+
+// Worker returns the worker's answer to the handshake ping: its protocol
+// version, name, version and drivers.
+func (c *Client) Worker() tproxy.PingResult { return c.info }
+
+// Process returns the running worker, for its exit status and stderr.
+func (c *Client) Process() transport.Process { return c.proc }
+
+// Done is closed once the connection to the worker is closed, by Close, by
+// the worker's exit, or by a protocol violation.
+func (c *Client) Done() <-chan struct{} { return c.conn.DisconnectNotify() }
+
+// LastHeartbeat returns when the last heartbeat arrived, or the zero time.
+func (c *Client) LastHeartbeat() time.Time {
+	n := c.lastBeat.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// Ping asks the worker to echo data.
+func (c *Client) Ping(ctx context.Context, data string) (*tproxy.PingResult, error) {
+	var res tproxy.PingResult
+	if err := c.call(ctx, tproxy.MethodPing, tproxy.PingParams{Data: data}, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Prepare opens the session in the worker.
+func (c *Client) Prepare(ctx context.Context, p tproxy.PrepareParams) (*tproxy.PrepareResult, error) {
+	var res tproxy.PrepareResult
+	if err := c.flushAfter(c.call(ctx, tproxy.MethodPrepare, p, &res)); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// ExecStep runs one step in the worker. When it returns, every event and
+// metric the step emitted has been written to the sink and flushed. A step
+// that failed in the worker is a *StepError.
+func (c *Client) ExecStep(ctx context.Context, p tproxy.ExecStepParams) (*tproxy.ExecStepResult, error) {
+	var res tproxy.ExecStepResult
+	if err := c.flushAfter(c.call(ctx, tproxy.MethodExecStep, p, &res)); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Cleanup ends the session in the worker.
+func (c *Client) Cleanup(ctx context.Context) (*tproxy.CleanupResult, error) {
+	var res tproxy.CleanupResult
+	if err := c.flushAfter(c.call(ctx, tproxy.MethodCleanup, struct{}{}, &res)); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Call calls a method the worker registered with worker.Handle, decoding
+// the result into result (a pointer, or nil to discard it).
+func (c *Client) Call(ctx context.Context, method string, params, result any) error {
+	return c.flushAfter(c.call(ctx, method, params, result))
+}
+
+// Close ends the connection and the worker: it closes the worker's stdin,
+// lets the transport's shutdown ladder end the process, and flushes the
+// sink. It is idempotent and returns the same error every time.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closing = true
+		c.mu.Unlock()
+		c.conn.Close()
+		err := c.proc.Close()
+		c.bg.Wait()
+		c.closeErr = errors.Join(err, c.flushSink())
+	})
+	return c.closeErr
+}
+
+func (c *Client) call(ctx context.Context, method string, params, result any) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("tproxy/host: %s: %w", method, err)
+	}
+	id := jsonrpc2.ID{Num: c.nextID.Add(1)}
+	w, err := c.conn.DispatchCall(ctx, method, params, jsonrpc2.PickID(id))
+	if err == nil {
+		err = w.Wait(ctx, result)
+	}
+	if err == nil {
+		return nil
+	}
+	var (
+		rpcErr *jsonrpc2.Error
+		fe     *tproxy.FrameError
+	)
+	switch {
+	case errors.As(err, &fe) && fe.Op == "write":
+		// Refused before anything was written: the connection is intact.
+		return fmt.Errorf("tproxy/host: %s: %w", method, err)
+	case errors.As(err, &rpcErr):
+		return remoteError(method, rpcErr)
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		c.cancel(id)
+		return fmt.Errorf("tproxy/host: %s: %w", method, err)
+	default:
+		return fmt.Errorf("tproxy/host: %s: %w", method, c.closedErr(err))
+	}
+}
+
+func remoteError(method string, e *jsonrpc2.Error) error {
+	re := &RemoteError{Method: method, Code: e.Code, Message: e.Message}
+	if e.Data != nil {
+		re.Data = *e.Data
+	}
+	if e.Code == tproxy.CodeStepFailed {
+		var f tproxy.StepFailure
+		if err := json.Unmarshal(re.Data, &f); err == nil && f.StepID != "" {
+			return &StepError{StepID: f.StepID, ErrorType: f.ErrorType, Message: f.Message, Remote: re}
+		}
+	}
+	return re
+}
+
+// cancel tells the worker the caller gave up on request id. It does not
+// wait: the worker may not be reading.
+func (c *Client) cancel(id jsonrpc2.ID) {
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		err := c.conn.Notify(context.Background(), tproxy.MethodCancelRequest, struct {
+			ID jsonrpc2.ID `json:"id"`
+		}{id})
+		if err != nil && !errors.Is(err, jsonrpc2.ErrClosed) {
+			c.cfg.logger.Debug("tproxy/host: sending $/cancelRequest failed", "id", id.String(), "err", err)
+		}
+	}()
+}
+
+// closedErr explains why the connection is gone.
+func (c *Client) closedErr(cause error) error {
+	c.mu.Lock()
+	readErr, closing := c.readErr, c.closing
+	c.mu.Unlock()
+	if readErr != nil {
+		return fmt.Errorf("%w: %w", ErrClosed, &ProtocolError{Err: readErr})
+	}
+	if closing {
+		return ErrClosed
+	}
+	t := time.NewTimer(exitGrace)
+	defer t.Stop()
+	select {
+	case <-c.proc.Done():
+		return fmt.Errorf("%w: %w", ErrClosed, transport.NewExitError(c.proc))
+	case <-t.C:
+	}
+	if errors.Is(cause, jsonrpc2.ErrClosed) {
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: %w", ErrClosed, cause)
+}
+
+// flushAfter flushes the sink after a call and reports a persistence
+// failure, which outranks the call's own success.
+func (c *Client) flushAfter(callErr error) error {
+	err := c.flushSink()
+	if err == nil {
+		return callErr
+	}
+	return errors.Join(callErr, err)
+}
+
+func (c *Client) flushSink() error {
+	c.mu.Lock()
+	sinkErr := c.sinkErr
+	c.mu.Unlock()
+	if sinkErr != nil {
+		return fmt.Errorf("tproxy/host: persisting the worker's events: %w", sinkErr)
+	}
+	if c.cfg.sink == nil {
+		return nil
+	}
+	if err := c.cfg.sink.Flush(); err != nil {
+		return fmt.Errorf("tproxy/host: flushing the sink: %w", err)
+	}
+	return nil
+}
+
+// Handle implements jsonrpc2.Handler: it runs in the connection's read
+// loop, so notifications are handled one at a time in wire order, and all
+// of a call's notifications before the call's response.
+func (c *Client) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
+	if !req.Notif {
+		conn.ReplyWithError(ctx, req.ID, &jsonrpc2.Error{Code: tproxy.CodeMethodNotFound,
+			Message: fmt.Sprintf("the host serves no methods (got %q)", req.Method)})
+		return
+	}
+	var params json.RawMessage
+	if req.Params != nil {
+		params = *req.Params
+	}
+	var err error
+	switch req.Method {
+	case tproxy.MethodEvent:
+		var e tproxy.Event
+		if err = json.Unmarshal(params, &e); err == nil && c.cfg.sink != nil {
+			c.noteSinkErr(c.cfg.sink.Event(ctx, e))
+		}
+	case tproxy.MethodMetric:
+		var m tproxy.Metric
+		if err = json.Unmarshal(params, &m); err == nil && c.cfg.sink != nil {
+			c.noteSinkErr(c.cfg.sink.Metric(ctx, m))
+		}
+	case tproxy.MethodLog:
+		var r tproxy.LogRecord
+		if err = json.Unmarshal(params, &r); err == nil {
+			c.logRecord(ctx, r)
+		}
+	case tproxy.MethodHeartbeat:
+		var h tproxy.Heartbeat
+		if err = json.Unmarshal(params, &h); err == nil {
+			c.lastBeat.Store(time.Now().UnixNano())
+			if c.cfg.onHeartbeat != nil {
+				c.cfg.onHeartbeat(h)
+			}
+		}
+	default:
+		c.cfg.logger.Warn("tproxy/host: unknown notification from the worker ignored", "method", req.Method)
+	}
+	if err != nil {
+		c.cfg.logger.Warn("tproxy/host: malformed notification from the worker ignored",
+			"method", req.Method, "err", err, "params", truncate(params, 200))
+	}
+}
+
+func (c *Client) noteSinkErr(err error) {
+	if err == nil {
+		return
+	}
+	c.mu.Lock()
+	if c.sinkErr == nil {
+		c.sinkErr = err
+	}
+	c.mu.Unlock()
+}
+
+func (c *Client) logRecord(ctx context.Context, r tproxy.LogRecord) {
+	var level slog.Level
+	if level.UnmarshalText([]byte(r.Level)) != nil {
+		level = slog.LevelInfo
+	}
+	attrs := make([]slog.Attr, 0, len(r.Attrs)+2)
+	attrs = append(attrs, slog.String("source", "worker"))
+	if r.StepID != "" {
+		attrs = append(attrs, slog.String("step_id", r.StepID))
+	}
+	for k, v := range r.Attrs {
+		attrs = append(attrs, slog.Any(k, v))
+	}
+	c.cfg.logger.LogAttrs(ctx, level, r.Message, attrs...)
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	return string(b[:n]) + "..."
+}
+
+// hostStream records the first frame error, so calls can report a protocol
+// violation rather than a bare closed connection, and closes only the
+// worker's stdin when jsonrpc2 closes it: ending the worker is Close's job.
+type hostStream struct {
+	c *Client
+	s *tproxy.Stream
+}
+
+func (h *hostStream) ReadObject(v any) error {
+	err := h.s.ReadObject(v)
+	var fe *tproxy.FrameError
+	if err != nil && errors.As(err, &fe) {
+		h.c.mu.Lock()
+		if h.c.readErr == nil {
+			h.c.readErr = err
+		}
+		h.c.mu.Unlock()
+	}
+	if err != nil && !errors.Is(err, io.EOF) && fe == nil {
+		// A read error from a dying worker is the end of the stream.
+		return io.EOF
+	}
+	return err
+}
+
+func (h *hostStream) WriteObject(v any) error { return h.s.WriteObject(v) }
+func (h *hostStream) Close() error            { return h.c.proc.CloseWrite() }
+
+// debugLogger routes jsonrpc2's own messages to the logger at debug level.
+type debugLogger struct{ l *slog.Logger }
+
+func (d debugLogger) Printf(format string, v ...any) {
+	d.l.Debug(fmt.Sprintf(format, v...))
+}

@@ -1,0 +1,66 @@
+package host
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// ErrClosed is matched by errors.Is for every call that failed because the
+// connection to the worker is closed: by Close, by the worker's exit (then
+// the error also holds a *transport.ExitError), or by a protocol violation
+// (then it also holds a *ProtocolError).
+var ErrClosed = errors.New("connection to the worker closed")
+
+// RemoteError is an error the worker answered a call with.
+type RemoteError struct {
+	Method  string
+	Code    int64
+	Message string
+	// Data is the error's data member, if any.
+	Data json.RawMessage
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("tproxy/host: %s: worker answered error %d: %s", e.Method, e.Code, e.Message)
+}
+
+// StepError reports a step that failed in the worker: its driver returned
+// an error or panicked. It wraps the RemoteError it came in.
+type StepError struct {
+	StepID string
+	// ErrorType is the kind of failure: "panic", "cancelled", or the Go
+	// type of the driver's error.
+	ErrorType string
+	// Message is the driver's error message.
+	Message string
+	Remote  *RemoteError
+}
+
+func (e *StepError) Error() string {
+	return fmt.Sprintf("tproxy/host: step %q failed (%s): %s", e.StepID, e.ErrorType, e.Message)
+}
+
+// Unwrap returns the RemoteError.
+func (e *StepError) Unwrap() error { return e.Remote }
+
+// ProtocolError reports bytes from the worker that break the protocol: an
+// oversize frame, a line that is not JSON or not JSON-RPC. The connection is
+// closed after one.
+type ProtocolError struct {
+	Err error
+}
+
+func (e *ProtocolError) Error() string { return "tproxy/host: protocol violation: " + e.Err.Error() }
+
+// Unwrap returns the underlying error, typically a *tproxy.FrameError.
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// VersionError reports a worker that speaks another protocol version.
+type VersionError struct {
+	Host, Worker int
+}
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("tproxy/host: the worker speaks protocol version %d, this host speaks version %d", e.Worker, e.Host)
+}

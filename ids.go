@@ -1,0 +1,29 @@
+package tproxy
+
+import (
+	"fmt"
+)
+
+// maxIDLen bounds session and step ids, which name files and directories.
+const maxIDLen = 128
+
+// ValidateID checks a session or step id: 1 to 128 characters from
+// [A-Za-z0-9._-], starting with a letter or digit. Ids name files and
+// directories on both sides, so nothing else is accepted. kind names the id
+// in the error, e.g. "session id".
+func ValidateID(kind, id string) error {
+	if id == "" {
+		return fmt.Errorf("%s is empty", kind)
+	}
+	if len(id) > maxIDLen {
+		return fmt.Errorf("%s %.20q... is %d bytes long, over the limit of %d", kind, id, len(id), maxIDLen)
+	}
+	for i, r := range id {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			i > 0 && (r == '.' || r == '_' || r == '-')
+		if !ok {
+			return fmt.Errorf("%s %q: character %q at %d is not allowed (use letters, digits, '.', '_', '-', starting with a letter or digit)", kind, id, r, i)
+		}
+	}
+	return nil
+}

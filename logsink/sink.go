@@ -1,0 +1,22 @@
+package logsink
+
+import (
+	"context"
+
+	"github.com/tproxy/tproxy"
+)
+
+// Sink receives the events and metrics of one session, in emission order.
+//
+// It is the one seam shared by both sides: a worker's steps emit into a Sink
+// (in a worker process, one that forwards them to the host), and the host
+// persists what it receives through a Sink. Implementations must be safe for
+// concurrent use; callers that care about order call them from one
+// goroutine.
+type Sink interface {
+	Event(ctx context.Context, e tproxy.Event) error
+	Metric(ctx context.Context, m tproxy.Metric) error
+	// Flush makes everything written so far durable or visible. Hosts
+	// flush at step boundaries.
+	Flush() error
+}

@@ -1,0 +1,153 @@
+package tproxy
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// PingParams are the params of MethodPing.
+type PingParams struct {
+	// Data is echoed back in PingResult.Echo.
+	Data string `json:"data,omitempty"`
+}
+
+// PingResult is the result of MethodPing. The host's first call is a ping;
+// it learns the worker's protocol version and what the worker can run.
+type PingResult struct {
+	Status    string     `json:"status"` // always "pong"
+	Echo      string     `json:"echo"`
+	Timestamp time.Time  `json:"timestamp"`
+	Protocol  int        `json:"protocol"`
+	Worker    WorkerInfo `json:"worker"`
+}
+
+// WorkerInfo describes a worker binary.
+type WorkerInfo struct {
+	Name    string   `json:"name"`
+	Version string   `json:"version"`
+	Drivers []string `json:"drivers"`
+}
+
+// Manifest describes a pipeline: its steps and, optionally, free-form
+// pipeline metadata.
+type Manifest struct {
+	Pipeline map[string]any `json:"pipeline,omitempty"`
+	Steps    []StepSpec     `json:"steps"`
+}
+
+// StepSpec is one step of a Manifest.
+type StepSpec struct {
+	ID     string         `json:"id"`
+	Driver string         `json:"driver"`
+	Config map[string]any `json:"config,omitempty"`
+	Needs  []string       `json:"needs,omitempty"`
+}
+
+// PrepareParams are the params of MethodPrepare. Prepare fixes the worker's
+// session; a second prepare with another session id is refused.
+type PrepareParams struct {
+	SessionID string         `json:"session_id"`
+	Manifest  Manifest       `json:"manifest"`
+	Config    map[string]any `json:"config,omitempty"`
+	LogLevel  string         `json:"log_level,omitempty"`
+}
+
+// PrepareResult is the result of MethodPrepare.
+type PrepareResult struct {
+	Status        string   `json:"status"` // always "ready"
+	SessionID     string   `json:"session_id"`
+	SessionDir    string   `json:"session_dir"`
+	DriversLoaded []string `json:"drivers_loaded"`
+}
+
+// ExecStepParams are the params of MethodExecStep.
+type ExecStepParams struct {
+	StepID string         `json:"step_id"`
+	Driver string         `json:"driver"`
+	Config map[string]any `json:"config,omitempty"`
+	// Inputs maps an input name to an output of an earlier step. The data
+	// stays in the worker; only the reference crosses the wire.
+	Inputs map[string]InputRef `json:"inputs,omitempty"`
+}
+
+// InputRef names an output kept in the worker's session state.
+type InputRef struct {
+	FromStep string `json:"from_step"`
+	Key      string `json:"key"`
+}
+
+// ExecStepResult is the result of a successful MethodExecStep. A failed
+// step is a JSON-RPC error with CodeStepFailed, never a result.
+type ExecStepResult struct {
+	Status        string `json:"status"` // always "complete"
+	StepID        string `json:"step_id"`
+	RowsProcessed int64  `json:"rows_processed,omitempty"`
+	// Outputs holds a summary of each output the step kept in the worker,
+	// by key. The outputs themselves stay in the worker.
+	Outputs    map[string]any `json:"outputs,omitempty"`
+	DurationMS int64          `json:"duration_ms"`
+	Artifacts  []Artifact     `json:"artifacts,omitempty"`
+}
+
+// Artifact describes a file a step wrote.
+type Artifact struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// CleanupResult is the result of MethodCleanup.
+type CleanupResult struct {
+	Status        string `json:"status"` // always "cleaned"
+	SessionID     string `json:"session_id"`
+	StepsExecuted int    `json:"steps_executed"`
+	TotalRows     int64  `json:"total_rows,omitempty"`
+}
+
+// StepFailure is the data of a CodeStepFailed error.
+type StepFailure struct {
+	StepID    string `json:"step_id"`
+	ErrorType string `json:"error_type"`
+	Message   string `json:"message"`
+}
+
+// CancelParams are the params of MethodCancelRequest.
+type CancelParams struct {
+	ID json.RawMessage `json:"id"`
+}
+
+// Event is the params of MethodEvent: something that happened, with the
+// worker's own timestamp.
+type Event struct {
+	Name      string         `json:"name"`
+	Timestamp time.Time      `json:"timestamp"`
+	StepID    string         `json:"step_id,omitempty"`
+	Data      map[string]any `json:"data,omitempty"`
+}
+
+// Metric is the params of MethodMetric: one measured value.
+type Metric struct {
+	Name      string            `json:"name"`
+	Value     float64           `json:"value"`
+	Timestamp time.Time         `json:"timestamp"`
+	StepID    string            `json:"step_id,omitempty"`
+	Tags      map[string]string `json:"tags,omitempty"`
+	Unit      string            `json:"unit,omitempty"`
+}
+
+// LogRecord is the params of MethodLog: a log record a driver wrote through
+// its step's logger.
+type LogRecord struct {
+	Level     string         `json:"level"`
+	Message   string         `json:"message"`
+	Timestamp time.Time      `json:"timestamp"`
+	StepID    string         `json:"step_id,omitempty"`
+	Attrs     map[string]any `json:"attrs,omitempty"`
+}
+
+// Heartbeat is the params of MethodHeartbeat, sent periodically while a
+// step runs so that the host can tell a slow step from a hung worker.
+type Heartbeat struct {
+	Timestamp time.Time `json:"timestamp"`
+	StepID    string    `json:"step_id,omitempty"`
+}

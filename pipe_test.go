@@ -1,0 +1,17 @@
+package tproxy_test
+
+import (
+	"io"
+)
+
+type pipeEnd struct {
+	io.Reader
+	io.WriteCloser
+}
+
+// pipePair returns two connected in-memory byte streams.
+func pipePair() (a, b io.ReadWriteCloser) {
+	ar, bw := io.Pipe()
+	br, aw := io.Pipe()
+	return pipeEnd{ar, aw}, pipeEnd{br, bw}
+}

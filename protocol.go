@@ -1,0 +1,53 @@
+package tproxy
+
+// ProtocolVersion is the major version of the wire protocol spoken by this
+// module. A host refuses a worker whose ping reports another major version.
+const ProtocolVersion = 1
+
+// Methods the host calls on the worker.
+const (
+	MethodPing     = "ping"
+	MethodPrepare  = "prepare"
+	MethodExecStep = "exec_step"
+	MethodCleanup  = "cleanup"
+)
+
+// Notifications the worker sends to the host while a call runs.
+const (
+	MethodEvent     = "event"
+	MethodMetric    = "metric"
+	MethodLog       = "log"
+	MethodHeartbeat = "heartbeat"
+)
+
+// MethodCancelRequest is the notification the host sends when the caller's
+// context ends before the response arrived. Its params are CancelParams.
+const MethodCancelRequest = "$/cancelRequest"
+
+// JSON-RPC error codes. The first five are the standard JSON-RPC 2.0 codes;
+// the rest are tproxy's application codes.
+const (
+	CodeParseError     = -32700
+	CodeInvalidRequest = -32600
+	CodeMethodNotFound = -32601
+	CodeInvalidParams  = -32602
+	CodeInternalError  = -32603
+
+	// CodeRequestCancelled answers a request whose context was cancelled
+	// through $/cancelRequest (the value LSP uses).
+	CodeRequestCancelled = -32800
+
+	// CodeNotPrepared answers exec_step or cleanup before prepare.
+	CodeNotPrepared = -32001
+	// CodeSessionMismatch answers a second prepare naming another session:
+	// one worker serves exactly one session, never a nested one.
+	CodeSessionMismatch = -32002
+	// CodeUnknownDriver answers exec_step naming a driver the worker lacks.
+	CodeUnknownDriver = -32003
+	// CodeStepFailed answers exec_step whose driver returned an error or
+	// panicked. The error's data is a StepFailure.
+	CodeStepFailed = -32004
+	// CodeInputUnavailable answers exec_step whose inputs name an output
+	// that no earlier step of the session produced.
+	CodeInputUnavailable = -32005
+)

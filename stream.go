@@ -1,0 +1,281 @@
+package tproxy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/sourcegraph/jsonrpc2"
+)
+
+// DefaultMaxFrameSize is the default cap on one protocol message, in bytes,
+// excluding the newline.
+const DefaultMaxFrameSize = 16 << 20
+
+// quoteLen is how many bytes of an offending frame an error quotes.
+const quoteLen = 64
+
+// ErrFrameTooLarge is matched by errors.Is for a FrameError raised by a
+// frame over the cap, in either direction.
+var ErrFrameTooLarge = errors.New("frame too large")
+
+// FrameError reports a protocol message that could not be framed or decoded:
+// over the size cap, not UTF-8, not JSON, or not a JSON-RPC 2.0 message. It
+// quotes the start of the offending bytes.
+type FrameError struct {
+	// Op is "read" for bytes from the peer, "write" for a message this side
+	// tried to send.
+	Op string
+	// Reason says what is wrong, e.g. "invalid JSON".
+	Reason string
+	// Size is the frame's size in bytes. For an oversize frame read from
+	// the peer it is the number of bytes seen before the newline.
+	Size int
+	// Limit is the cap in force, for an oversize frame.
+	Limit int
+	// Quote is the start of the offending bytes.
+	Quote []byte
+	// Err is the underlying error, if any.
+	Err error
+}
+
+func (e *FrameError) Error() string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "tproxy: %s frame: %s", e.Op, e.Reason)
+	if e.Limit > 0 {
+		fmt.Fprintf(&b, " (%d bytes, cap %d)", e.Size, e.Limit)
+	}
+	if e.Err != nil && !errors.Is(e.Err, ErrFrameTooLarge) {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	if len(e.Quote) > 0 {
+		q := e.Quote
+		more := ""
+		if e.Size > len(q) {
+			more = "..."
+		}
+		fmt.Fprintf(&b, "; starts %q%s", q, more)
+	}
+	return b.String()
+}
+
+// Unwrap returns the underlying error.
+func (e *FrameError) Unwrap() error { return e.Err }
+
+// Stream frames JSON-RPC 2.0 messages as newline-delimited JSON over a byte
+// stream. It implements jsonrpc2.ObjectStream.
+//
+// Reads reassemble lines from bytes that arrive in arbitrary chunks; blank
+// lines are skipped; a line over the cap is discarded without being
+// buffered whole and reported as a FrameError (the stream stays usable for
+// the frames after it). Writes refuse a message over the cap before any of
+// it is written. Read methods must be called from one goroutine; writes
+// are serialized internally.
+type Stream struct {
+	rwc io.ReadWriteCloser
+	r   *bufio.Reader
+	max int
+
+	line []byte // reassembly buffer for lines longer than r's buffer
+
+	wmu  sync.Mutex
+	wbuf bytes.Buffer
+	enc  *json.Encoder
+}
+
+var _ jsonrpc2.ObjectStream = (*Stream)(nil)
+
+// NewStream returns a Stream over rwc with a frame cap of maxFrame bytes
+// (DefaultMaxFrameSize when maxFrame <= 0). Closing the Stream closes rwc.
+func NewStream(rwc io.ReadWriteCloser, maxFrame int) *Stream {
+	return newStream(rwc, maxFrame, 64<<10)
+}
+
+func newStream(rwc io.ReadWriteCloser, maxFrame, bufSize int) *Stream {
+	if maxFrame <= 0 {
+		maxFrame = DefaultMaxFrameSize
+	}
+	s := &Stream{rwc: rwc, r: bufio.NewReaderSize(rwc, bufSize), max: maxFrame}
+	s.enc = json.NewEncoder(&s.wbuf)
+	s.enc.SetEscapeHTML(false)
+	return s
+}
+
+// MaxFrameSize returns the stream's frame cap in bytes.
+func (s *Stream) MaxFrameSize() int { return s.max }
+
+// ReadFrame returns the next non-blank line without its line ending. The
+// returned slice is valid until the next call. At the end of the stream it
+// returns io.EOF; a partial last line is a FrameError wrapping
+// io.ErrUnexpectedEOF.
+func (s *Stream) ReadFrame() ([]byte, error) {
+	for {
+		frame, err := s.readLine()
+		if err != nil {
+			return nil, err
+		}
+		frame = bytes.TrimRight(frame, "\r")
+		if len(bytes.TrimSpace(frame)) == 0 {
+			continue
+		}
+		return frame, nil
+	}
+}
+
+func (s *Stream) readLine() ([]byte, error) {
+	chunk, err := s.r.ReadSlice('\n')
+	if err == nil {
+		// Fast path: the whole line is in the reader's buffer.
+		if len(chunk)-1 > s.max {
+			return nil, s.tooLarge(chunk[:len(chunk)-1], len(chunk)-1)
+		}
+		return chunk[:len(chunk)-1], nil
+	}
+	s.line = append(s.line[:0], chunk...)
+	for err == bufio.ErrBufferFull {
+		if len(s.line) > s.max {
+			return nil, s.discard()
+		}
+		chunk, err = s.r.ReadSlice('\n')
+		s.line = append(s.line, chunk...)
+	}
+	switch {
+	case err == nil:
+		n := len(s.line) - 1
+		if n > s.max {
+			return nil, s.tooLarge(s.line[:n], n)
+		}
+		return s.line[:n], nil
+	case err == io.EOF && len(bytes.TrimSpace(s.line)) == 0:
+		return nil, io.EOF
+	case err == io.EOF && len(s.line) > s.max:
+		return nil, s.tooLarge(s.line, len(s.line))
+	case err == io.EOF:
+		return nil, &FrameError{Op: "read", Reason: "stream ended inside a frame",
+			Size: len(s.line), Quote: quote(s.line), Err: io.ErrUnexpectedEOF}
+	default:
+		return nil, err
+	}
+}
+
+// discard skips the rest of an oversize line, keeping memory bounded.
+func (s *Stream) discard() error {
+	q := quote(s.line)
+	n := len(s.line)
+	s.line = s.line[:0]
+	for {
+		chunk, err := s.r.ReadSlice('\n')
+		n += len(chunk)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == nil {
+			n-- // the newline
+		}
+		fe := &FrameError{Op: "read", Reason: "frame too large", Size: n, Limit: s.max, Quote: q, Err: ErrFrameTooLarge}
+		if err != nil && err != io.EOF {
+			fe.Err = errors.Join(ErrFrameTooLarge, err)
+		}
+		return fe
+	}
+}
+
+func (s *Stream) tooLarge(frame []byte, n int) error {
+	return &FrameError{Op: "read", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(frame), Err: ErrFrameTooLarge}
+}
+
+// ReadObject reads the next frame and decodes it into v. It implements
+// jsonrpc2.ObjectStream.
+func (s *Stream) ReadObject(v any) error {
+	frame, err := s.ReadFrame()
+	if err != nil {
+		return err
+	}
+	return DecodeFrame(frame, v)
+}
+
+// DecodeFrame decodes one frame into v, reporting what is wrong with it as
+// a FrameError: invalid UTF-8, a batch (not used by this protocol), invalid
+// JSON, or JSON that v refuses (for jsonrpc2's message type: not a JSON-RPC
+// 2.0 message).
+func DecodeFrame(frame []byte, v any) error {
+	reason := ""
+	var cause error
+	switch {
+	case len(frame) == 0:
+		reason = "empty frame"
+	case !utf8.Valid(frame):
+		reason = "invalid UTF-8"
+	case frame[0] == '[':
+		reason = "JSON-RPC batches are not supported"
+	default:
+		if err := json.Unmarshal(frame, v); err != nil {
+			var syn *json.SyntaxError
+			if errors.As(err, &syn) {
+				reason = "invalid JSON"
+			} else {
+				reason = "not a JSON-RPC 2.0 message"
+			}
+			cause = err
+		}
+	}
+	if reason == "" {
+		return nil
+	}
+	return &FrameError{Op: "read", Reason: reason, Size: len(frame), Quote: quote(frame), Err: cause}
+}
+
+// WriteObject encodes obj as one line and writes it. It implements
+// jsonrpc2.ObjectStream.
+func (s *Stream) WriteObject(obj any) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.wbuf.Reset()
+	if err := s.enc.Encode(obj); err != nil {
+		return fmt.Errorf("tproxy: encode message: %w", err)
+	}
+	return s.writeLocked(s.wbuf.Bytes())
+}
+
+// WriteFrame writes one already-encoded message. frame must be a single
+// line of JSON; a trailing newline is added if missing.
+func (s *Stream) WriteFrame(frame []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if len(frame) == 0 || frame[len(frame)-1] != '\n' {
+		s.wbuf.Reset()
+		s.wbuf.Write(frame)
+		s.wbuf.WriteByte('\n')
+		frame = s.wbuf.Bytes()
+	}
+	return s.writeLocked(frame)
+}
+
+func (s *Stream) writeLocked(line []byte) error {
+	if n := len(line) - 1; n > s.max {
+		return &FrameError{Op: "write", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(line), Err: ErrFrameTooLarge}
+	}
+	_, err := s.rwc.Write(line)
+	return err
+}
+
+// Close closes the underlying stream.
+func (s *Stream) Close() error { return s.rwc.Close() }
+
+// quote returns a copy of the first quoteLen bytes of b, cut at a UTF-8
+// boundary when b is valid UTF-8 there.
+func quote(b []byte) []byte {
+	if len(b) > quoteLen {
+		n := quoteLen
+		for n > quoteLen-utf8.UTFMax && n > 0 && !utf8.RuneStart(b[n]) {
+			n--
+		}
+		b = b[:n]
+	}
+	return bytes.Clone(b)
+}

@@ -1,0 +1,4 @@
+package transport
+
+// TrimTail exposes trimTail to the black-box tests.
+var TrimTail = trimTail

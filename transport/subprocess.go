@@ -1,0 +1,365 @@
+//go:build unix
+
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	defaultCloseTimeout = 5 * time.Second
+	defaultTermTimeout  = 3 * time.Second
+)
+
+// stderrGrace bounds the wait for stderr to reach EOF after the worker's
+// process group is gone: a process that left the group (setsid, a daemon)
+// may still hold the pipe, and must not delay Done for long. A variable for
+// the tests.
+var stderrGrace = time.Second
+
+// Subprocess is a [Transport] that runs the worker as a local child process
+// and talks to it over its stdin and stdout.
+//
+// The worker runs in its own process group. When the worker exits, for
+// whatever reason, the whole group is killed, so processes it spawned do
+// not outlive it. Its stderr is always drained: the last TailSize bytes are
+// kept for [Process.StderrTail], and everything is copied to Stderr and
+// Logger if set.
+//
+// The zero value is not usable: Path must be set. A Subprocess may start
+// any number of workers and may be used from several goroutines.
+//
+// The Process that Start returns also has a method Pid() int, reachable
+// with a type assertion to interface{ Pid() int }; the pid is also the
+// process group id.
+type Subprocess struct {
+	// Path is the worker binary. A name without a slash is looked up in
+	// PATH, as by [exec.Command].
+	Path string
+	// Args are the arguments after the program name.
+	Args []string
+	// Env is the worker's environment. If nil, the worker inherits the
+	// host's environment (os.Environ); an empty, non-nil slice gives it an
+	// empty one.
+	Env []string
+	// Dir is the worker's working directory; empty means the host's.
+	Dir string
+
+	// Stderr, if not nil, receives every byte the worker writes to its
+	// stderr. It is written from one goroutine; if a write fails, Stderr is
+	// no longer written to, but stderr is still drained.
+	Stderr io.Writer
+	// Logger, if not nil, receives each line of the worker's stderr as a
+	// record at Info level, with a "pid" attribute. From a line starting
+	// with "panic:" or "fatal error:" on, lines are logged at Error level.
+	Logger *slog.Logger
+	// TailSize is how many bytes of stderr are kept for StderrTail and
+	// error messages. Zero means 16 KiB.
+	TailSize int
+
+	// CloseTimeout is how long Close waits for the worker to exit after
+	// closing its stdin before it sends SIGTERM. Zero means 5s.
+	CloseTimeout time.Duration
+	// TermTimeout is how long Close waits after SIGTERM before it sends
+	// SIGKILL. Zero means 3s.
+	TermTimeout time.Duration
+}
+
+// Start starts the worker. ctx bounds only the start: cancelling it later
+// does not affect the running worker, which is ended by Process.Close.
+func (s *Subprocess) Start(ctx context.Context) (Process, error) {
+	if s.Path == "" {
+		return nil, errors.New("transport: subprocess: Path is empty")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("transport: start worker %q: %w", s.Path, err)
+	}
+
+	// The pipes are made here rather than with exec's StdoutPipe, whose
+	// read end cmd.Wait closes, maybe before the host has read all of it.
+	var files []*os.File // everything to close if Start fails
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	pipe := func() (r, w *os.File, err error) {
+		r, w, err = os.Pipe()
+		if err == nil {
+			files = append(files, r, w)
+		}
+		return r, w, err
+	}
+	stdinR, stdinW, err := pipe()
+	if err == nil {
+		var stdoutR, stdoutW, stderrR, stderrW *os.File
+		if stdoutR, stdoutW, err = pipe(); err == nil {
+			if stderrR, stderrW, err = pipe(); err == nil {
+				cmd := exec.Command(s.Path, s.Args...)
+				cmd.Env = s.Env
+				cmd.Dir = s.Dir
+				cmd.Stdin = stdinR
+				cmd.Stdout = stdoutW
+				cmd.Stderr = stderrW
+				cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+				if err = cmd.Start(); err == nil {
+					// The child has its own copies; the parent must not
+					// hold the child's ends, or EOF would never come.
+					stdinR.Close()
+					stdoutW.Close()
+					stderrW.Close()
+					return s.newProcess(cmd, stdinW, stdoutR, stderrR), nil
+				}
+			}
+		}
+	}
+	closeAll()
+	return nil, fmt.Errorf("transport: start worker %q: %w", s.Path, err)
+}
+
+func (s *Subprocess) newProcess(cmd *exec.Cmd, stdin, stdout, stderr *os.File) *subprocess {
+	p := &subprocess{
+		cmd:          cmd,
+		pid:          cmd.Process.Pid,
+		stdin:        stdin,
+		stdout:       stdout,
+		stderr:       stderr,
+		tail:         newTailBuffer(s.TailSize),
+		closeTimeout: s.CloseTimeout,
+		termTimeout:  s.TermTimeout,
+		stderrGrace:  stderrGrace,
+		stderrDone:   make(chan struct{}),
+		done:         make(chan struct{}),
+	}
+	if p.closeTimeout <= 0 {
+		p.closeTimeout = defaultCloseTimeout
+	}
+	if p.termTimeout <= 0 {
+		p.termTimeout = defaultTermTimeout
+	}
+	var ll *lineLogger
+	if s.Logger != nil {
+		ll = &lineLogger{logger: s.Logger, attrs: []slog.Attr{slog.Int("pid", p.pid)}}
+	}
+	w := s.Stderr
+	go func() {
+		defer close(p.stderrDone)
+		drainStderr(&stderrReader{f: stderr}, p.tail, w, ll)
+	}()
+	go p.wait()
+	return p
+}
+
+// subprocess is the Process of a Subprocess.
+type subprocess struct {
+	cmd                       *exec.Cmd
+	pid                       int
+	stdin, stdout, stderr     *os.File
+	tail                      *tailBuffer
+	closeTimeout, termTimeout time.Duration
+	stderrGrace               time.Duration
+
+	stderrDone chan struct{} // closed when the stderr drainer returned
+	done       chan struct{} // closed when the worker is reaped and stderr drained
+
+	mu     sync.Mutex // guards reaped and status
+	reaped bool       // the pid may be reused: never signal it again
+	status ExitStatus
+
+	closeWriteOnce sync.Once
+	closeWriteErr  error
+	closeOnce      sync.Once
+	closeErr       error
+}
+
+// Pid returns the worker's process id, which is also its process group id.
+func (p *subprocess) Pid() int { return p.pid }
+
+func (p *subprocess) Read(b []byte) (int, error)  { return p.stdout.Read(b) }
+func (p *subprocess) Write(b []byte) (int, error) { return p.stdin.Write(b) }
+
+func (p *subprocess) CloseWrite() error {
+	p.closeWriteOnce.Do(func() { p.closeWriteErr = p.stdin.Close() })
+	return p.closeWriteErr
+}
+
+func (p *subprocess) Done() <-chan struct{} { return p.done }
+
+func (p *subprocess) Exit() ExitStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+func (p *subprocess) StderrTail() string { return p.tail.String() }
+
+// wait runs for the life of the worker and closes done.
+func (p *subprocess) wait() {
+	defer close(p.done)
+
+	// Wait for the leader to exit without reaping it: while it is a zombie
+	// its pid, and so its process group id, cannot be reused, so the group
+	// can be killed safely; the lock keeps Close from signalling between
+	// the reap and the reaped mark.
+	var err error
+	if waitExitedNoReap(p.pid) {
+		p.mu.Lock()
+		killGroup(p.pid, syscall.SIGKILL) // nothing to report a failure to
+		err = p.cmd.Wait()                // returns at once: the leader has exited
+		p.reaped = true
+	} else {
+		// Fallback where a zombie cannot be waited for: reap first, then
+		// kill what is left of the group. The group id stays reserved
+		// while the group has members, so only an empty group's id can
+		// have been reused; a small race, accepted off Linux.
+		err = p.cmd.Wait()
+		p.mu.Lock()
+		p.reaped = true
+		killGroup(p.pid, syscall.SIGKILL)
+	}
+	p.status = exitStatus(p.cmd.ProcessState, err)
+	p.mu.Unlock()
+
+	timer := time.NewTimer(p.stderrGrace)
+	select {
+	case <-p.stderrDone:
+	case <-timer.C:
+		// Something outside the group holds the pipe. Make the drainer
+		// take what is buffered and stop; closing the pipe instead would
+		// lose the worker's last words if the drainer lags behind.
+		if err := p.stderr.SetReadDeadline(time.Now()); err != nil {
+			p.stderr.Close()
+		}
+	}
+	timer.Stop()
+	<-p.stderrDone
+	p.stderr.Close()
+}
+
+// maxFinalStderr bounds what stderrReader reads once EOF was given up on,
+// in case whoever holds the pipe keeps writing.
+const maxFinalStderr = 1 << 20
+
+// stderrReader reads the worker's stderr. When the worker is gone but the
+// pipe is still held open, the waiter sets a past read deadline; from then
+// on stderrReader returns only what is already buffered in the pipe,
+// without blocking, and then io.EOF.
+type stderrReader struct {
+	f     *os.File
+	final bool
+	left  int // bytes still allowed once final
+}
+
+func (r *stderrReader) Read(b []byte) (int, error) {
+	if !r.final {
+		n, err := r.f.Read(b)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		r.final, r.left = true, maxFinalStderr
+		// A pipe with a deadline is in the poller, so it is non-blocking
+		// and the raw reads below cannot hang.
+		if err := r.f.SetReadDeadline(time.Time{}); err != nil {
+			return n, io.EOF
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+	if r.left <= 0 {
+		return 0, io.EOF
+	}
+	if len(b) > r.left {
+		b = b[:r.left]
+	}
+	rc, err := r.f.SyscallConn()
+	if err != nil {
+		return 0, io.EOF
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, rerr = syscall.Read(int(fd), b)
+		return true // never wait for more
+	})
+	if err != nil || rerr != nil || n <= 0 {
+		return 0, io.EOF
+	}
+	r.left -= n
+	return n, nil
+}
+
+func exitStatus(ps *os.ProcessState, err error) ExitStatus {
+	if ps == nil {
+		s := ExitStatus{Code: -1}
+		if err != nil {
+			s.Reason = err.Error()
+		}
+		return s
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ExitStatus{Code: -1, Signal: ws.Signal()}
+	}
+	return ExitStatus{Code: ps.ExitCode()}
+}
+
+// signal sends sig to the worker's process group unless the worker has
+// been reaped already.
+func (p *subprocess) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped {
+		return nil
+	}
+	return killGroup(p.pid, sig)
+}
+
+func killGroup(pgid int, sig syscall.Signal) error {
+	if err := syscall.Kill(-pgid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("transport: send %v to worker process group %d: %w", sig, pgid, err)
+	}
+	return nil
+}
+
+func (p *subprocess) waitDone(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+		return true
+	case <-timer.C:
+		return false
+	}
+}
+
+// Close runs the shutdown ladder: close stdin, wait CloseTimeout, SIGTERM
+// the group, wait TermTimeout, SIGKILL the group, wait for the exit. It
+// then closes the read end of stdout. It returns nil whatever the worker's
+// exit status, which Exit reports; an error means the ladder itself failed.
+func (p *subprocess) Close() error {
+	p.closeOnce.Do(func() {
+		var errs []error
+		if err := p.CloseWrite(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, fmt.Errorf("transport: close worker stdin: %w", err))
+		}
+		if !p.waitDone(p.closeTimeout) {
+			errs = append(errs, p.signal(syscall.SIGTERM))
+			if !p.waitDone(p.termTimeout) {
+				errs = append(errs, p.signal(syscall.SIGKILL))
+				<-p.done
+			}
+		}
+		p.stdout.Close()
+		p.closeErr = errors.Join(errs...)
+	})
+	return p.closeErr
+}

@@ -1,0 +1,120 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/tproxy/tproxy"
+)
+
+// connSink is the worker side of the shared sink: it forwards what steps
+// emit to the host as notifications, in emission order.
+type connSink struct{ conn *jsonrpc2.Conn }
+
+func (c connSink) Event(ctx context.Context, e tproxy.Event) error {
+	return c.conn.Notify(ctx, tproxy.MethodEvent, e)
+}
+
+func (c connSink) Metric(ctx context.Context, m tproxy.Metric) error {
+	return c.conn.Notify(ctx, tproxy.MethodMetric, m)
+}
+
+// Flush is a no-op: each notification is written when it is emitted.
+func (c connSink) Flush() error { return nil }
+
+// logHandler is a slog.Handler that sends records to the host as log
+// notifications.
+type logHandler struct {
+	conn   *jsonrpc2.Conn
+	ctx    context.Context
+	level  slog.Leveler
+	stepID string
+	attrs  []slog.Attr
+	group  string
+}
+
+func (h *logHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }
+
+func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
+	rec := tproxy.LogRecord{
+		Level:     r.Level.String(),
+		Message:   r.Message,
+		Timestamp: r.Time.UTC(),
+		StepID:    h.stepID,
+	}
+	if rec.Timestamp.IsZero() {
+		rec.Timestamp = time.Now().UTC()
+	}
+	if len(h.attrs) > 0 || r.NumAttrs() > 0 {
+		rec.Attrs = map[string]any{}
+		for _, a := range h.attrs {
+			addAttr(rec.Attrs, "", a)
+		}
+		r.Attrs(func(a slog.Attr) bool {
+			addAttr(rec.Attrs, h.group, a)
+			return true
+		})
+	}
+	return h.conn.Notify(h.ctx, tproxy.MethodLog, rec)
+}
+
+// addAttr flattens groups into dotted keys.
+func addAttr(dst map[string]any, prefix string, a slog.Attr) {
+	v := a.Value.Resolve()
+	key := a.Key
+	if prefix != "" && key != "" {
+		key = prefix + "." + key
+	} else if key == "" {
+		key = prefix
+	}
+	if v.Kind() == slog.KindGroup {
+		for _, g := range v.Group() {
+			addAttr(dst, key, g)
+		}
+		return
+	}
+	if key == "" {
+		return
+	}
+	switch v.Kind() {
+	case slog.KindTime:
+		dst[key] = v.Time().UTC()
+	case slog.KindDuration:
+		dst[key] = v.Duration().String()
+	case slog.KindAny:
+		if err, ok := v.Any().(error); ok {
+			dst[key] = err.Error()
+			return
+		}
+		dst[key] = v.Any()
+	default:
+		dst[key] = v.Any()
+	}
+}
+
+func (h *logHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	h2 := *h
+	h2.attrs = append([]slog.Attr(nil), h.attrs...)
+	for _, a := range as {
+		if h.group != "" {
+			a.Key = h.group + "." + a.Key
+		}
+		h2.attrs = append(h2.attrs, a)
+	}
+	return &h2
+}
+
+func (h *logHandler) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return h
+	}
+	h2 := *h
+	if h.group != "" {
+		name = h.group + "." + name
+	}
+	h2.group = name
+	return &h2
+}

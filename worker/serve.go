@@ -1,0 +1,291 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/tproxy/tproxy"
+)
+
+// server is one connection's runtime. The read loop (jsonrpc2's) answers
+// ping and $/cancelRequest at once and queues every other request; one
+// executor goroutine runs the queue in arrival order, so session state is
+// touched by one goroutine only and a cancel is never stuck behind the step
+// it cancels.
+type server struct {
+	w      *Worker
+	rwc    io.ReadWriteCloser
+	stream *tproxy.Stream
+	log    *slog.Logger
+	ctx    context.Context // the connection's; ends when Serve ends
+	conn   *jsonrpc2.Conn
+
+	mu       sync.Mutex
+	queue    []*job
+	wake     chan struct{} // signalled when queue grows
+	inflight map[jsonrpc2.ID]context.CancelFunc
+	busy     int  // jobs queued or running
+	eof      bool // the host closed its end
+	drained  chan struct{}
+	readErr  error
+
+	sess session // executor goroutine only
+}
+
+type job struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	req    *jsonrpc2.Request
+}
+
+func newServer(w *Worker, rwc io.ReadWriteCloser) *server {
+	return &server{
+		w:        w,
+		rwc:      rwc,
+		stream:   tproxy.NewStream(rwc, w.MaxFrameSize),
+		log:      w.logger(),
+		wake:     make(chan struct{}, 1),
+		inflight: map[jsonrpc2.ID]context.CancelFunc{},
+		drained:  make(chan struct{}),
+	}
+}
+
+func (s *server) serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.ctx = ctx
+	s.conn = jsonrpc2.NewConn(ctx, (*drainingStream)(s), s, jsonrpc2.SetLogger(discardLogger{}))
+
+	execDone := make(chan struct{})
+	go func() {
+		defer close(execDone)
+		s.execute(ctx)
+	}()
+
+	<-s.conn.DisconnectNotify()
+	cancel()
+	<-execDone
+	s.sess.removeDir(s.log)
+
+	s.mu.Lock()
+	err := s.readErr
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("tproxy/worker: reading from host: %w", err)
+	}
+	return nil
+}
+
+// drainingStream is the server's ObjectStream. When the host closes its
+// end, it reports EOF only once every request already received has been
+// answered, because jsonrpc2 stops writing as soon as a read fails.
+type drainingStream server
+
+func (d *drainingStream) ReadObject(v any) error {
+	s := (*server)(d)
+	err := s.stream.ReadObject(v)
+	if err == nil {
+		return nil
+	}
+	s.mu.Lock()
+	s.eof = true
+	if !errors.Is(err, io.EOF) {
+		s.readErr = err
+	}
+	if s.busy == 0 {
+		s.closeDrainedLocked()
+	}
+	s.mu.Unlock()
+	if !errors.Is(err, io.EOF) {
+		s.log.Error("tproxy/worker: protocol error from host; closing the connection", "err", err)
+		return err
+	}
+	select {
+	case <-s.drained:
+	case <-s.ctx.Done():
+	}
+	return err
+}
+
+func (d *drainingStream) WriteObject(v any) error { return d.stream.WriteObject(v) }
+func (d *drainingStream) Close() error            { return d.rwc.Close() }
+
+func (s *server) closeDrainedLocked() {
+	select {
+	case <-s.drained:
+	default:
+		close(s.drained)
+	}
+}
+
+// Handle implements jsonrpc2.Handler. It runs in the read loop.
+func (s *server) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
+	if req.Notif {
+		if req.Method == tproxy.MethodCancelRequest {
+			s.cancelRequest(req)
+		}
+		return
+	}
+	if req.Method == tproxy.MethodPing {
+		res, err := s.ping(req.Params)
+		s.reply(conn, req.ID, res, err)
+		return
+	}
+	jctx, cancel := context.WithCancel(s.ctx)
+	j := &job{ctx: jctx, cancel: cancel, req: req}
+	s.mu.Lock()
+	s.inflight[req.ID] = cancel
+	s.queue = append(s.queue, j)
+	s.busy++
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *server) cancelRequest(req *jsonrpc2.Request) {
+	var p struct {
+		ID jsonrpc2.ID `json:"id"`
+	}
+	if req.Params == nil || json.Unmarshal(*req.Params, &p) != nil {
+		s.log.Warn("tproxy/worker: malformed $/cancelRequest ignored")
+		return
+	}
+	s.mu.Lock()
+	cancel := s.inflight[p.ID]
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// execute runs queued requests one at a time until ctx ends.
+func (s *server) execute(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		var j *job
+		if len(s.queue) > 0 {
+			j = s.queue[0]
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
+		}
+		s.mu.Unlock()
+		if j == nil {
+			select {
+			case <-s.wake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		res, err := s.dispatch(j)
+		s.reply(s.conn, j.req.ID, res, err)
+		j.cancel()
+		s.mu.Lock()
+		delete(s.inflight, j.req.ID)
+		s.busy--
+		if s.busy == 0 && s.eof {
+			s.closeDrainedLocked()
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *server) dispatch(j *job) (any, error) {
+	if err := j.ctx.Err(); err != nil {
+		return nil, errCancelled(j.req.Method)
+	}
+	var params json.RawMessage
+	if j.req.Params != nil {
+		params = *j.req.Params
+	}
+	var (
+		res any
+		err error
+	)
+	switch j.req.Method {
+	case tproxy.MethodPrepare:
+		res, err = s.prepare(j.ctx, params)
+	case tproxy.MethodExecStep:
+		res, err = s.execStep(j.ctx, params)
+	case tproxy.MethodCleanup:
+		res, err = s.cleanup(j.ctx)
+	default:
+		h := s.w.methods[j.req.Method]
+		if h == nil {
+			return nil, &jsonrpc2.Error{Code: tproxy.CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", j.req.Method)}
+		}
+		res, err = callHandler(j.ctx, h, params)
+	}
+	if err != nil && j.ctx.Err() != nil && s.ctx.Err() == nil {
+		var rpcErr *jsonrpc2.Error
+		if !errors.As(err, &rpcErr) || rpcErr.Code == tproxy.CodeStepFailed {
+			return nil, errCancelled(j.req.Method)
+		}
+	}
+	return res, err
+}
+
+func callHandler(ctx context.Context, h Handler, params json.RawMessage) (res any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("handler panicked: %v", p)}
+		}
+	}()
+	return h(ctx, params)
+}
+
+func errCancelled(method string) *jsonrpc2.Error {
+	return &jsonrpc2.Error{Code: tproxy.CodeRequestCancelled, Message: method + " cancelled by the host"}
+}
+
+func (s *server) reply(conn *jsonrpc2.Conn, id jsonrpc2.ID, res any, err error) {
+	var sendErr error
+	if err != nil {
+		var rpcErr *jsonrpc2.Error
+		if !errors.As(err, &rpcErr) {
+			rpcErr = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: err.Error()}
+		}
+		sendErr = conn.ReplyWithError(s.ctx, id, rpcErr)
+	} else {
+		sendErr = conn.Reply(s.ctx, id, res)
+	}
+	if sendErr != nil && !errors.Is(sendErr, jsonrpc2.ErrClosed) {
+		s.log.Error("tproxy/worker: sending a response failed", "id", id.String(), "err", sendErr)
+	}
+}
+
+func (s *server) ping(params *json.RawMessage) (*tproxy.PingResult, error) {
+	var p tproxy.PingParams
+	if params != nil {
+		if err := json.Unmarshal(*params, &p); err != nil {
+			return nil, invalidParams("ping", err)
+		}
+	}
+	return &tproxy.PingResult{
+		Status:    "pong",
+		Echo:      p.Data,
+		Timestamp: time.Now().UTC(),
+		Protocol:  tproxy.ProtocolVersion,
+		Worker:    s.w.Info(),
+	}, nil
+}
+
+func invalidParams(method string, err error) *jsonrpc2.Error {
+	return &jsonrpc2.Error{Code: tproxy.CodeInvalidParams, Message: fmt.Sprintf("%s: invalid params: %v", method, err)}
+}
+
+// discardLogger silences jsonrpc2's own logging; the server reports what
+// matters through the Worker's logger.
+type discardLogger struct{}
+
+func (discardLogger) Printf(string, ...any) {}

@@ -1,0 +1,306 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/tproxy/tproxy"
+)
+
+// session is the state one worker keeps across calls: the host's session,
+// never a session of its own.
+type session struct {
+	id       string
+	prepared bool // prepare succeeded and cleanup has not run
+	cleaned  bool
+	dir      string
+	manifest tproxy.Manifest
+	config   map[string]any
+	level    slog.Level
+
+	attempts  int // exec_step calls that reached a driver
+	executed  int // steps that succeeded
+	totalRows int64
+	outputs   map[string]map[string]any // step id → output key → value
+}
+
+func (ss *session) removeDir(log *slog.Logger) {
+	if ss.dir == "" {
+		return
+	}
+	if err := os.RemoveAll(ss.dir); err != nil {
+		log.Warn("tproxy/worker: removing the session directory failed", "dir", ss.dir, "err", err)
+	}
+	ss.dir = ""
+}
+
+func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.PrepareResult, error) {
+	var p tproxy.PrepareParams
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, invalidParams(tproxy.MethodPrepare, err)
+	}
+	if err := tproxy.ValidateID("session id", p.SessionID); err != nil {
+		return nil, invalidParams(tproxy.MethodPrepare, err)
+	}
+	ss := &s.sess
+	if ss.id != "" && ss.id != p.SessionID {
+		return nil, &jsonrpc2.Error{Code: tproxy.CodeSessionMismatch,
+			Message: fmt.Sprintf("this worker serves session %q and cannot prepare session %q: one worker, one session", ss.id, p.SessionID)}
+	}
+	drivers, err := s.checkManifest(p.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	var level slog.Level
+	if p.LogLevel != "" {
+		if err := level.UnmarshalText([]byte(p.LogLevel)); err != nil {
+			return nil, invalidParams(tproxy.MethodPrepare, fmt.Errorf("log_level: %w", err))
+		}
+	}
+	if ss.dir == "" {
+		dir, err := os.MkdirTemp(s.w.workDir(), "tproxy-"+p.SessionID+"-")
+		if err != nil {
+			return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("creating the session directory: %v", err)}
+		}
+		ss.dir = dir
+	}
+	ss.id, ss.prepared, ss.cleaned = p.SessionID, true, false
+	ss.manifest, ss.config, ss.level = p.Manifest, p.Config, level
+	if ss.outputs == nil {
+		ss.outputs = map[string]map[string]any{}
+	}
+
+	sink := connSink{s.conn}
+	now := time.Now().UTC()
+	sink.Event(ctx, tproxy.Event{Name: "session_initialized", Timestamp: now,
+		Data: map[string]any{"session_id": p.SessionID, "steps_total": len(p.Manifest.Steps)}})
+	sink.Metric(ctx, tproxy.Metric{Name: "steps_total", Value: float64(len(p.Manifest.Steps)), Timestamp: now})
+
+	return &tproxy.PrepareResult{Status: "ready", SessionID: ss.id, SessionDir: ss.dir, DriversLoaded: drivers}, nil
+}
+
+// checkManifest refuses a manifest this worker cannot run and returns the
+// drivers it uses.
+func (s *server) checkManifest(m tproxy.Manifest) ([]string, error) {
+	seen := map[string]bool{}
+	var drivers []string
+	for i, st := range m.Steps {
+		if err := tproxy.ValidateID("step id", st.ID); err != nil {
+			return nil, invalidParams(tproxy.MethodPrepare, fmt.Errorf("manifest step %d: %w", i, err))
+		}
+		if seen[st.ID] {
+			return nil, invalidParams(tproxy.MethodPrepare, fmt.Errorf("manifest step id %q appears twice", st.ID))
+		}
+		seen[st.ID] = true
+		if _, ok := s.w.drivers[st.Driver]; !ok {
+			return nil, unknownDriver(st.ID, st.Driver, s.w.Drivers())
+		}
+		if !slices.Contains(drivers, st.Driver) {
+			drivers = append(drivers, st.Driver)
+		}
+	}
+	sort.Strings(drivers)
+	return drivers, nil
+}
+
+func unknownDriver(stepID, driver string, have []string) *jsonrpc2.Error {
+	return &jsonrpc2.Error{Code: tproxy.CodeUnknownDriver,
+		Message: fmt.Sprintf("step %q: no driver %q in this worker (it has: %s)", stepID, driver, strings.Join(have, ", "))}
+}
+
+func (s *server) notPrepared(method string) *jsonrpc2.Error {
+	msg := method + " before prepare"
+	if s.sess.cleaned {
+		msg = fmt.Sprintf("%s after cleanup of session %q", method, s.sess.id)
+	}
+	return &jsonrpc2.Error{Code: tproxy.CodeNotPrepared, Message: msg}
+}
+
+func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.ExecStepResult, error) {
+	ss := &s.sess
+	if !ss.prepared {
+		return nil, s.notPrepared(tproxy.MethodExecStep)
+	}
+	var p tproxy.ExecStepParams
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, invalidParams(tproxy.MethodExecStep, err)
+	}
+	if err := tproxy.ValidateID("step id", p.StepID); err != nil {
+		return nil, invalidParams(tproxy.MethodExecStep, err)
+	}
+	d, ok := s.w.drivers[p.Driver]
+	if !ok {
+		return nil, unknownDriver(p.StepID, p.Driver, s.w.Drivers())
+	}
+	inputs, err := ss.resolve(p)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(ss.dir, p.StepID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("step %q: creating its directory: %v", p.StepID, err)}
+	}
+
+	ss.attempts++
+	sink := connSink{s.conn}
+	step := &Step{
+		ctx: ctx, id: p.StepID, driver: p.Driver, number: ss.attempts,
+		config: p.Config, inputs: inputs, sessionID: ss.id, sessionCfg: ss.config,
+		dir: dir, sink: sink,
+	}
+	step.logger = slog.New(&logHandler{conn: s.conn, ctx: ctx, level: ss.level, stepID: p.StepID})
+
+	start := time.Now()
+	sink.Event(ctx, tproxy.Event{Name: "step_start", Timestamp: start.UTC(), StepID: p.StepID,
+		Data: map[string]any{"driver": p.Driver, "step_number": ss.attempts}})
+
+	stopBeat := s.heartbeats(ctx, p.StepID)
+	runErr := s.runDriver(ctx, d, step)
+	stopBeat()
+	rows, outputs := step.finish()
+	elapsed := time.Since(start)
+	durMS := elapsed.Milliseconds()
+	end := time.Now().UTC()
+
+	if runErr != nil {
+		failure := tproxy.StepFailure{StepID: p.StepID, ErrorType: errorType(runErr), Message: runErr.Error()}
+		if ctx.Err() != nil && errors.Is(runErr, ctx.Err()) {
+			failure.ErrorType = "cancelled"
+		}
+		sink.Event(ctx, tproxy.Event{Name: "step_failed", Timestamp: end, StepID: p.StepID,
+			Data: map[string]any{"driver": p.Driver, "error_type": failure.ErrorType, "message": failure.Message, "duration_ms": durMS}})
+		e := &jsonrpc2.Error{Code: tproxy.CodeStepFailed, Message: fmt.Sprintf("step %q failed: %s", p.StepID, runErr)}
+		e.SetError(failure)
+		return nil, e
+	}
+
+	ss.executed++
+	ss.totalRows += rows
+	ss.outputs[p.StepID] = outputs
+	if rows != 0 {
+		sink.Metric(ctx, tproxy.Metric{Name: "rows_processed", Value: float64(rows), Timestamp: end, StepID: p.StepID})
+	}
+	sink.Metric(ctx, tproxy.Metric{Name: "step_duration_ms", Value: float64(durMS), Timestamp: end, StepID: p.StepID, Unit: "ms"})
+	keys := slices.Sorted(maps.Keys(outputs))
+	data := map[string]any{"driver": p.Driver, "rows_processed": rows, "duration_ms": durMS}
+	if len(keys) > 0 {
+		data["outputs"] = keys
+	}
+	sink.Event(ctx, tproxy.Event{Name: "step_complete", Timestamp: end, StepID: p.StepID, Data: data})
+
+	res := &tproxy.ExecStepResult{Status: "complete", StepID: p.StepID, RowsProcessed: rows, DurationMS: durMS}
+	if len(outputs) > 0 {
+		res.Outputs = make(map[string]any, len(outputs))
+		for k, v := range outputs {
+			res.Outputs[k] = summarize(v)
+		}
+	}
+	return res, nil
+}
+
+// resolve looks up the outputs a step's inputs name.
+func (ss *session) resolve(p tproxy.ExecStepParams) (map[string]any, error) {
+	if len(p.Inputs) == 0 {
+		return nil, nil
+	}
+	in := make(map[string]any, len(p.Inputs))
+	for name, ref := range p.Inputs {
+		outs, ran := ss.outputs[ref.FromStep]
+		v, ok := outs[ref.Key]
+		if !ok {
+			why := fmt.Sprintf("step %q has not run in session %q", ref.FromStep, ss.id)
+			if ran {
+				why = fmt.Sprintf("step %q kept no output %q (it kept: %s)", ref.FromStep, ref.Key, strings.Join(slices.Sorted(maps.Keys(outs)), ", "))
+			}
+			return nil, &jsonrpc2.Error{Code: tproxy.CodeInputUnavailable,
+				Message: fmt.Sprintf("step %q: input %q: %s", p.StepID, name, why)}
+		}
+		in[name] = v
+	}
+	return in, nil
+}
+
+// runDriver runs d, turning a panic into the step's error. The stack goes
+// to the worker's logger (stderr in a worker process), not over the wire.
+func (s *server) runDriver(ctx context.Context, d Driver, step *Step) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("tproxy/worker: driver panicked", "step_id", step.id, "driver", step.driver,
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = &panicError{value: p}
+		}
+	}()
+	return d.Run(ctx, step)
+}
+
+type panicError struct{ value any }
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
+
+// errorType names an error's kind for StepFailure: "panic" for a panic, an
+// ErrorType() method's answer if the error has one, else its Go type.
+func errorType(err error) string {
+	var pe *panicError
+	if errors.As(err, &pe) {
+		return "panic"
+	}
+	var typed interface{ ErrorType() string }
+	if errors.As(err, &typed) {
+		return typed.ErrorType()
+	}
+	return strings.TrimPrefix(fmt.Sprintf("%T", err), "*")
+}
+
+// heartbeats sends a heartbeat every interval until the returned stop is
+// called; stop returns once the sender has exited.
+func (s *server) heartbeats(ctx context.Context, stepID string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(s.w.heartbeat())
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				s.conn.Notify(ctx, tproxy.MethodHeartbeat, tproxy.Heartbeat{Timestamp: now.UTC(), StepID: stepID})
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+func (s *server) cleanup(ctx context.Context) (*tproxy.CleanupResult, error) {
+	ss := &s.sess
+	if !ss.prepared {
+		return nil, s.notPrepared(tproxy.MethodCleanup)
+	}
+	connSink{s.conn}.Event(ctx, tproxy.Event{Name: "session_cleanup", Timestamp: time.Now().UTC(),
+		Data: map[string]any{"session_id": ss.id, "steps_executed": ss.executed, "total_rows": ss.totalRows}})
+	ss.removeDir(s.log)
+	ss.prepared, ss.cleaned = false, true
+	ss.outputs = nil
+	return &tproxy.CleanupResult{Status: "cleaned", SessionID: ss.id, StepsExecuted: ss.executed, TotalRows: ss.totalRows}, nil
+}

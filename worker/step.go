@@ -1,0 +1,158 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/logsink"
+)
+
+// ErrStepDone is returned by a Step's emitting methods once the step has
+// returned: everything a step emits reaches the host before its result.
+var ErrStepDone = errors.New("tproxy/worker: step already finished")
+
+// Step is the context of one running step: what the driver reads and how it
+// reports back. Its methods are safe for concurrent use by the driver's
+// goroutines.
+type Step struct {
+	ctx        context.Context
+	id, driver string
+	number     int
+	config     map[string]any
+	inputs     map[string]any
+	sessionID  string
+	sessionCfg map[string]any
+	dir        string
+	sink       logsink.Sink
+	logger     *slog.Logger
+
+	mu      sync.Mutex
+	done    bool
+	rows    int64
+	outputs map[string]any
+}
+
+// ID returns the step's id.
+func (s *Step) ID() string { return s.id }
+
+// Driver returns the name the step's driver was registered under.
+func (s *Step) Driver() string { return s.driver }
+
+// SessionID returns the id of the session the step runs in.
+func (s *Step) SessionID() string { return s.sessionID }
+
+// Config returns the step's configuration as sent by the host. The map is
+// the driver's to read, not to keep after Run returns.
+func (s *Step) Config() map[string]any { return s.config }
+
+// SessionConfig returns the session-wide configuration sent with prepare.
+func (s *Step) SessionConfig() map[string]any { return s.sessionCfg }
+
+// DecodeConfig decodes the step's configuration into v, a pointer to a
+// struct or map, through JSON.
+func (s *Step) DecodeConfig(v any) error {
+	b, err := json.Marshal(s.config)
+	if err != nil {
+		return fmt.Errorf("step %q: config: %w", s.id, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("step %q: config: %w", s.id, err)
+	}
+	return nil
+}
+
+// Input returns the value an earlier step kept under the output that the
+// host wired to input name.
+func (s *Step) Input(name string) (any, bool) {
+	v, ok := s.inputs[name]
+	return v, ok
+}
+
+// Dir returns a directory the step may write files to; it lives inside the
+// session directory, which cleanup removes.
+func (s *Step) Dir() string { return s.dir }
+
+// Logger returns a logger whose records are sent to the host as log
+// notifications, tagged with the step id.
+func (s *Step) Logger() *slog.Logger { return s.logger }
+
+// SetRows records how many rows the step processed; it is reported in the
+// step's result and as the rows_processed metric.
+func (s *Step) SetRows(n int64) {
+	s.mu.Lock()
+	s.rows = n
+	s.mu.Unlock()
+}
+
+// SetOutput keeps v in the worker under key, for later steps of the session
+// to read as an input. Only a summary of v crosses the wire: v's Summary()
+// if it implements Summarizer, otherwise its type and length.
+func (s *Step) SetOutput(key string, v any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.outputs == nil {
+		s.outputs = map[string]any{}
+	}
+	s.outputs[key] = v
+}
+
+// Event emits an event named name with data, stamped with the current
+// time and the step id.
+func (s *Step) Event(name string, data map[string]any) error {
+	if err := s.live(); err != nil {
+		return err
+	}
+	return s.sink.Event(s.ctx, tproxy.Event{Name: name, Timestamp: time.Now().UTC(), StepID: s.id, Data: data})
+}
+
+// A MetricOption adds detail to a metric.
+type MetricOption func(*tproxy.Metric)
+
+// Unit sets a metric's unit, such as "ms" or "rows".
+func Unit(u string) MetricOption { return func(m *tproxy.Metric) { m.Unit = u } }
+
+// Tag adds a tag to a metric.
+func Tag(key, value string) MetricOption {
+	return func(m *tproxy.Metric) {
+		if m.Tags == nil {
+			m.Tags = map[string]string{}
+		}
+		m.Tags[key] = value
+	}
+}
+
+// Metric emits a metric, stamped with the current time and the step id.
+func (s *Step) Metric(name string, value float64, opts ...MetricOption) error {
+	if err := s.live(); err != nil {
+		return err
+	}
+	m := tproxy.Metric{Name: name, Value: value, Timestamp: time.Now().UTC(), StepID: s.id}
+	for _, o := range opts {
+		o(&m)
+	}
+	return s.sink.Metric(s.ctx, m)
+}
+
+func (s *Step) live() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return ErrStepDone
+	}
+	return nil
+}
+
+// finish marks the step done and returns what it recorded.
+func (s *Step) finish() (rows int64, outputs map[string]any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	return s.rows, maps.Clone(s.outputs)
+}

@@ -1,0 +1,140 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/tproxy/tproxy"
+)
+
+// DefaultHeartbeatInterval is how often a running step sends a heartbeat
+// when Worker.HeartbeatInterval is zero.
+const DefaultHeartbeatInterval = 2 * time.Second
+
+// A Handler answers a user-registered method. params is the request's raw
+// params (nil when absent). A returned *jsonrpc2.Error is sent as is; any
+// other error is sent with CodeInternalError and its message.
+type Handler func(ctx context.Context, params json.RawMessage) (result any, err error)
+
+// Worker is the worker runtime: the drivers and methods it offers and how
+// it serves them. Configure it, register drivers, then call ServeStdio (in
+// a worker binary) or Serve (over any byte stream, e.g. in tests). A Worker
+// may serve several connections at once; each connection is one session.
+type Worker struct {
+	// Name and Version describe the worker in the ping result.
+	Name, Version string
+
+	// HeartbeatInterval is how often a running step sends a heartbeat
+	// notification; DefaultHeartbeatInterval when zero.
+	HeartbeatInterval time.Duration
+
+	// MaxFrameSize caps one protocol message in both directions;
+	// tproxy.DefaultMaxFrameSize when zero.
+	MaxFrameSize int
+
+	// WorkDir is where session directories are created; os.TempDir()
+	// when empty. A session's directory is removed by cleanup.
+	WorkDir string
+
+	// Logger receives the worker runtime's own diagnostics, such as the
+	// stack of a panicking driver. In a worker process it should write to
+	// stderr, which the host captures; nil means slog.Default(), which
+	// ServeStdio points at stderr.
+	Logger *slog.Logger
+
+	drivers map[string]Driver
+	methods map[string]Handler
+}
+
+// New returns a Worker with the given name and version.
+func New(name, version string) *Worker {
+	return &Worker{Name: name, Version: version}
+}
+
+// Register makes driver d runnable by exec_step under name. It panics if
+// name is empty or already registered, like http.Handle: registration is
+// program setup, not input.
+func (w *Worker) Register(name string, d Driver) {
+	if name == "" || d == nil {
+		panic("tproxy/worker: Register needs a name and a driver")
+	}
+	if _, dup := w.drivers[name]; dup {
+		panic(fmt.Sprintf("tproxy/worker: driver %q registered twice", name))
+	}
+	if w.drivers == nil {
+		w.drivers = map[string]Driver{}
+	}
+	w.drivers[name] = d
+}
+
+// RegisterFunc is Register for a plain function.
+func (w *Worker) RegisterFunc(name string, f func(ctx context.Context, s *Step) error) {
+	w.Register(name, DriverFunc(f))
+}
+
+// Handle registers h for a method of the caller's own. It panics if the
+// method is one of the protocol's or already registered. Handlers run one at
+// a time, in arrival order, like the protocol's own methods.
+func (w *Worker) Handle(method string, h Handler) {
+	switch method {
+	case "", tproxy.MethodPing, tproxy.MethodPrepare, tproxy.MethodExecStep, tproxy.MethodCleanup, tproxy.MethodCancelRequest:
+		panic(fmt.Sprintf("tproxy/worker: method %q cannot be registered", method))
+	}
+	if _, dup := w.methods[method]; dup {
+		panic(fmt.Sprintf("tproxy/worker: method %q registered twice", method))
+	}
+	if w.methods == nil {
+		w.methods = map[string]Handler{}
+	}
+	w.methods[method] = h
+}
+
+// Drivers returns the names of the registered drivers, sorted.
+func (w *Worker) Drivers() []string {
+	names := make([]string, 0, len(w.drivers))
+	for n := range w.drivers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Info returns what ping reports about this worker.
+func (w *Worker) Info() tproxy.WorkerInfo {
+	return tproxy.WorkerInfo{Name: w.Name, Version: w.Version, Drivers: w.Drivers()}
+}
+
+func (w *Worker) logger() *slog.Logger {
+	if w.Logger != nil {
+		return w.Logger
+	}
+	return slog.Default()
+}
+
+func (w *Worker) heartbeat() time.Duration {
+	if w.HeartbeatInterval > 0 {
+		return w.HeartbeatInterval
+	}
+	return DefaultHeartbeatInterval
+}
+
+func (w *Worker) workDir() string {
+	if w.WorkDir != "" {
+		return w.WorkDir
+	}
+	return os.TempDir()
+}
+
+// Serve serves one session over rwc until the host closes its end, the
+// connection fails, or ctx ends. Once the host's end is closed, the calls
+// already received are finished and answered before Serve returns nil.
+// Serve closes rwc before it returns.
+func (w *Worker) Serve(ctx context.Context, rwc io.ReadWriteCloser) error {
+	return newServer(w, rwc).serve(ctx)
+}
