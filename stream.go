@@ -44,6 +44,8 @@ type FrameError struct {
 	Err error
 }
 
+// Error says what went wrong with which frame, its size and cap where
+// known, and quotes the frame's start.
 func (e *FrameError) Error() string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "tproxy: %s frame: %s", e.Op, e.Reason)

@@ -14,13 +14,18 @@ var ErrClosed = errors.New("connection to the worker closed")
 
 // RemoteError is an error the worker answered a call with.
 type RemoteError struct {
-	Method  string
-	Code    int64
+	// Method is the method that was called.
+	Method string
+	// Code is the JSON-RPC error code, one of the tproxy.Code* constants
+	// for the runtime's own errors.
+	Code int64
+	// Message is the worker's error message.
 	Message string
 	// Data is the error's data member, if any.
 	Data json.RawMessage
 }
 
+// Error names the method, the code and the worker's message.
 func (e *RemoteError) Error() string {
 	return fmt.Sprintf("tproxy/host: %s: worker answered error %d: %s", e.Method, e.Code, e.Message)
 }
@@ -28,15 +33,18 @@ func (e *RemoteError) Error() string {
 // StepError reports a step that failed in the worker: its driver returned
 // an error or panicked. It wraps the RemoteError it came in.
 type StepError struct {
+	// StepID is the failed step.
 	StepID string
 	// ErrorType is the kind of failure: "panic", "cancelled", or the Go
 	// type of the driver's error.
 	ErrorType string
 	// Message is the driver's error message.
 	Message string
-	Remote  *RemoteError
+	// Remote is the error as it came over the wire.
+	Remote *RemoteError
 }
 
+// Error names the step id, the error type and the message.
 func (e *StepError) Error() string {
 	return fmt.Sprintf("tproxy/host: step %q failed (%s): %s", e.StepID, e.ErrorType, e.Message)
 }
@@ -48,9 +56,11 @@ func (e *StepError) Unwrap() error { return e.Remote }
 // oversize frame, a line that is not JSON or not JSON-RPC. The connection is
 // closed after one.
 type ProtocolError struct {
+	// Err is what broke the protocol.
 	Err error
 }
 
+// Error names what broke the protocol.
 func (e *ProtocolError) Error() string { return "tproxy/host: protocol violation: " + e.Err.Error() }
 
 // Unwrap returns the underlying error, typically a *tproxy.FrameError.
@@ -58,9 +68,11 @@ func (e *ProtocolError) Unwrap() error { return e.Err }
 
 // VersionError reports a worker that speaks another protocol version.
 type VersionError struct {
+	// Host and Worker are the protocol versions each side speaks.
 	Host, Worker int
 }
 
+// Error names both protocol versions.
 func (e *VersionError) Error() string {
 	return fmt.Sprintf("tproxy/host: the worker speaks protocol version %d, this host speaks version %d", e.Worker, e.Host)
 }

@@ -14,7 +14,9 @@ import (
 // concurrent use; callers that care about order call them from one
 // goroutine.
 type Sink interface {
+	// Event records one event.
 	Event(ctx context.Context, e tproxy.Event) error
+	// Metric records one metric.
 	Metric(ctx context.Context, m tproxy.Metric) error
 	// Flush makes everything written so far durable or visible. Hosts
 	// flush at step boundaries.

@@ -10,6 +10,7 @@ import "context"
 // A returned error, or a panic, fails the step (not the worker): the host
 // receives a step failure naming the step, the error's type and message.
 type Driver interface {
+	// Run executes the step.
 	Run(ctx context.Context, s *Step) error
 }
 

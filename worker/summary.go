@@ -9,6 +9,7 @@ import (
 // summary, which must encode as JSON, is what crosses the wire in place of
 // the output.
 type Summarizer interface {
+	// Summary returns the JSON-encodable description of the output.
 	Summary() any
 }
 
