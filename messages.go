@@ -37,10 +37,18 @@ type Manifest struct {
 
 // StepSpec is one step of a Manifest.
 type StepSpec struct {
-	ID     string         `json:"id"`
-	Driver string         `json:"driver"`
+	// ID names the step; see ValidateID.
+	ID string `json:"id"`
+	// Driver is the name of the worker driver that runs the step.
+	Driver string `json:"driver"`
+	// Config is the step's configuration, passed to its driver.
 	Config map[string]any `json:"config,omitempty"`
-	Needs  []string       `json:"needs,omitempty"`
+	// Needs lists the steps that must complete before this one.
+	Needs []string `json:"needs,omitempty"`
+	// Inputs wires outputs of earlier steps to this step's inputs by
+	// name. Each must come from a step this one needs, directly or
+	// through other steps.
+	Inputs map[string]InputRef `json:"inputs,omitempty"`
 }
 
 // PrepareParams are the params of MethodPrepare. Prepare fixes the worker's
@@ -50,6 +58,9 @@ type PrepareParams struct {
 	Manifest  Manifest       `json:"manifest"`
 	Config    map[string]any `json:"config,omitempty"`
 	LogLevel  string         `json:"log_level,omitempty"`
+	// Secrets says which config values the worker must mask in
+	// everything it sends and writes; nil means DefaultSecretKeys.
+	Secrets *Secrets `json:"secrets,omitempty"`
 }
 
 // PrepareResult is the result of MethodPrepare.
