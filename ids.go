@@ -1,7 +1,12 @@
 package tproxy
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"path"
+	"path/filepath"
+	"strings"
 )
 
 // maxIDLen bounds session and step ids, which name files and directories.
@@ -24,6 +29,24 @@ func ValidateID(kind, id string) error {
 		if !ok {
 			return fmt.Errorf("%s %q: character %q at %d is not allowed (use letters, digits, '.', '_', '-', starting with a letter or digit)", kind, id, r, i)
 		}
+	}
+	return nil
+}
+
+// CheckArtifactPath refuses an artifact path that is not a clean relative
+// path inside the artifact directory: empty, absolute, with ".." or "."
+// elements, backslashes, or NUL bytes. Both sides apply it: the worker
+// before reading, the host before writing.
+func CheckArtifactPath(p string) error {
+	switch {
+	case p == "":
+		return errors.New("artifact path is empty")
+	case strings.ContainsAny(p, "\\\x00"):
+		return fmt.Errorf("artifact path %q contains a backslash or NUL byte", p)
+	case path.IsAbs(p) || filepath.IsAbs(p):
+		return fmt.Errorf("artifact path %q is absolute; artifact paths are relative to the step's artifact directory", p)
+	case path.Clean(p) != p || !fs.ValidPath(p):
+		return fmt.Errorf("artifact path %q is not a clean relative path (no \"..\", \".\" or empty elements): it would escape the artifact directory", p)
 	}
 	return nil
 }

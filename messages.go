@@ -100,10 +100,14 @@ type ExecStepResult struct {
 	Artifacts  []Artifact     `json:"artifacts,omitempty"`
 }
 
-// Artifact describes a file a step wrote.
+// Artifact describes a file a step wrote under its artifact directory.
 type Artifact struct {
-	Path   string `json:"path"`
-	Size   int64  `json:"size"`
+	// Path is relative to the step's artifact directory, with '/'
+	// separators; it never escapes that directory.
+	Path string `json:"path"`
+	// Size is the file's size in bytes.
+	Size int64 `json:"size"`
+	// SHA256 is the hex SHA-256 of the file's contents.
 	SHA256 string `json:"sha256"`
 }
 
@@ -120,6 +124,34 @@ type StepFailure struct {
 	StepID    string `json:"step_id"`
 	ErrorType string `json:"error_type"`
 	Message   string `json:"message"`
+	// Artifacts lists the files the step wrote before it failed; they can
+	// be fetched like a successful step's.
+	Artifacts []Artifact `json:"artifacts,omitempty"`
+}
+
+// DefaultArtifactChunk is the chunk size a host asks for when fetching an
+// artifact, and the most a worker sends in one FetchArtifactResult.
+const DefaultArtifactChunk = 1 << 20
+
+// FetchArtifactParams are the params of MethodFetchArtifact: a byte range
+// of one artifact of a step of the current session.
+type FetchArtifactParams struct {
+	StepID string `json:"step_id"`
+	// Path is the artifact's path as listed, relative to the step's
+	// artifact directory, with '/' separators.
+	Path   string `json:"path"`
+	Offset int64  `json:"offset"`
+	// Length is how many bytes to read; the worker sends at most
+	// DefaultArtifactChunk.
+	Length int `json:"length"`
+}
+
+// FetchArtifactResult is the result of MethodFetchArtifact.
+type FetchArtifactResult struct {
+	// Data is the bytes read (base64 on the wire).
+	Data []byte `json:"data"`
+	// EOF is true when the range reached the end of the file.
+	EOF bool `json:"eof"`
 }
 
 // CancelParams are the params of MethodCancelRequest.

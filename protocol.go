@@ -10,6 +10,9 @@ const (
 	MethodPrepare  = "prepare"
 	MethodExecStep = "exec_step"
 	MethodCleanup  = "cleanup"
+	// MethodFetchArtifact reads a chunk of a file a step listed in its
+	// artifacts. Params FetchArtifactParams, result FetchArtifactResult.
+	MethodFetchArtifact = "fetch_artifact"
 )
 
 // Notifications the worker sends to the host while a call runs.

@@ -237,6 +237,10 @@ func (m *Masker) Bytes(b []byte) []byte {
 	return b
 }
 
+// HasValues reports whether m knows any secret value to mask in free
+// text.
+func (m *Masker) HasValues() bool { return m != nil && m.hasValues() }
+
 func (m *Masker) hasValues() bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()

@@ -32,6 +32,7 @@ type logHandler struct {
 	ctx    context.Context
 	level  slog.Leveler
 	stepID string
+	mask   *tproxy.Masker
 	attrs  []slog.Attr
 	group  string
 }
@@ -58,7 +59,7 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 			return true
 		})
 	}
-	return h.conn.Notify(h.ctx, tproxy.MethodLog, rec)
+	return h.conn.Notify(h.ctx, tproxy.MethodLog, h.mask.LogRecord(rec))
 }
 
 // addAttr flattens groups into dotted keys.

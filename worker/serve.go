@@ -38,6 +38,14 @@ type server struct {
 	readErr  error
 
 	sess session // executor goroutine only
+
+	onMasker func(*tproxy.Masker) // told the session's masker; may be nil
+}
+
+func (s *server) setMasker(m *tproxy.Masker) {
+	if s.onMasker != nil {
+		s.onMasker(m)
+	}
 }
 
 type job struct {
@@ -219,6 +227,8 @@ func (s *server) dispatch(j *job) (any, error) {
 		res, err = s.execStep(j.ctx, params)
 	case tproxy.MethodCleanup:
 		res, err = s.cleanup(j.ctx)
+	case tproxy.MethodFetchArtifact:
+		res, err = s.fetchArtifact(j.ctx, params)
 	default:
 		h := s.w.methods[j.req.Method]
 		if h == nil {

@@ -31,6 +31,7 @@ type session struct {
 	manifest tproxy.Manifest
 	config   map[string]any
 	level    slog.Level
+	masker   *tproxy.Masker // nil until prepare
 
 	attempts  int // exec_step calls that reached a driver
 	executed  int // steps that succeeded
@@ -65,6 +66,19 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 	if err != nil {
 		return nil, err
 	}
+	var secrets tproxy.Secrets
+	if p.Secrets != nil {
+		secrets = *p.Secrets
+	}
+	masker, err := tproxy.NewMasker(secrets)
+	if err != nil {
+		return nil, invalidParams(tproxy.MethodPrepare, err)
+	}
+	// Learn every secret the session will see before anything is sent.
+	masker.Config(p.Config)
+	for _, st := range p.Manifest.Steps {
+		masker.Config(st.Config)
+	}
 	var level slog.Level
 	if p.LogLevel != "" {
 		if err := level.UnmarshalText([]byte(p.LogLevel)); err != nil {
@@ -79,12 +93,13 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 		ss.dir = dir
 	}
 	ss.id, ss.prepared, ss.cleaned = p.SessionID, true, false
-	ss.manifest, ss.config, ss.level = p.Manifest, p.Config, level
+	ss.manifest, ss.config, ss.level, ss.masker = p.Manifest, p.Config, level, masker
+	s.setMasker(masker)
 	if ss.outputs == nil {
 		ss.outputs = map[string]map[string]any{}
 	}
 
-	sink := connSink{s.conn}
+	sink := s.sink()
 	now := time.Now().UTC()
 	sink.Event(ctx, tproxy.Event{Name: "session_initialized", Timestamp: now,
 		Data: map[string]any{"session_id": p.SessionID, "steps_total": len(p.Manifest.Steps)}})
@@ -151,18 +166,26 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 		return nil, err
 	}
 	dir := filepath.Join(ss.dir, p.StepID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("step %q: creating its directory: %v", p.StepID, err)}
+	artDir := artifactDir(ss.dir, p.StepID)
+	for _, d := range []string{dir, artDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("step %q: creating its directory: %v", p.StepID, err)}
+		}
+	}
+	cleaned := ss.masker.Config(p.Config)
+	s.setMasker(ss.masker) // the step's config may have named new secrets
+	if err := writeCleanedConfig(artDir, cleaned); err != nil {
+		return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("step %q: writing %s: %v", p.StepID, CleanedConfigFile, err)}
 	}
 
 	ss.attempts++
-	sink := connSink{s.conn}
+	sink := s.sink()
 	step := &Step{
 		ctx: ctx, id: p.StepID, driver: p.Driver, number: ss.attempts,
 		config: p.Config, inputs: inputs, sessionID: ss.id, sessionCfg: ss.config,
-		dir: dir, sink: sink,
+		dir: dir, artifactDir: artDir, sink: sink,
 	}
-	step.logger = slog.New(&logHandler{conn: s.conn, ctx: ctx, level: ss.level, stepID: p.StepID})
+	step.logger = slog.New(&logHandler{conn: s.conn, ctx: ctx, level: ss.level, stepID: p.StepID, mask: ss.masker})
 
 	start := time.Now()
 	sink.Event(ctx, tproxy.Event{Name: "step_start", Timestamp: start.UTC(), StepID: p.StepID,
@@ -176,14 +199,16 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	durMS := elapsed.Milliseconds()
 	end := time.Now().UTC()
 
+	artifacts := s.artifacts(ctx, p.StepID, artDir)
 	if runErr != nil {
-		failure := tproxy.StepFailure{StepID: p.StepID, ErrorType: errorType(runErr), Message: runErr.Error()}
+		msg := ss.masker.String(runErr.Error())
+		failure := tproxy.StepFailure{StepID: p.StepID, ErrorType: errorType(runErr), Message: msg, Artifacts: artifacts}
 		if ctx.Err() != nil && errors.Is(runErr, ctx.Err()) {
 			failure.ErrorType = "cancelled"
 		}
 		sink.Event(ctx, tproxy.Event{Name: "step_failed", Timestamp: end, StepID: p.StepID,
 			Data: map[string]any{"driver": p.Driver, "error_type": failure.ErrorType, "message": failure.Message, "duration_ms": durMS}})
-		e := &jsonrpc2.Error{Code: tproxy.CodeStepFailed, Message: fmt.Sprintf("step %q failed: %s", p.StepID, runErr)}
+		e := &jsonrpc2.Error{Code: tproxy.CodeStepFailed, Message: fmt.Sprintf("step %q failed: %s", p.StepID, msg)}
 		e.SetError(failure)
 		return nil, e
 	}
@@ -202,7 +227,7 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	}
 	sink.Event(ctx, tproxy.Event{Name: "step_complete", Timestamp: end, StepID: p.StepID, Data: data})
 
-	res := &tproxy.ExecStepResult{Status: "complete", StepID: p.StepID, RowsProcessed: rows, DurationMS: durMS}
+	res := &tproxy.ExecStepResult{Status: "complete", StepID: p.StepID, RowsProcessed: rows, DurationMS: durMS, Artifacts: artifacts}
 	if len(outputs) > 0 {
 		res.Outputs = make(map[string]any, len(outputs))
 		for k, v := range outputs {
@@ -297,10 +322,32 @@ func (s *server) cleanup(ctx context.Context) (*tproxy.CleanupResult, error) {
 	if !ss.prepared {
 		return nil, s.notPrepared(tproxy.MethodCleanup)
 	}
-	connSink{s.conn}.Event(ctx, tproxy.Event{Name: "session_cleanup", Timestamp: time.Now().UTC(),
+	s.sink().Event(ctx, tproxy.Event{Name: "session_cleanup", Timestamp: time.Now().UTC(),
 		Data: map[string]any{"session_id": ss.id, "steps_executed": ss.executed, "total_rows": ss.totalRows}})
 	ss.removeDir(s.log)
 	ss.prepared, ss.cleaned = false, true
 	ss.outputs = nil
 	return &tproxy.CleanupResult{Status: "cleaned", SessionID: ss.id, StepsExecuted: ss.executed, TotalRows: ss.totalRows}, nil
+}
+
+// sink is where the runtime and steps emit: the connection, behind the
+// session's masker.
+func (s *server) sink() maskSink {
+	return maskSink{next: connSink{s.conn}, m: s.sess.masker}
+}
+
+// artifacts lists a finished step's artifacts. A file it cannot describe
+// is reported in an artifact_refused event rather than failing the step.
+func (s *server) artifacts(ctx context.Context, stepID, dir string) []tproxy.Artifact {
+	sink := s.sink()
+	refuse := func(path, reason string) {
+		s.log.Warn("tproxy/worker: artifact refused", "step_id", stepID, "path", path, "reason", reason)
+		sink.Event(ctx, tproxy.Event{Name: "artifact_refused", Timestamp: time.Now().UTC(), StepID: stepID,
+			Data: map[string]any{"path": path, "reason": reason}})
+	}
+	arts, err := listArtifacts(dir, refuse)
+	if err != nil {
+		refuse(".", fmt.Sprintf("listing the artifact directory: %v", err))
+	}
+	return arts
 }

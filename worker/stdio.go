@@ -8,8 +8,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tproxy/tproxy"
 )
 
 // ServeStdio serves one session over the process's stdin and stdout, the
@@ -21,6 +24,12 @@ import (
 // writes — at stderr, and points fd 0 at /dev/null. Nothing a driver prints
 // can corrupt the protocol; it shows up in the stderr the host captures.
 //
+// When the session has secrets, they are masked in everything written to
+// fds 1 and 2 too, line by line, from prepare on: stderr then goes through
+// a pipe that the worker copies to the real stderr. A fatal crash report
+// bypasses the pipe, unmasked, rather than risk losing it. Sessions
+// without secrets write to stderr directly.
+//
 // SIGTERM cancels ctx: the step in flight is cancelled and answered, then
 // ServeStdio returns. ServeStdio may be called once per process.
 func (w *Worker) ServeStdio(ctx context.Context) error {
@@ -30,7 +39,25 @@ func (w *Worker) ServeStdio(ctx context.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
 	defer stop()
-	return w.Serve(ctx, &stdio{in: in, out: out})
+	s := newServer(w, &stdio{in: in, out: out})
+	var filter *stderrFilter
+	s.onMasker = func(m *tproxy.Masker) {
+		if filter == nil && m.HasValues() {
+			var err error
+			if filter, err = startStderrFilter(); err != nil {
+				s.log.Error("tproxy/worker: cannot mask secrets in stderr", "err", err)
+				return
+			}
+		}
+		if filter != nil {
+			filter.setMasker(m)
+		}
+	}
+	err = s.serve(ctx)
+	if filter != nil {
+		filter.close(time.Second)
+	}
+	return err
 }
 
 // Main serves w over stdio and exits the process: 0 once the host closed

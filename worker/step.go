@@ -22,16 +22,17 @@ var ErrStepDone = errors.New("tproxy/worker: step already finished")
 // reports back. Its methods are safe for concurrent use by the driver's
 // goroutines.
 type Step struct {
-	ctx        context.Context
-	id, driver string
-	number     int
-	config     map[string]any
-	inputs     map[string]any
-	sessionID  string
-	sessionCfg map[string]any
-	dir        string
-	sink       logsink.Sink
-	logger     *slog.Logger
+	ctx         context.Context
+	id, driver  string
+	number      int
+	config      map[string]any
+	inputs      map[string]any
+	sessionID   string
+	sessionCfg  map[string]any
+	dir         string
+	artifactDir string
+	sink        logsink.Sink
+	logger      *slog.Logger
 
 	mu      sync.Mutex
 	done    bool
@@ -78,6 +79,12 @@ func (s *Step) Input(name string) (any, bool) {
 // Dir returns a directory the step may write files to; it lives inside the
 // session directory, which cleanup removes.
 func (s *Step) Dir() string { return s.dir }
+
+// ArtifactDir returns the directory for the step's artifacts: files the
+// host fetches into its session directory once the step ends, successful
+// or not. It already holds cleaned_config.json, the step's config with
+// secrets masked.
+func (s *Step) ArtifactDir() string { return s.artifactDir }
 
 // Logger returns a logger whose records are sent to the host as log
 // notifications, tagged with the step id.

@@ -83,7 +83,8 @@ func (w *Worker) RegisterFunc(name string, f func(ctx context.Context, s *Step) 
 // a time, in arrival order, like the protocol's own methods.
 func (w *Worker) Handle(method string, h Handler) {
 	switch method {
-	case "", tproxy.MethodPing, tproxy.MethodPrepare, tproxy.MethodExecStep, tproxy.MethodCleanup, tproxy.MethodCancelRequest:
+	case "", tproxy.MethodPing, tproxy.MethodPrepare, tproxy.MethodExecStep, tproxy.MethodCleanup,
+		tproxy.MethodFetchArtifact, tproxy.MethodCancelRequest:
 		panic(fmt.Sprintf("tproxy/worker: method %q cannot be registered", method))
 	}
 	if _, dup := w.methods[method]; dup {
