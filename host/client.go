@@ -2,6 +2,8 @@ package host
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,6 +137,48 @@ func (c *Client) Cleanup(ctx context.Context) (*tproxy.CleanupResult, error) {
 	return &res, nil
 }
 
+// FetchArtifact copies artifact a of step stepID from the worker to w, in
+// chunks of tproxy.DefaultArtifactChunk over the connection, so it works
+// over every transport. It refuses a path that is not a clean relative
+// path, and checks that the bytes match a.Size and a.SHA256; a mismatch is
+// an *ArtifactError (w has then received bytes that must be discarded).
+func (c *Client) FetchArtifact(ctx context.Context, stepID string, a tproxy.Artifact, w io.Writer) error {
+	if err := tproxy.CheckArtifactPath(a.Path); err != nil {
+		return &ArtifactError{StepID: stepID, Path: a.Path, Reason: err.Error()}
+	}
+	h := sha256.New()
+	var n int64
+	for {
+		var res tproxy.FetchArtifactResult
+		p := tproxy.FetchArtifactParams{StepID: stepID, Path: a.Path, Offset: n, Length: tproxy.DefaultArtifactChunk}
+		if err := c.call(ctx, tproxy.MethodFetchArtifact, p, &res); err != nil {
+			return err
+		}
+		n += int64(len(res.Data))
+		if n > a.Size {
+			return &ArtifactError{StepID: stepID, Path: a.Path,
+				Reason: fmt.Sprintf("the worker sent more than the %d bytes it listed", a.Size)}
+		}
+		h.Write(res.Data)
+		if _, err := w.Write(res.Data); err != nil {
+			return fmt.Errorf("tproxy/host: artifact %q of step %q: %w", a.Path, stepID, err)
+		}
+		if res.EOF {
+			break
+		}
+		if len(res.Data) == 0 {
+			return &ArtifactError{StepID: stepID, Path: a.Path, Reason: "the worker sent an empty chunk before the end"}
+		}
+	}
+	if n != a.Size {
+		return &ArtifactError{StepID: stepID, Path: a.Path, Reason: fmt.Sprintf("got %d bytes, the worker listed %d", n, a.Size)}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != a.SHA256 {
+		return &ArtifactError{StepID: stepID, Path: a.Path, Reason: fmt.Sprintf("sha256 %s does not match the listed %s", got, a.SHA256)}
+	}
+	return nil
+}
+
 // Call calls a method the worker registered with worker.Handle, decoding
 // the result into result (a pointer, or nil to discard it).
 func (c *Client) Call(ctx context.Context, method string, params, result any) error {
@@ -255,13 +299,13 @@ func (c *Client) flushSink() error {
 	sinkErr := c.sinkErr
 	c.mu.Unlock()
 	if sinkErr != nil {
-		return fmt.Errorf("tproxy/host: persisting the worker's events: %w", sinkErr)
+		return &SinkError{Op: "persisting the worker's events", Err: sinkErr}
 	}
 	if c.cfg.sink == nil {
 		return nil
 	}
 	if err := c.cfg.sink.Flush(); err != nil {
-		return fmt.Errorf("tproxy/host: flushing the sink: %w", err)
+		return &SinkError{Op: "flushing the sink", Err: err}
 	}
 	return nil
 }

@@ -76,3 +76,34 @@ type VersionError struct {
 func (e *VersionError) Error() string {
 	return fmt.Sprintf("tproxy/host: the worker speaks protocol version %d, this host speaks version %d", e.Worker, e.Host)
 }
+
+// ArtifactError reports an artifact that was refused or did not arrive
+// intact: a path that would escape the session directory, a file over the
+// size cap, or bytes that do not match the listed size and SHA-256.
+type ArtifactError struct {
+	// StepID and Path name the artifact as the worker listed it.
+	StepID, Path string
+	// Reason says what is wrong.
+	Reason string
+}
+
+// Error names the step, the path and the reason.
+func (e *ArtifactError) Error() string {
+	return fmt.Sprintf("tproxy/host: artifact %q of step %q: %s", e.Path, e.StepID, e.Reason)
+}
+
+// SinkError reports that what the worker sent could not be persisted: the
+// log sink failed to write or flush. Err is the sink's error, such as an
+// *fs.PathError for a full disk.
+type SinkError struct {
+	// Op says what failed.
+	Op string
+	// Err is the sink's error.
+	Err error
+}
+
+// Error names the operation and the sink's error.
+func (e *SinkError) Error() string { return "tproxy/host: " + e.Op + ": " + e.Err.Error() }
+
+// Unwrap returns the sink's error.
+func (e *SinkError) Unwrap() error { return e.Err }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +76,45 @@ func testWorker() *worker.Worker {
 	})
 	w.RegisterFunc("fail", func(ctx context.Context, s *worker.Step) error {
 		return errors.New("source table missing")
+	})
+	// exit emits an event, says goodbye on stderr and exits with
+	// config.code in the middle of the step.
+	w.RegisterFunc("exit", func(ctx context.Context, s *worker.Step) error {
+		s.Event("about_to_exit", nil)
+		fmt.Fprintln(os.Stderr, "exit: leaving mid-step")
+		code, _ := s.Config()["code"].(float64)
+		os.Exit(int(code))
+		return nil
+	})
+	// files writes config.files (name → content) as artifacts.
+	w.RegisterFunc("files", func(ctx context.Context, s *worker.Step) error {
+		files, _ := s.Config()["files"].(map[string]any)
+		for name, content := range files {
+			p := filepath.Join(s.ArtifactDir(), filepath.FromSlash(name))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(p, []byte(fmt.Sprint(content)), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	// leak tries every way to leak the config's secrets.
+	w.RegisterFunc("leak", func(ctx context.Context, s *worker.Step) error {
+		all := fmt.Sprint(s.Config(), s.SessionConfig())
+		s.Event("leaking", map[string]any{"all": all})
+		s.Metric("leaks", 1, worker.Tag("all", all))
+		s.Logger().Error("leaking through the log: " + all)
+		if os.Getenv(workerEnv) != "" { // in-process, stdio is the test's own
+			fmt.Println("stdout:", all)
+			fmt.Fprintln(os.Stderr, "stderr:", all)
+		}
+		os.WriteFile(filepath.Join(s.ArtifactDir(), "report.txt"), []byte("a report with no secret in it\n"), 0o644)
+		if fail, _ := s.Config()["fail"].(bool); fail {
+			return fmt.Errorf("leaking through the error: %s", all)
+		}
+		return nil
 	})
 	w.RegisterFunc("big", func(ctx context.Context, s *worker.Step) error {
 		n, _ := s.Config()["bytes"].(float64)

@@ -35,7 +35,7 @@ func runDemo(t *testing.T, tr transport.Transport, dir string) {
 		t.Fatal(err)
 	}
 	for _, st := range m.Steps {
-		res, err := c.ExecStep(ctx, tproxy.ExecStepParams{StepID: st.ID, Driver: st.Driver, Config: st.Config, Inputs: demo.Inputs[st.ID]})
+		res, err := c.ExecStep(ctx, tproxy.ExecStepParams{StepID: st.ID, Driver: st.Driver, Config: st.Config, Inputs: st.Inputs})
 		if err != nil {
 			t.Fatalf("step %s: %v", st.ID, err)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/logsink"
 )
 
 // session is the state one worker keeps across calls: the host's session,
@@ -332,8 +333,8 @@ func (s *server) cleanup(ctx context.Context) (*tproxy.CleanupResult, error) {
 
 // sink is where the runtime and steps emit: the connection, behind the
 // session's masker.
-func (s *server) sink() maskSink {
-	return maskSink{next: connSink{s.conn}, m: s.sess.masker}
+func (s *server) sink() logsink.Sink {
+	return logsink.Mask(connSink{s.conn}, s.sess.masker)
 }
 
 // artifacts lists a finished step's artifacts. A file it cannot describe

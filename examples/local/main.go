@@ -102,7 +102,7 @@ func run(ctx context.Context, dir string) error {
 
 	for _, st := range m.Steps {
 		fmt.Printf("→ Sending EXEC_STEP for %s...\n", st.ID)
-		res, err := c.ExecStep(ctx, tproxy.ExecStepParams{StepID: st.ID, Driver: st.Driver, Config: st.Config, Inputs: demo.Inputs[st.ID]})
+		res, err := c.ExecStep(ctx, tproxy.ExecStepParams{StepID: st.ID, Driver: st.Driver, Config: st.Config, Inputs: st.Inputs})
 		if err != nil {
 			return err
 		}

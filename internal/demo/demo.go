@@ -119,14 +119,10 @@ func Manifest() tproxy.Manifest {
 		Pipeline: map[string]any{"name": "demo-pipeline"},
 		Steps: []tproxy.StepSpec{
 			{ID: "extract", Driver: "extract", Config: map[string]any{"rows": 42}},
-			{ID: "transform", Driver: "transform", Config: map[string]any{"min_amount": 20}, Needs: []string{"extract"}},
-			{ID: "load", Driver: "load", Needs: []string{"transform"}},
+			{ID: "transform", Driver: "transform", Config: map[string]any{"min_amount": 20}, Needs: []string{"extract"},
+				Inputs: map[string]tproxy.InputRef{"rows": {FromStep: "extract", Key: "rows"}}},
+			{ID: "load", Driver: "load", Needs: []string{"transform"},
+				Inputs: map[string]tproxy.InputRef{"totals": {FromStep: "transform", Key: "totals"}}},
 		},
 	}
-}
-
-// Inputs is how the demo wires each step to the outputs of earlier steps.
-var Inputs = map[string]map[string]tproxy.InputRef{
-	"transform": {"rows": {FromStep: "extract", Key: "rows"}},
-	"load":      {"totals": {FromStep: "transform", Key: "totals"}},
 }

@@ -1,16 +1,22 @@
-package worker
+package logsink
 
 import (
 	"context"
 
 	"github.com/tproxy/tproxy"
-	"github.com/tproxy/tproxy/logsink"
 )
 
-// maskSink masks secrets in what it forwards: everything a step or the
-// runtime emits passes through one, so nothing secret leaves the worker.
+// Mask returns a Sink that masks m's secrets in every event and metric
+// before passing it to next. A nil m masks nothing.
+func Mask(next Sink, m *tproxy.Masker) Sink {
+	if m == nil {
+		return next
+	}
+	return maskSink{next: next, m: m}
+}
+
 type maskSink struct {
-	next logsink.Sink
+	next Sink
 	m    *tproxy.Masker
 }
 

@@ -1,0 +1,154 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/transport"
+)
+
+// Outcomes of a run, in Status.Outcome.
+const (
+	OutcomeSuccess   = "success"
+	OutcomeFailed    = "failed"
+	OutcomeCancelled = "cancelled"
+)
+
+// Step states, in StepStatus.Status.
+const (
+	StepComplete = "complete"
+	StepFailed   = "failed"
+	// StepSkipped is a step that did not run because a step it needs
+	// failed (with RunSpec.ContinueOnError).
+	StepSkipped = "skipped"
+	// StepNotRun is a step the run did not reach.
+	StepNotRun = "not_run"
+)
+
+// Failure kinds, in Failure.Kind: what ended the run, from the error.
+const (
+	FailureInvalidManifest = "invalid_manifest" // a *tproxy.ManifestError
+	FailureStep            = "step_failed"      // a *StepError
+	FailureWorkerExited    = "worker_exited"    // the worker ended; Status.Exit says how
+	FailureProtocol        = "protocol"         // a *ProtocolError
+	FailureVersion         = "version"          // a *VersionError
+	FailureCancelled       = "cancelled"        // the caller's context was cancelled
+	FailureTimeout         = "timeout"          // the caller's deadline passed
+	FailureArtifact        = "artifact"         // an *ArtifactError
+	FailureSink            = "sink"             // a *SinkError: logs could not be written
+	FailureWorkerError     = "worker_error"     // another *RemoteError
+	FailureOther           = "error"            // anything else: the transport, the session directory
+)
+
+// Status is the summary of a run, written to status.json after every run:
+// success, step failure, worker crash, transport failure or cancellation.
+type Status struct {
+	SessionID string `json:"session_id"`
+	// Dir is the session directory.
+	Dir string `json:"dir"`
+	// Outcome is OutcomeSuccess, OutcomeFailed or OutcomeCancelled.
+	Outcome string `json:"outcome"`
+	// Failure says what ended an unsuccessful run; nil on success.
+	Failure *Failure `json:"failure,omitempty"`
+
+	StepsTotal     int          `json:"steps_total"`
+	StepsCompleted int          `json:"steps_completed"`
+	Steps          []StepStatus `json:"steps"`
+
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at"`
+	DurationMS int64     `json:"duration_ms"`
+	Phases     Phases    `json:"phases"`
+
+	// Worker describes the worker, once its handshake succeeded.
+	Worker *tproxy.WorkerInfo `json:"worker,omitempty"`
+	// Exit is how the worker process ended, once it was started.
+	Exit *transport.ExitStatus `json:"exit,omitempty"`
+	// StderrTail is the end of the worker's stderr, secrets masked.
+	StderrTail string `json:"stderr_tail,omitempty"`
+
+	Artifacts ArtifactTotals `json:"artifacts"`
+}
+
+// Failure says what ended a run.
+type Failure struct {
+	// Kind is one of the Failure* constants.
+	Kind string `json:"kind"`
+	// StepID is the step at fault, if any.
+	StepID string `json:"step_id,omitempty"`
+	// ErrorType is a failed step's error type (see StepError).
+	ErrorType string `json:"error_type,omitempty"`
+	// Reason is the error message, secrets masked.
+	Reason string `json:"reason"`
+}
+
+// StepStatus is one step's part of a Status.
+type StepStatus struct {
+	ID            string `json:"id"`
+	Driver        string `json:"driver"`
+	Status        string `json:"status"`
+	ErrorType     string `json:"error_type,omitempty"`
+	RowsProcessed int64  `json:"rows_processed,omitempty"`
+	DurationMS    int64  `json:"duration_ms,omitempty"`
+	// Artifacts are the files fetched into artifacts/<id>/.
+	Artifacts []tproxy.Artifact `json:"artifacts,omitempty"`
+}
+
+// Phases are the durations of a run's phases.
+type Phases struct {
+	PrepareMS int64 `json:"prepare_ms"`
+	ExecuteMS int64 `json:"execute_ms"`
+	CollectMS int64 `json:"collect_ms"`
+}
+
+// ArtifactTotals count the artifacts fetched and skipped.
+type ArtifactTotals struct {
+	Files   int   `json:"files"`
+	Bytes   int64 `json:"bytes"`
+	Skipped int   `json:"skipped,omitempty"`
+}
+
+// failureKind classifies a run's error.
+func failureKind(err error) string {
+	var (
+		me *tproxy.ManifestError
+		se *StepError
+		pe *ProtocolError
+		ve *VersionError
+		ae *ArtifactError
+		ke *SinkError
+		xe *transport.ExitError
+		re *RemoteError
+	)
+	switch {
+	case errors.As(err, &se):
+		if se.ErrorType == "cancelled" {
+			return FailureCancelled
+		}
+		return FailureStep
+	case errors.Is(err, context.Canceled):
+		return FailureCancelled
+	case errors.Is(err, context.DeadlineExceeded):
+		return FailureTimeout
+	case errors.As(err, &me):
+		return FailureInvalidManifest
+	case errors.As(err, &pe):
+		return FailureProtocol
+	case errors.As(err, &ve):
+		return FailureVersion
+	case errors.As(err, &ae):
+		return FailureArtifact
+	case errors.As(err, &ke):
+		return FailureSink
+	case errors.As(err, &xe), errors.Is(err, ErrClosed):
+		return FailureWorkerExited
+	case errors.As(err, &re):
+		if re.Code == tproxy.CodeRequestCancelled {
+			return FailureCancelled
+		}
+		return FailureWorkerError
+	}
+	return FailureOther
+}
