@@ -53,12 +53,12 @@ type Process interface {
 type ExitStatus struct {
 	// Code is the exit code, or -1 when the worker was ended by a signal or
 	// the code is unknown.
-	Code int
+	Code int `json:"code"`
 	// Signal is the signal that ended the worker, or 0.
-	Signal syscall.Signal
+	Signal syscall.Signal `json:"signal,omitempty"`
 	// Reason is a transport-specific description, such as an in-memory
 	// worker's returned error or a sandbox's error message. May be empty.
-	Reason string
+	Reason string `json:"reason,omitempty"`
 }
 
 // Success reports whether the worker exited with code 0.
