@@ -45,6 +45,8 @@ func CheckArtifactPath(p string) error {
 		return fmt.Errorf("artifact path %q contains a backslash or NUL byte", p)
 	case path.IsAbs(p) || filepath.IsAbs(p):
 		return fmt.Errorf("artifact path %q is absolute; artifact paths are relative to the step's artifact directory", p)
+	case p == ".":
+		return errors.New(`artifact path "." names the artifact directory itself, not a file`)
 	case path.Clean(p) != p || !fs.ValidPath(p):
 		return fmt.Errorf("artifact path %q is not a clean relative path (no \"..\", \".\" or empty elements): it would escape the artifact directory", p)
 	}
