@@ -202,6 +202,18 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) call(ctx context.Context, method string, params, result any) error {
+	if c.cfg.trace == nil {
+		return c.callRaw(ctx, method, params, result)
+	}
+	done := c.cfg.trace(method, params)
+	err := c.callRaw(ctx, method, params, result)
+	if done != nil {
+		done(result, err)
+	}
+	return err
+}
+
+func (c *Client) callRaw(ctx context.Context, method string, params, result any) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("tproxy/host: %s: %w", method, err)
 	}

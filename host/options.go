@@ -21,6 +21,7 @@ type config struct {
 	maxFrame     int
 	startTimeout time.Duration
 	onHeartbeat  func(tproxy.Heartbeat)
+	trace        func(method string, params any) func(result any, err error)
 }
 
 // WithSink sets where the worker's events and metrics go, in wire order.
@@ -42,3 +43,13 @@ func WithStartTimeout(d time.Duration) Option { return func(c *config) { c.start
 // WithHeartbeat sets a function called, in the connection's read loop, with
 // each heartbeat the worker sends while a step runs. It must not block.
 func WithHeartbeat(f func(tproxy.Heartbeat)) Option { return func(c *config) { c.onHeartbeat = f } }
+
+// WithTrace sets a function called before every call the client makes, the
+// handshake ping included, with the method and params; the function it
+// returns, if not nil, is called when the call ends, with the decoded result
+// (a pointer to the result type) and the error. Notifications the call
+// caused have all been handled by then. For logging and tracing; it must
+// not call the client.
+func WithTrace(f func(method string, params any) func(result any, err error)) Option {
+	return func(c *config) { c.trace = f }
+}

@@ -47,15 +47,10 @@ func main() {
 }
 
 func run(ctx context.Context, dir string) error {
-	sessionID := "local_" + time.Now().UTC().Format("20060102T150405")
+	sessionID := "local_" + time.Now().UTC().Format("20060102T150405.000000")
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "tproxy-sessions", sessionID)
 	}
-	files, err := logsink.OpenDir(dir, sessionID)
-	if err != nil {
-		return err
-	}
-	defer files.Close()
 
 	fmt.Println("🚀 Starting tproxy local transparent proxy")
 	fmt.Println()
@@ -71,58 +66,54 @@ func run(ctx context.Context, dir string) error {
 	}
 	// Worker log records arrive as slog records; show them on stderr.
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	c, err := host.Start(ctx, tr, host.WithSink(logsink.Multi(files, logsink.NewConsole(os.Stdout))), host.WithLogger(logger))
+	st, err := host.RunManifest(ctx, tr, host.RunSpec{
+		SessionID: sessionID,
+		Dir:       dir,
+		Manifest:  demo.Manifest(),
+		Sink:      logsink.NewConsole(os.Stdout),
+		Options:   []host.Option{host.WithLogger(logger), host.WithTrace(story)},
+	})
+	if st != nil && st.Exit != nil {
+		fmt.Printf("   Worker exited: %v\n\n", st.Exit)
+	}
 	if err != nil {
+		if path := filepath.Join(dir, host.StatusFile); fileExists(path) {
+			fmt.Fprintf(os.Stderr, "📁 %s\n", path)
+		}
 		return err
 	}
-	defer c.Close()
-	info := c.Worker()
-	pid := ""
-	if p, ok := c.Process().(interface{ Pid() int }); ok {
-		pid = fmt.Sprintf(", pid %d", p.Pid())
-	}
-	fmt.Printf("✅ Worker started: %s %s (protocol %d%s), drivers: %s\n\n", info.Worker.Name, info.Worker.Version, info.Protocol, pid, strings.Join(info.Worker.Drivers, ", "))
+	return summarize(dir)
+}
 
-	fmt.Println("2️⃣ Sending commands:")
-	fmt.Println()
-	fmt.Println("→ Sending PING...")
-	pong, err := c.Ping(ctx, "test-123")
-	if err != nil {
-		return err
+// story prints each command as it is sent and its response, the way the
+// seed prototype did; the events the command causes stream in between.
+func story(method string, params any) func(any, error) {
+	switch method {
+	case tproxy.MethodPing:
+		fmt.Println("→ Sending PING...")
+	case tproxy.MethodPrepare:
+		fmt.Println("→ Sending PREPARE...")
+	case tproxy.MethodExecStep:
+		fmt.Printf("→ Sending EXEC_STEP for %s...\n", params.(tproxy.ExecStepParams).StepID)
+	case tproxy.MethodCleanup:
+		fmt.Println("→ Sending CLEANUP...")
+	default:
+		return nil // artifact fetches are not part of the story
 	}
-	show(pong)
-
-	fmt.Println("→ Sending PREPARE...")
-	m := demo.Manifest()
-	ready, err := c.Prepare(ctx, tproxy.PrepareParams{SessionID: sessionID, Manifest: m})
-	if err != nil {
-		return err
-	}
-	show(ready)
-
-	for _, st := range m.Steps {
-		fmt.Printf("→ Sending EXEC_STEP for %s...\n", st.ID)
-		res, err := c.ExecStep(ctx, tproxy.ExecStepParams{StepID: st.ID, Driver: st.Driver, Config: st.Config, Inputs: st.Inputs})
+	return func(res any, err error) {
 		if err != nil {
-			return err
+			fmt.Printf("   Error: %v\n\n", err)
+			return
 		}
 		show(res)
+		if method == tproxy.MethodPing {
+			if p, ok := res.(*tproxy.PingResult); ok {
+				fmt.Printf("✅ Worker started: %s %s (protocol %d), drivers: %s\n\n", p.Worker.Name, p.Worker.Version, p.Protocol, strings.Join(p.Worker.Drivers, ", "))
+				fmt.Println("2️⃣ Sending commands:")
+				fmt.Println()
+			}
+		}
 	}
-
-	fmt.Println("→ Sending CLEANUP...")
-	cleaned, err := c.Cleanup(ctx)
-	if err != nil {
-		return err
-	}
-	show(cleaned)
-	if err := c.Close(); err != nil {
-		return err
-	}
-	if err := files.Close(); err != nil {
-		return err
-	}
-	fmt.Printf("   Worker exited: %v\n\n", c.Process().Exit())
-	return summarize(dir)
 }
 
 // show prints a response the way the seed prototype did.
@@ -157,7 +148,7 @@ func summarize(dir string) error {
 		}
 		fmt.Printf("   %v = %v%s %v\n", m["metric"], m["value"], unit, stepOf(m))
 	}
-	fmt.Printf("📁 Logs: %s\n   %s\n", filepath.Join(dir, "events.jsonl"), filepath.Join(dir, "metrics.jsonl"))
+	fmt.Printf("📁 Logs: %s\n   %s\n   %s\n", filepath.Join(dir, "events.jsonl"), filepath.Join(dir, "metrics.jsonl"), filepath.Join(dir, host.StatusFile))
 	fmt.Println()
 	fmt.Println("✅ Completed successfully!")
 	return nil
@@ -187,4 +178,9 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		fmt.Fprintf(os.Stderr, "%s%s\n", p.prefix, p.partial[:i])
 		p.partial = p.partial[i+1:]
 	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
