@@ -5,7 +5,9 @@ import (
 	"context"
 	"io"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tproxy/tproxy/transport"
 )
@@ -52,6 +54,46 @@ func TestClose_IdempotentAndConcurrent(t *testing.T) {
 			if !p.Exit().Success() {
 				t.Errorf("Exit = %v, want success", p.Exit())
 			}
+		})
+	}
+}
+
+func TestKillEndsAHungWorkerAtOnce(t *testing.T) {
+	for name, tr := range map[string]transport.Transport{
+		"subprocess": child(t, "ignore-term"),
+		"in-memory": &transport.InMemory{TermTimeout: 5 * time.Second, Serve: func(ctx context.Context, rw io.ReadWriteCloser) error {
+			// Hung: ignores its context, blocked in a read of its input.
+			var b [1]byte
+			for {
+				if _, err := rw.Read(b[:]); err != nil {
+					return err
+				}
+			}
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, err := tr.Start(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, ok := p.(transport.Killer)
+			if !ok {
+				t.Fatalf("%T does not implement transport.Killer", p)
+			}
+			if err := k.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-p.Done():
+			default:
+				t.Error("Kill returned before the worker ended")
+			}
+			if name == "subprocess" {
+				if st := p.Exit(); st.Signal != syscall.SIGKILL {
+					t.Errorf("exit %v, want signal: killed", st)
+				}
+			}
+			p.Close()
 		})
 	}
 }
