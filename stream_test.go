@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -204,3 +205,42 @@ func TestStreamOverJSONRPC2(t *testing.T) {
 		t.Errorf("got %v", got)
 	}
 }
+
+// TestStreamOversizeFrameMemoryIsBounded: skipping a 100 MiB frame over a
+// 1 MiB cap allocates in proportion to the cap (the longest line it must hold), not
+// the frame.
+func TestStreamOversizeFrameMemoryIsBounded(t *testing.T) {
+	const frame, capBytes = 100 << 20, 1 << 20
+	r := io.MultiReader(strings.NewReader(`{"jsonrpc":"2.0","method":"x","params":"`),
+		io.LimitReader(repeatReader('a'), frame), strings.NewReader("\"}\n{\"jsonrpc\":\"2.0\",\"method\":\"next\"}\n"))
+	s := tproxy.NewStream(readOnly{r}, capBytes)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := s.ReadFrame()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, tproxy.ErrFrameTooLarge) {
+		t.Fatalf("err = %v, want ErrFrameTooLarge", err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8*capBytes {
+		t.Errorf("skipping a %d MiB frame allocated %d KiB, more than 8× the %d KiB cap", frame>>20, alloc>>10, capBytes>>10)
+	}
+	next, err := s.ReadFrame()
+	if err != nil || !strings.Contains(string(next), `"next"`) {
+		t.Errorf("the frame after the oversize one: %q, %v", next, err)
+	}
+}
+
+type repeatReader byte
+
+func (b repeatReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(b)
+	}
+	return len(p), nil
+}
+
+type readOnly struct{ io.Reader }
+
+func (readOnly) Write(p []byte) (int, error) { return 0, io.ErrClosedPipe }
+func (readOnly) Close() error                { return nil }

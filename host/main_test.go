@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,6 +87,33 @@ func testWorker() *worker.Worker {
 		os.Exit(int(code))
 		return nil
 	})
+	// selfkill emits an event, writes to stderr and SIGKILLs its process.
+	w.RegisterFunc("selfkill", func(ctx context.Context, s *worker.Step) error {
+		s.Event("about_to_die", nil)
+		fmt.Fprintln(os.Stderr, "selfkill: goodbye")
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	})
+	// crash panics on a goroutine of its own: no recover can catch that,
+	// the whole worker process dies.
+	w.RegisterFunc("crash", func(ctx context.Context, s *worker.Step) error {
+		s.Event("about_to_crash", nil)
+		go func() { panic("crash: unrecoverable driver bug") }()
+		select {}
+	})
+	// hang stops its own process (SIGSTOP): it reads, writes and beats no
+	// more, like a worker wedged in a syscall.
+	w.RegisterFunc("hang", func(ctx context.Context, s *worker.Step) error {
+		s.Event("about_to_hang", nil)
+		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		return nil
+	})
+	// bigresult keeps an output whose summary is config.bytes long.
+	w.RegisterFunc("bigresult", func(ctx context.Context, s *worker.Step) error {
+		n, _ := s.Config()["bytes"].(float64)
+		s.SetOutput("blob", bigSummary(int(n)))
+		return nil
+	})
 	// files writes config.files (name → content) as artifacts.
 	w.RegisterFunc("files", func(ctx context.Context, s *worker.Step) error {
 		files, _ := s.Config()["files"].(map[string]any)
@@ -123,13 +151,21 @@ func testWorker() *worker.Worker {
 	return w
 }
 
+// bigSummary is an output whose summary is n bytes of text.
+type bigSummary int
+
+func (b bigSummary) Summary() any { return strings.Repeat("s", int(b)) }
+
 // subprocess runs testWorker in a child process; stderr goes to w.
 func subprocess(stderr *syncBuffer) *transport.Subprocess {
 	exe, err := os.Executable()
 	if err != nil {
 		panic(err)
 	}
-	t := &transport.Subprocess{Path: exe, Env: append(os.Environ(), workerEnv+"=1")}
+	// Under -race a program sleeps a second when it exits with code 0
+	// (atexit_sleep_ms), which would only slow the tests down.
+	t := &transport.Subprocess{Path: exe, Env: append(os.Environ(), workerEnv+"=1",
+		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))}
 	if stderr != nil {
 		t.Stderr = stderr
 	}
