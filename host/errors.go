@@ -1,9 +1,11 @@
 package host
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrClosed is matched by errors.Is for every call that failed because the
@@ -107,3 +109,18 @@ func (e *SinkError) Error() string { return "tproxy/host: " + e.Op + ": " + e.Er
 
 // Unwrap returns the sink's error.
 func (e *SinkError) Unwrap() error { return e.Err }
+
+// SessionTimeoutError is the cause of the context a Run's phases use once
+// RunSpec.Timeout has passed. It wraps context.DeadlineExceeded.
+type SessionTimeoutError struct {
+	// Timeout is the RunSpec.Timeout that passed.
+	Timeout time.Duration
+}
+
+// Error names the timeout.
+func (e *SessionTimeoutError) Error() string {
+	return fmt.Sprintf("tproxy/host: the session's timeout of %v passed", e.Timeout)
+}
+
+// Unwrap returns context.DeadlineExceeded.
+func (e *SessionTimeoutError) Unwrap() error { return context.DeadlineExceeded }

@@ -70,6 +70,11 @@ type RunSpec struct {
 	Secrets tproxy.Secrets
 	// Artifacts says which artifacts are fetched.
 	Artifacts ArtifactPolicy
+	// Timeout bounds the whole session, from the start of Prepare to the
+	// end of Execute; zero means no bound beyond the caller's context.
+	// When it passes, the step in flight is cancelled in the worker and
+	// the run fails with FailureTimeout; Collect still runs.
+	Timeout time.Duration
 	// ContinueOnError runs the steps that do not depend on a failed step
 	// instead of stopping at the first failure.
 	ContinueOnError bool
@@ -107,6 +112,7 @@ type Run struct {
 	ownDir    bool // this run created or emptied-checked the session directory
 	start     time.Time
 	artBytes  int64
+	deadline  time.Time // from RunSpec.Timeout; zero when none
 }
 
 // NewRun returns a Run of spec through t. It does no I/O.
@@ -161,7 +167,12 @@ func (r *Run) Client() *Client { return r.client }
 func (r *Run) Prepare(ctx context.Context) error {
 	r.start = time.Now()
 	r.status.StartedAt = r.start.UTC()
-	err := r.prepare(ctx)
+	if r.spec.Timeout > 0 {
+		r.deadline = r.start.Add(r.spec.Timeout)
+	}
+	ctx, cancel := r.sessionContext(ctx)
+	defer cancel()
+	err := withCause(ctx, r.prepare(ctx))
 	r.status.Phases.PrepareMS = msSince(r.start)
 	if err != nil {
 		return r.fail("", err)
@@ -253,6 +264,8 @@ func (r *Run) Execute(ctx context.Context) error {
 	}
 	start := time.Now()
 	defer func() { r.status.Phases.ExecuteMS = msSince(start) }()
+	ctx, cancel := r.sessionContext(ctx)
+	defer cancel()
 	failed := map[string]bool{}
 	for _, st := range r.order {
 		if slices.ContainsFunc(st.Needs, func(n string) bool { return failed[n] }) {
@@ -261,7 +274,7 @@ func (r *Run) Execute(ctx context.Context) error {
 			r.event(ctx, "step_skipped", st.ID, map[string]any{"reason": "a step it needs failed"})
 			continue
 		}
-		if err := r.runStep(ctx, st); err != nil {
+		if err := withCause(ctx, r.runStep(ctx, st)); err != nil {
 			failed[st.ID] = true
 			r.fail(st.ID, err)
 			if !r.spec.ContinueOnError || ctx.Err() != nil || !isStepFailure(err) {
@@ -479,7 +492,7 @@ func (r *Run) fail(stepID string, err error) error {
 	r.err = err
 	kind := failureKind(err)
 	r.status.Outcome = OutcomeFailed
-	if kind == FailureCancelled || kind == FailureTimeout {
+	if kind == FailureCancelled {
 		r.status.Outcome = OutcomeCancelled
 	}
 	var me *tproxy.ManifestError
@@ -552,6 +565,24 @@ func writeJSON(path string, v any) error {
 		return fmt.Errorf("tproxy/host: writing %s: %w", filepath.Base(path), err)
 	}
 	return nil
+}
+
+// withCause adds ctx's cause to an error ctx's end caused, when the cause
+// says more than the context's own error: the session's timeout.
+func withCause(ctx context.Context, err error) error {
+	var te *SessionTimeoutError
+	if err != nil && ctx.Err() != nil && errors.As(context.Cause(ctx), &te) && !errors.As(err, &te) {
+		return fmt.Errorf("%w: %w", te, err)
+	}
+	return err
+}
+
+// sessionContext bounds ctx by the session's deadline, if it has one.
+func (r *Run) sessionContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.deadline.IsZero() {
+		return ctx, func() {}
+	}
+	return context.WithDeadlineCause(ctx, r.deadline, &SessionTimeoutError{Timeout: r.spec.Timeout})
 }
 
 func msSince(t time.Time) int64 { return time.Since(t).Milliseconds() }

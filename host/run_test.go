@@ -513,3 +513,19 @@ func TestFetchArtifactVerifies(t *testing.T) {
 		}
 	}
 }
+
+func TestRunSessionTimeout(t *testing.T) {
+	m := tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "slow", Driver: "block"}}}
+	st, err := run(t, t.Context(), subprocess(nil), host.RunSpec{Manifest: m, Timeout: 500 * time.Millisecond})
+	var te *host.SessionTimeoutError
+	if !errors.As(err, &te) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a *host.SessionTimeoutError", err)
+	}
+	if st.Outcome != host.OutcomeFailed || st.Failure.Kind != host.FailureTimeout || st.Failure.StepID != "slow" ||
+		!strings.Contains(st.Failure.Reason, "timeout of 500ms") {
+		t.Errorf("status: outcome %s, failure %+v", st.Outcome, st.Failure)
+	}
+	if st.Exit == nil || !st.Exit.Success() {
+		t.Errorf("the worker should have cancelled the step and exited cleanly: %+v", st.Exit)
+	}
+}
