@@ -205,14 +205,24 @@ func TestCancelMidStep(t *testing.T) {
 				errc <- err
 			}()
 			<-sink.ch
+			cancelled := time.Now()
 			cancel()
 			if err := <-errc; !errors.Is(err, context.Canceled) {
 				t.Fatalf("err = %v, want context.Canceled", err)
 			}
+			t.Logf("ExecStep returned %v after the cancel", time.Since(cancelled))
 			// The worker runs calls in order: once this answers, the
-			// cancelled step has ended and reported.
-			if _, err := exec(t.Context(), c, "emit", map[string]any{"events": 1}); err != nil {
+			// cancelled step has ended and reported. Its late answer
+			// (-32800) must not be taken for this call's.
+			res, err := exec(t.Context(), c, "emit", map[string]any{"events": 1})
+			if err != nil {
 				t.Fatalf("next step after a cancel: %v", err)
+			}
+			if res.StepID != "emit-step" || res.Status != "complete" {
+				t.Fatalf("next step's result %+v is not its own", res)
+			}
+			if p, err := c.Ping(t.Context(), "after"); err != nil || p.Echo != "after" {
+				t.Fatalf("ping after a cancel: %+v, %v", p, err)
 			}
 			var failed *tproxy.Event
 			for _, e := range mem.Events() {
