@@ -33,13 +33,17 @@ type Client struct {
 	conn *jsonrpc2.Conn
 	info tproxy.PingResult
 
-	nextID   atomic.Uint64
-	lastBeat atomic.Int64 // unix nanoseconds
+	nextID    atomic.Uint64
+	lastBeat  atomic.Int64 // unix nanoseconds
+	lastHeard atomic.Int64 // unix nanoseconds of the last message from the worker
+	pending   atomic.Int32 // calls waiting for their response
 
 	mu      sync.Mutex
 	readErr error // first frame the worker sent that broke the protocol
 	sinkErr error // first failure to persist a notification
 	closing bool
+	// silenceErr is set when the watchdog killed a silent worker.
+	silenceErr *SilenceError
 
 	bg        sync.WaitGroup // cancel notifications being sent
 	closeOnce sync.Once
@@ -50,7 +54,7 @@ type Client struct {
 // handshake. ctx bounds the start and the handshake (DefaultStartTimeout
 // if it has no deadline); the worker then lives until Close.
 func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client, error) {
-	cfg := config{logger: slog.Default(), startTimeout: DefaultStartTimeout}
+	cfg := config{logger: slog.Default(), startTimeout: DefaultStartTimeout, heartbeatTimeout: DefaultHeartbeatTimeout}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -76,6 +80,10 @@ func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client,
 		return nil, err
 	}
 	c.info = *res
+	if cfg.heartbeatTimeout > 0 {
+		c.bg.Add(1)
+		go c.watch(cfg.heartbeatTimeout)
+	}
 	return c, nil
 }
 
@@ -214,6 +222,9 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 }
 
 func (c *Client) callRaw(ctx context.Context, method string, params, result any) error {
+	ctx, cancel := c.withCallTimeout(ctx)
+	defer cancel()
+	defer c.callStarted()()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("tproxy/host: %s: %w", method, err)
 	}
@@ -275,8 +286,18 @@ func (c *Client) cancel(id jsonrpc2.ID) {
 // closedErr explains why the connection is gone.
 func (c *Client) closedErr(cause error) error {
 	c.mu.Lock()
-	readErr, closing := c.readErr, c.closing
+	readErr, closing, silence := c.readErr, c.closing, c.silenceErr
 	c.mu.Unlock()
+	if silence != nil {
+		t := time.NewTimer(exitGrace)
+		defer t.Stop()
+		select {
+		case <-c.proc.Done(): // the watchdog killed it
+			return fmt.Errorf("%w: %w (%w)", ErrClosed, silence, transport.NewExitError(c.proc))
+		case <-t.C:
+			return fmt.Errorf("%w: %w", ErrClosed, silence)
+		}
+	}
 	if readErr != nil {
 		return fmt.Errorf("%w: %w", ErrClosed, &ProtocolError{Err: readErr})
 	}
@@ -413,6 +434,9 @@ type hostStream struct {
 
 func (h *hostStream) ReadObject(v any) error {
 	err := h.s.ReadObject(v)
+	if err == nil {
+		h.c.heard()
+	}
 	var fe *tproxy.FrameError
 	if err != nil && errors.As(err, &fe) {
 		h.c.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -245,3 +246,46 @@ func (s ticksOnly) Event(ctx context.Context, e tproxy.Event) error {
 }
 
 func (s ticksOnly) Metric(context.Context, tproxy.Metric) error { return nil }
+
+// TestMatrixHungWorker: a worker that stops reading, writing and beating
+// mid-step is killed once the heartbeat timeout passes; the call fails
+// with a *host.SilenceError and the kill's exit status.
+func TestMatrixHungWorker(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	sink := newSignalSink(&logsink.Memory{}, "about_to_hang")
+	c := start(t, subprocess(nil), sink, append(quiet(), host.WithHeartbeatTimeout(timeout))...)
+	started := time.Now()
+	_, err := exec(t.Context(), c, "hang", nil)
+	t.Logf("exec_step failed %v after it started (heartbeat timeout %v)", time.Since(started), timeout)
+	var se *host.SilenceError
+	var xe *transport.ExitError
+	if !errors.As(err, &se) || !errors.Is(err, host.ErrClosed) || !errors.As(err, &xe) {
+		t.Fatalf("err = %v, want host.ErrClosed with a *host.SilenceError and a *transport.ExitError", err)
+	}
+	if se.Timeout != timeout || se.Silence < timeout || xe.Status.Signal != syscall.SIGKILL {
+		t.Errorf("silence %+v, exit %v", se, xe.Status)
+	}
+	select {
+	case <-c.Process().Done():
+	default:
+		t.Error("the hung worker is still running")
+	}
+}
+
+// TestMatrixSlowButAlive: a step that takes many heartbeat timeouts but
+// beats is not failed, and the caller sees its heartbeats.
+func TestMatrixSlowButAlive(t *testing.T) {
+	var beats atomic.Int32
+	c := start(t, subprocess(nil), &logsink.Memory{},
+		host.WithHeartbeatTimeout(200*time.Millisecond),
+		host.WithHeartbeat(func(h tproxy.Heartbeat) { beats.Add(1) }))
+	if _, err := exec(t.Context(), c, "sleep", map[string]any{"ms": 1500}); err != nil {
+		t.Fatalf("a slow step that beats was failed: %v", err)
+	}
+	if n := beats.Load(); n < 5 {
+		t.Errorf("%d heartbeats seen over a 1.5 s step beating every 20 ms", n)
+	}
+	if c.LastHeartbeat().IsZero() {
+		t.Error("LastHeartbeat is zero")
+	}
+}

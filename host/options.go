@@ -22,6 +22,9 @@ type config struct {
 	startTimeout time.Duration
 	onHeartbeat  func(tproxy.Heartbeat)
 	trace        func(method string, params any) func(result any, err error)
+
+	heartbeatTimeout time.Duration
+	callTimeout      time.Duration
 }
 
 // WithSink sets where the worker's events and metrics go, in wire order.
@@ -52,4 +55,19 @@ func WithHeartbeat(f func(tproxy.Heartbeat)) Option { return func(c *config) { c
 // not call the client.
 func WithTrace(f func(method string, params any) func(result any, err error)) Option {
 	return func(c *config) { c.trace = f }
+}
+
+// WithHeartbeatTimeout sets how long a pending call may go without hearing
+// anything from the worker before the worker is killed and every pending
+// call fails with a *SilenceError. Default: DefaultHeartbeatTimeout; d <= 0
+// disables the check. Set it well above the worker's heartbeat interval.
+func WithHeartbeatTimeout(d time.Duration) Option {
+	return func(c *config) { c.heartbeatTimeout = d }
+}
+
+// WithCallTimeout bounds every call, on top of its context. Default: none,
+// since a step may legitimately run for hours; the heartbeat timeout
+// catches a hung worker, RunSpec.Timeout bounds a whole session.
+func WithCallTimeout(d time.Duration) Option {
+	return func(c *config) { c.callTimeout = d }
 }

@@ -220,6 +220,11 @@ func (s *server) dispatch(j *job) (any, error) {
 		res any
 		err error
 	)
+	if j.req.Method != tproxy.MethodExecStep {
+		// A step beats with its id; every other request beats too, so
+		// that the host can tell a slow request from a hung worker.
+		defer s.heartbeats(j.ctx, "")()
+	}
 	switch j.req.Method {
 	case tproxy.MethodPrepare:
 		res, err = s.prepare(j.ctx, params)
