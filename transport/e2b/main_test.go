@@ -46,6 +46,9 @@ func TestMain(m *testing.M) {
 func testWorker() *worker.Worker {
 	w := demo.NewWorker()
 	w.HeartbeatInterval = 50 * time.Millisecond
+	// A worker with a larger cap than the host's, like a worker in another
+	// language without one, so the host's cap is what refuses big frames.
+	w.MaxFrameSize = 32 << 20
 	// block says so on stderr and in an event, then waits for its context.
 	w.RegisterFunc("block", func(ctx context.Context, s *worker.Step) error {
 		fmt.Fprintln(os.Stderr, "block: waiting for cancellation")

@@ -134,6 +134,7 @@ func decodeEvent(payload []byte) (*processEvent, error) {
 // errors, such as a deadline) is Code -1 with the error as Reason.
 func (e *endEvent) exitStatus() transport.ExitStatus {
 	if name, ok := strings.CutPrefix(e.Status, "signal: "); ok {
+		name = strings.TrimSuffix(name, " (core dumped)")
 		if sig := signalByName(name); sig != 0 {
 			return transport.ExitStatus{Code: -1, Signal: sig}
 		}
