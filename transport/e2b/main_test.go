@@ -66,6 +66,8 @@ func testWorker() *worker.Worker {
 			return ctx.Err()
 		}
 	})
+	// noop does nothing: its cost is the protocol's.
+	w.RegisterFunc("noop", func(ctx context.Context, s *worker.Step) error { return nil })
 	// big emits one event carrying config.bytes bytes.
 	w.RegisterFunc("big", func(ctx context.Context, s *worker.Step) error {
 		n, _ := s.Config()["bytes"].(float64)
