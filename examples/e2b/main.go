@@ -133,7 +133,10 @@ func run(ctx context.Context, tr *e2b.E2B, fake bool, dir string) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	tr.Logger = logger
 	t0 := time.Now()
-	c, err := host.Start(ctx, tr, host.WithSink(logsink.Multi(files, logsink.NewConsole(os.Stdout))), host.WithLogger(logger))
+	c, err := host.Start(ctx, tr, host.WithSink(logsink.Multi(files, logsink.NewConsole(os.Stdout))), host.WithLogger(logger),
+		// Creating a sandbox and uploading the worker over a slow uplink
+		// may take longer than the default start timeout.
+		host.WithStartTimeout(3*time.Minute))
 	if err != nil {
 		return err
 	}

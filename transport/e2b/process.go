@@ -48,7 +48,6 @@ type Process struct {
 	inW         *io.PipeWriter
 	stdinClosed bool
 	inDone      chan struct{} // the StreamInput call returned
-	inErr       error         // its error, once inDone is closed
 
 	done    chan struct{} // the end event (or the stream's loss) was handled
 	mu      sync.Mutex
@@ -224,7 +223,6 @@ func (p *Process) streamInput(inR *io.PipeReader) {
 	if err == nil {
 		err = errStdinClosed
 	}
-	p.inErr = err
 	inR.CloseWithError(err) // pending and later Writes fail
 }
 

@@ -85,22 +85,38 @@ func timeless(t *testing.T, path string) []map[string]any {
 // the same events.jsonl and metrics.jsonl apart from times.
 func TestParitySubprocessE2B(t *testing.T) {
 	srv := newServer(t, e2btestOptions())
-	procDir, e2bDir := t.TempDir(), t.TempDir()
+	procDir, e2bDir, gzipDir := t.TempDir(), t.TempDir(), t.TempDir()
 	if st := runDemo(t, subprocess(t, "worker"), procDir); !st.Success() {
 		t.Errorf("subprocess worker exit: %v", st)
 	}
 	if st := runDemo(t, newE2B(t, srv, "worker"), e2bDir); !st.Success() {
 		t.Errorf("e2b worker exit: %v", st)
 	}
+	gz := newE2B(t, srv, "worker")
+	gz.Gzip = true // compressed output envelopes
+	if st := runDemo(t, gz, gzipDir); !st.Success() {
+		t.Errorf("e2b (gzip) worker exit: %v", st)
+	}
 	for _, name := range []string{logsink.EventsFile, logsink.MetricsFile} {
 		proc := timeless(t, filepath.Join(procDir, name))
-		remote := timeless(t, filepath.Join(e2bDir, name))
 		if len(proc) < 5 {
 			t.Fatalf("%s has %d lines; the demo session emits more", name, len(proc))
 		}
-		if diff := cmp.Diff(proc, remote); diff != "" {
-			t.Errorf("%s differs between subprocess and e2b (-subprocess +e2b):\n%s", name, diff)
+		for _, dir := range []string{e2bDir, gzipDir} {
+			remote := timeless(t, filepath.Join(dir, name))
+			if diff := cmp.Diff(proc, remote); diff != "" {
+				t.Errorf("%s differs between subprocess and e2b (-subprocess +e2b):\n%s", name, diff)
+			}
 		}
+	}
+	gzipped := 0
+	for _, r := range srv.Requests() {
+		if r.Path == "/process.Process/Start" && r.Header.Get("Connect-Accept-Encoding") == "gzip" {
+			gzipped++
+		}
+	}
+	if gzipped == 0 {
+		t.Error("no Start call asked for gzip with E2B.Gzip set")
 	}
 	completes := 0
 	for _, l := range timeless(t, filepath.Join(e2bDir, logsink.EventsFile)) {
