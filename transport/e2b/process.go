@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tproxy/tproxy/transport"
@@ -44,9 +45,11 @@ type Process struct {
 	stderr  *transport.StderrCapture
 
 	// stdin: envelopes written to inW are the StreamInput request body.
+	// wmu serializes writers; closing inW needs no lock and unblocks a
+	// writer stuck on a stalled request.
 	wmu         sync.Mutex
 	inW         *io.PipeWriter
-	stdinClosed bool
+	stdinClosed atomic.Bool
 	inDone      chan struct{} // the StreamInput call returned
 
 	done    chan struct{} // the end event (or the stream's loss) was handled
@@ -155,7 +158,7 @@ func (p *Process) Read(b []byte) (int, error) { return p.stdoutR.Read(b) }
 func (p *Process) Write(b []byte) (int, error) {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	if p.stdinClosed {
+	if p.stdinClosed.Load() {
 		return 0, errStdinClosed
 	}
 	n := 0
@@ -251,7 +254,7 @@ func (p *Process) keepAlive() {
 			}
 		case <-kt.C:
 			p.wmu.Lock()
-			if !p.stdinClosed {
+			if !p.stdinClosed.Load() {
 				p.writeEnvelope(streamInputRequest{Keepalive: &struct{}{}})
 			}
 			p.wmu.Unlock()
@@ -333,10 +336,8 @@ func (p *Process) StderrTail() string { return p.stderr.Tail() }
 // the worker, then closes the worker's stdin with CloseStdin.
 func (p *Process) CloseWrite() error {
 	p.closeWriteOnce.Do(func() {
-		p.wmu.Lock()
-		p.stdinClosed = true
+		p.stdinClosed.Store(true)
 		p.inW.Close()
-		p.wmu.Unlock()
 		t := time.NewTimer(p.closeTimeout)
 		defer t.Stop()
 		select {
@@ -427,10 +428,8 @@ func (p *Process) Close() error {
 		}
 		cancel()
 		p.cancel()
-		p.wmu.Lock()
-		p.stdinClosed = true
+		p.stdinClosed.Store(true)
 		p.inW.Close()
-		p.wmu.Unlock()
 		p.bg.Wait()
 		p.closeErr = errors.Join(errs...)
 	})
