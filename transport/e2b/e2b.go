@@ -96,9 +96,10 @@ type E2B struct {
 	RemotePath string
 	// Args are the worker's arguments.
 	Args []string
-	// Env is the worker's environment, given explicitly. Nothing else from
-	// the host reaches the sandbox except the variables named in
-	// ForwardEnv.
+	// Env is the worker's environment, given explicitly. It is sent with
+	// the worker's Start call (not as the sandbox-wide envVars, which every
+	// process in the sandbox would see). Nothing else from the host reaches
+	// the sandbox except the variables named in ForwardEnv.
 	Env map[string]string
 	// ForwardEnv names host environment variables to copy to the worker,
 	// by exact name (an allow-list; unset ones are skipped). Naming
