@@ -3,6 +3,7 @@ package e2b_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -435,5 +436,52 @@ func TestStartHeaders(t *testing.T) {
 	}
 	if starts != 3 { // sha256 check, chmod, worker
 		t.Errorf("%d Start calls, want 3", starts)
+	}
+}
+
+// TestCloseLadder: Close closes stdin, then sends SIGTERM, then SIGKILL,
+// each after its timeout, through envd's SendSignal; the sandbox is killed
+// at the end either way.
+func TestCloseLadder(t *testing.T) {
+	srv := newServer(t, e2btestOptions())
+	for _, tt := range []struct {
+		mode    string
+		want    syscall.Signal
+		signals int
+	}{
+		{"term-ok", syscall.SIGTERM, 1},
+		{"ignore-term", syscall.SIGKILL, 2},
+	} {
+		t.Run(tt.mode, func(t *testing.T) {
+			tr := newE2B(t, srv, tt.mode)
+			tr.CloseTimeout, tr.TermTimeout = 200*time.Millisecond, 200*time.Millisecond
+			p, err := tr.Start(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 6)
+			if _, err := io.ReadFull(p, buf); err != nil || string(buf) != "ready\n" {
+				t.Fatalf("read %q, %v", buf, err)
+			}
+			before := srv.Calls(e2btest.OpSendSignal)
+			if err := p.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			if st := p.Exit(); st.Signal != tt.want {
+				t.Errorf("exit %v, want %v", st, tt.want)
+			}
+			if n := srv.Calls(e2btest.OpSendSignal) - before; n != tt.signals {
+				t.Errorf("%d SendSignal calls, want %d", n, tt.signals)
+			}
+			if srv.Calls(e2btest.OpCloseStdin) == 0 {
+				t.Error("CloseStdin was never called")
+			}
+			if _, err := p.Write([]byte("late\n")); err == nil {
+				t.Error("Write after Close succeeded")
+			}
+			if ids := srv.Sandboxes(); len(ids) != 0 {
+				t.Errorf("sandbox left: %v", ids)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +32,13 @@ func TestMain(m *testing.M) {
 	case "exit3":
 		fmt.Fprint(os.Stderr, "starting\nboom: something bad happened\n")
 		os.Exit(3)
+	case "ignore-term": // ignore stdin EOF and SIGTERM
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ready")
+		time.Sleep(time.Hour)
+	case "term-ok": // exit on SIGTERM, ignore stdin EOF
+		fmt.Println("ready")
+		time.Sleep(time.Hour)
 	case "killself":
 		fmt.Fprint(os.Stderr, "about to be killed\n")
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)

@@ -15,6 +15,10 @@ import (
 	"github.com/tproxy/tproxy/transport"
 )
 
+// lostCheckTimeout bounds the control-plane lookup that explains a lost
+// stream (host.Client waits 500ms for the exit status of a failed call).
+const lostCheckTimeout = 400 * time.Millisecond
+
 // maxInputChunk bounds the stdin bytes of one StreamInput envelope.
 const maxInputChunk = 1 << 20
 
@@ -288,13 +292,18 @@ func (p *Process) readEvents() {
 			ended = true
 		}
 	}
-	p.stream.Close()
 	p.stderr.Flush()
 	p.mu.Lock()
 	p.status = status
 	p.mu.Unlock()
 	close(p.done)
 	p.stdoutW.Close()
+	if ended {
+		// Consume the end-of-stream envelope that follows the end event,
+		// so the connection can be reused; Close's cancel bounds the wait.
+		p.stream.next()
+	}
+	p.stream.Close()
 }
 
 // lost explains a stream that ended without an end event.
@@ -308,7 +317,9 @@ func (p *Process) lost(err error) transport.ExitStatus {
 	if err == io.EOF {
 		err = errors.New("the stream ended without an end event")
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	// One quick look, not retried: hosts wait only briefly for Done to
+	// explain a failed call.
+	ctx, cancel := context.WithTimeout(p.ctx, lostCheckTimeout)
 	defer cancel()
 	if alive, xerr := p.c.exists(ctx, p.sb.ID); xerr == nil && !alive {
 		return transport.ExitStatus{Code: -1, Reason: fmt.Sprintf("e2b: sandbox %s no longer exists (killed or expired); the process stream ended: %v", p.sb.ID, p.c.secrets.maskErr(err))}

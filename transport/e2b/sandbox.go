@@ -82,11 +82,12 @@ func (c *client) setTimeout(ctx context.Context, id string, seconds int) error {
 	return nil
 }
 
-// exists asks the control plane whether the sandbox still runs (GET
-// /sandboxes/{id}); it is used to explain a lost stream.
+// exists asks the control plane once whether the sandbox still runs (GET
+// /sandboxes/{id}); it is used to explain a lost stream, quickly, so it is
+// not retried.
 func (c *client) exists(ctx context.Context, id string) (bool, error) {
 	resp, err := c.do(ctx, request{op: "get sandbox " + id, method: http.MethodGet,
-		url: c.apiURL + "/sandboxes/" + url.PathEscape(id), header: c.apiHeader(), idempotent: true})
+		url: c.apiURL + "/sandboxes/" + url.PathEscape(id), header: c.apiHeader()})
 	var ae *APIError
 	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
 		return false, nil
