@@ -143,12 +143,21 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 	}
 
 	haystacks := map[string]string{"logs": logs.String(), "stderr": stderr.String(), "errors": strings.Join(errs, "\n")}
-	for _, name := range []string{logsink.EventsFile, logsink.MetricsFile} {
-		b, err := os.ReadFile(filepath.Join(dir, name))
+	// Every file the session left in its directory (events, metrics, and
+	// whatever else a sink writes there).
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		haystacks[name] = string(b)
+		haystacks[e.Name()] = string(b)
+	}
+	if _, ok := haystacks[logsink.EventsFile]; !ok {
+		t.Fatalf("no %s in %s", logsink.EventsFile, dir)
 	}
 	sawForwarded := false
 	for i, r := range srv.Requests() {
