@@ -15,6 +15,7 @@ import (
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/transport/e2b"
+	"github.com/tproxy/tproxy/transport/e2b/e2btest"
 )
 
 // runDemo runs the demo's three-step session over tr into dir, the way
@@ -108,6 +109,11 @@ func TestParitySubprocessE2B(t *testing.T) {
 				t.Errorf("%s differs between subprocess and e2b (-subprocess +e2b):\n%s", name, diff)
 			}
 		}
+	}
+	// Every host→worker message of a session rides in one StreamInput
+	// request body: no HTTP request per message.
+	if n, m := srv.Calls(e2btest.OpStreamInput), srv.Calls(e2btest.OpSendInput); n != 2 || m != 0 {
+		t.Errorf("%d StreamInput and %d SendInput calls for two sessions, want 2 and 0", n, m)
 	}
 	gzipped := 0
 	for _, r := range srv.Requests() {
