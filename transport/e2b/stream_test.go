@@ -185,3 +185,22 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeWrite: a host message over the 1 MiB input chunk is split into
+// several StreamInput envelopes and arrives whole.
+func TestLargeWrite(t *testing.T) {
+	srv := newServer(t, e2btestOptions())
+	c, err := host.Start(t.Context(), newE2B(t, srv, "worker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	data := strings.Repeat("0123456789abcdef", 100_000) + "é" // 1.6 MB: two envelopes
+	res, err := c.Ping(t.Context(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Echo != data {
+		t.Errorf("echo of %d bytes came back as %d bytes", len(data), len(res.Echo))
+	}
+}
