@@ -42,9 +42,9 @@
 //
 // The process service is Connect RPC. connectrpc.com/connect with
 // generated code is the ordinary client, but it would add two
-// dependencies and generated code for six messages, asks for gzip by
-// default (the largest single cost on a fast link), and its HTTP/1.1
-// client streaming needs the same care as ours. The protocol subset used
+// dependencies (connect and protobuf) and generated code for a handful of
+// messages, and it asks for gzip by default (the largest single cost on a
+// fast link). The protocol subset used
 // here is small: unary JSON posts and 5-byte-framed envelopes with an
 // end-of-stream flag, about a hundred lines (connect.go) that the fuzz
 // target covers. The JSON codec is used, as by the official SDKs; it
