@@ -1,0 +1,311 @@
+package e2b
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tproxy/tproxy/transport"
+)
+
+// Defaults, as the official SDKs have them where they have one.
+const (
+	DefaultDomain            = "e2b.app"
+	DefaultTemplate          = "base"
+	DefaultTimeout           = 5 * time.Minute
+	DefaultRemotePath        = "/home/user/.tproxy/worker"
+	DefaultUser              = "user"
+	DefaultKeepaliveInterval = 50 * time.Second
+	// EnvdPort is the port of the daemon inside every sandbox.
+	EnvdPort = 49983
+	// TagKey is the metadata key every sandbox started by this package
+	// carries (with value TagValue), so that List and Sweep find them.
+	TagKey   = "tproxy"
+	TagValue = "worker"
+)
+
+const (
+	defaultCloseTimeout = 5 * time.Second
+	defaultTermTimeout  = 3 * time.Second
+	defaultKillTimeout  = 5 * time.Second
+	defaultMaxRetries   = 3
+	defaultBackoff      = 250 * time.Millisecond
+	userAgent           = "tproxy-e2b/1"
+)
+
+// ErrNoAPIKey is returned by Start, List and Sweep when neither E2B.APIKey
+// nor the E2B_API_KEY environment variable is set.
+var ErrNoAPIKey = errors.New("e2b: no API key: set the E2B_API_KEY environment variable or E2B.APIKey")
+
+// E2B is a [transport.Transport] that runs the worker in a new E2B sandbox.
+//
+// Start creates the sandbox through the control plane, uploads Binary
+// (unless a file with the same sha256 is already executable at
+// RemotePath), starts it through envd's process service with stdin
+// enabled, and returns a *Process. Close ends the worker with the same
+// ladder as [transport.Subprocess] (close stdin, wait, SIGTERM, wait,
+// SIGKILL) and then kills the sandbox.
+//
+// The zero value needs only Binary and an API key in the environment. An
+// E2B may start any number of workers and be used from several goroutines;
+// do not change its fields while it is in use.
+type E2B struct {
+	// APIKey authenticates to the control plane. Empty means the
+	// E2B_API_KEY environment variable. It is sent only to APIURL, never
+	// into the sandbox, and is masked in errors.
+	APIKey string
+	// Domain is E2B's domain. Empty means E2B_DOMAIN, else "e2b.app".
+	Domain string
+	// APIURL is the control plane's base URL. Empty means E2B_API_URL, else
+	// https://api.<Domain>.
+	APIURL string
+	// EnvdURL, if set, is the base URL of every call to a sandbox's daemon;
+	// the sandbox is then chosen by the E2b-Sandbox-Id and E2b-Sandbox-Port
+	// headers, as the SDKs do with https://sandbox.<domain>. Empty means
+	// the per-sandbox host https://49983-<sandboxID>.<domain>.
+	EnvdURL string
+
+	// Template is the sandbox template. Empty means "base".
+	Template string
+	// Timeout is the sandbox's lifetime, refreshed every RefreshInterval
+	// while the worker runs, so a session may outlive it. It is sent in
+	// whole seconds (at least 1). Zero means 5 minutes.
+	Timeout time.Duration
+	// RefreshInterval is how often the sandbox's timeout is set again to
+	// Timeout from now. Zero means Timeout/3.
+	RefreshInterval time.Duration
+	// Metadata tags the sandbox, in addition to TagKey=TagValue; put a
+	// session id here to find the sandbox again with List or Sweep.
+	Metadata map[string]string
+
+	// Binary is the local path of the worker: a linux/amd64 executable
+	// (see WorkerBinary). Required.
+	Binary string
+	// RemotePath is where the worker is stored in the sandbox. Empty means
+	// DefaultRemotePath.
+	RemotePath string
+	// Args are the worker's arguments.
+	Args []string
+	// Env is the worker's environment, given explicitly. It is sent with
+	// the worker's Start call (not as the sandbox-wide envVars, which every
+	// process in the sandbox would see). Nothing else from the host reaches
+	// the sandbox except the variables named in ForwardEnv.
+	Env map[string]string
+	// ForwardEnv names host environment variables to copy to the worker,
+	// by exact name (an allow-list; unset ones are skipped). Naming
+	// E2B_API_KEY, or any value equal to the API key, makes Start fail.
+	ForwardEnv []string
+	// User is the sandbox OS user the worker runs as and owns the upload.
+	// Empty means "user".
+	User string
+
+	// Stderr, if not nil, receives the worker's stderr as it arrives.
+	Stderr io.Writer
+	// Logger, if not nil, receives the worker's stderr line by line, like
+	// [transport.Subprocess.Logger], plus warnings about failed timeout
+	// refreshes.
+	Logger *slog.Logger
+	// TailSize is how much stderr StderrTail keeps. Zero means 16 KiB.
+	TailSize int
+
+	// CloseTimeout is how long Close waits after closing stdin before it
+	// sends SIGTERM; zero means 5s. TermTimeout is how long it then waits
+	// before SIGKILL; zero means 3s. KillTimeout is how long it waits for
+	// the end event after SIGKILL before it drops the stream; zero means
+	// 5s.
+	CloseTimeout, TermTimeout, KillTimeout time.Duration
+	// KeepaliveInterval is how often envd is asked to send keepalive
+	// events on the output stream, and how often the input stream sends
+	// its own, so idle connections are not dropped by proxies. It is sent
+	// in whole seconds. Zero means 50s.
+	KeepaliveInterval time.Duration
+	// Gzip asks envd to compress the output stream. Off by default: on a
+	// fast link compression costs more than it saves.
+	Gzip bool
+
+	// HTTPClient makes every call. Nil means a client speaking HTTP/1.1
+	// only (envd serves no h2c), without gzip, and without a Timeout: a
+	// client timeout would cut the long-lived process stream; contexts
+	// bound every call instead.
+	HTTPClient *http.Client
+	// MaxRetries is how often an idempotent call (everything but creating
+	// a sandbox and starting a process) is retried on 429, 5xx or a
+	// network error, with exponential backoff from RetryBackoff. Zero
+	// means 3; negative means none. RetryBackoff zero means 250ms.
+	MaxRetries   int
+	RetryBackoff time.Duration
+}
+
+var _ transport.Transport = (*E2B)(nil)
+
+// client is an E2B's resolved configuration.
+type client struct {
+	t       *E2B
+	apiKey  string
+	apiURL  string
+	domain  string
+	http    *http.Client
+	retry   retrier
+	secrets secrets
+}
+
+// defaultHTTPClient speaks HTTP/1.1 only and never times out by itself.
+var defaultHTTPClient = func() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP1(true)
+	tr.ForceAttemptHTTP2 = false
+	tr.DisableCompression = true
+	tr.MaxIdleConnsPerHost = 16
+	return &http.Client{Transport: tr}
+}()
+
+func (t *E2B) client() (*client, error) {
+	key := t.APIKey
+	if key == "" {
+		key = os.Getenv("E2B_API_KEY")
+	}
+	if key == "" {
+		return nil, ErrNoAPIKey
+	}
+	c := &client{t: t, apiKey: key, secrets: secrets{key}}
+	c.domain = firstNonEmpty(t.Domain, os.Getenv("E2B_DOMAIN"), DefaultDomain)
+	c.apiURL = strings.TrimSuffix(firstNonEmpty(t.APIURL, os.Getenv("E2B_API_URL"), "https://api."+c.domain), "/")
+	c.http = t.HTTPClient
+	if c.http == nil {
+		c.http = defaultHTTPClient
+	}
+	c.retry = retrier{max: t.MaxRetries, base: t.RetryBackoff}
+	if c.retry.max == 0 {
+		c.retry.max = defaultMaxRetries
+	}
+	if c.retry.max < 0 {
+		c.retry.max = 0
+	}
+	if c.retry.base <= 0 {
+		c.retry.base = defaultBackoff
+	}
+	return c, nil
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func (t *E2B) timeoutSeconds() int {
+	d := t.Timeout
+	if d <= 0 {
+		d = DefaultTimeout
+	}
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// workerEnv builds the worker's environment from the allow-list.
+func (c *client) workerEnv() (map[string]string, error) {
+	env := maps.Clone(c.t.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	for _, name := range c.t.ForwardEnv {
+		if name == "E2B_API_KEY" {
+			return nil, errors.New("e2b: ForwardEnv names E2B_API_KEY; the API key never goes into the sandbox")
+		}
+		if v, ok := os.LookupEnv(name); ok {
+			env[name] = v
+		}
+	}
+	for name, v := range env {
+		if v == c.apiKey || (len(c.apiKey) >= 8 && strings.Contains(v, c.apiKey)) {
+			return nil, fmt.Errorf("e2b: the worker's environment variable %s holds the API key; the API key never goes into the sandbox", name)
+		}
+	}
+	return env, nil
+}
+
+// Start creates a sandbox, puts the worker in it and starts it. ctx bounds
+// the whole start (sandbox creation, upload, process start); the worker
+// then lives until Process.Close. If the start fails after the sandbox was
+// created, the sandbox is killed.
+func (t *E2B) Start(ctx context.Context) (transport.Process, error) {
+	p, err := t.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (t *E2B) start(ctx context.Context) (*Process, error) {
+	c, err := t.client()
+	if err != nil {
+		return nil, err
+	}
+	if t.Binary == "" {
+		return nil, errors.New("e2b: E2B.Binary (the worker executable) is empty")
+	}
+	env, err := c.workerEnv()
+	if err != nil {
+		return nil, err
+	}
+	sum, err := fileSHA256(t.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("e2b: worker binary: %w", err)
+	}
+
+	var tm Timings
+	t0 := time.Now()
+	sb, err := c.create(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tm.Create = time.Since(t0)
+	p, err := c.startWorker(ctx, sb, sum, env, &tm)
+	if err != nil {
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if kerr := c.kill(kctx, sb.ID); kerr != nil {
+			err = errors.Join(err, fmt.Errorf("e2b: and killing sandbox %s after the failed start failed too: %w", sb.ID, kerr))
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Timings says how long the phases of a Start took.
+type Timings struct {
+	// Create is the control plane's sandbox creation.
+	Create time.Duration
+	// Upload is the checksum check plus, if needed, the upload and chmod.
+	Upload time.Duration
+	// Uploaded is false when the worker was already there.
+	Uploaded bool
+	// Start is starting the worker process until envd reported its pid.
+	Start time.Duration
+}

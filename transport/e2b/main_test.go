@@ -1,0 +1,172 @@
+package e2b_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tproxy/tproxy/internal/demo"
+	"github.com/tproxy/tproxy/transport"
+	"github.com/tproxy/tproxy/transport/e2b"
+	"github.com/tproxy/tproxy/transport/e2b/e2btest"
+	"github.com/tproxy/tproxy/worker"
+)
+
+// workerEnv makes the test binary act as a worker (the fork/exec trick):
+// "worker" serves testWorker; the other modes misbehave on purpose.
+const workerEnv = "TPROXY_E2B_TEST_WORKER"
+
+func TestMain(m *testing.M) {
+	switch mode := os.Getenv(workerEnv); mode {
+	case "":
+	case "worker":
+		worker.Main(testWorker())
+	case "exit3":
+		fmt.Fprint(os.Stderr, "starting\nboom: something bad happened\n")
+		os.Exit(3)
+	case "ignore-term": // ignore stdin EOF and SIGTERM
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ready")
+		time.Sleep(time.Hour)
+	case "term-ok": // exit on SIGTERM, ignore stdin EOF
+		fmt.Println("ready")
+		time.Sleep(time.Hour)
+	case "killself":
+		fmt.Fprint(os.Stderr, "about to be killed\n")
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		time.Sleep(time.Hour)
+	default:
+		fmt.Fprintf(os.Stderr, "unknown %s %q\n", workerEnv, mode)
+		os.Exit(100)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// testWorker is the demo worker plus drivers that misbehave on purpose.
+func testWorker() *worker.Worker {
+	w := demo.NewWorker()
+	w.HeartbeatInterval = 50 * time.Millisecond
+	// A worker with a larger cap than the host's, like a worker in another
+	// language without one, so the host's cap is what refuses big frames.
+	w.MaxFrameSize = 32 << 20
+	// block says so on stderr and in an event, then waits for its context.
+	w.RegisterFunc("block", func(ctx context.Context, s *worker.Step) error {
+		fmt.Fprintln(os.Stderr, "block: waiting for cancellation")
+		s.Event("blocked", nil)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	// sleep sleeps config.ms milliseconds.
+	w.RegisterFunc("sleep", func(ctx context.Context, s *worker.Step) error {
+		ms, _ := s.Config()["ms"].(float64)
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	// noop does nothing: its cost is the protocol's.
+	w.RegisterFunc("noop", func(ctx context.Context, s *worker.Step) error { return nil })
+	// big emits one event carrying config.bytes bytes.
+	w.RegisterFunc("big", func(ctx context.Context, s *worker.Step) error {
+		n, _ := s.Config()["bytes"].(float64)
+		return s.Event("big", map[string]any{"blob": strings.Repeat("x", int(n))})
+	})
+	return w
+}
+
+// childEnv is the environment of a test worker in mode. GORACE keeps a
+// race-enabled child from sleeping a second at exit.
+func childEnv(mode string) map[string]string {
+	return map[string]string{
+		workerEnv: mode,
+		"GORACE":  strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0"),
+	}
+}
+
+func exe(t testing.TB) string {
+	t.Helper()
+	p, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// newServer starts a local E2B that is closed when the test ends.
+func newServer(t testing.TB, opts e2btest.Options) *e2btest.Server {
+	t.Helper()
+	if opts.KeepaliveInterval == 0 {
+		opts.KeepaliveInterval = 20 * time.Millisecond // keepalives interleave with data
+	}
+	srv, err := e2btest.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// newE2B returns a transport pointed at srv that runs the test binary in
+// mode.
+func newE2B(t testing.TB, srv *e2btest.Server, mode string) *e2b.E2B {
+	return &e2b.E2B{
+		APIKey:       srv.APIKey(),
+		APIURL:       srv.URL,
+		EnvdURL:      srv.URL,
+		Binary:       exe(t),
+		Env:          childEnv(mode),
+		RetryBackoff: time.Millisecond,
+		Metadata:     map[string]string{"test": t.Name()},
+	}
+}
+
+// subprocess runs the test binary in mode as a local child.
+func subprocess(t testing.TB, mode string) *transport.Subprocess {
+	env := os.Environ()
+	for k, v := range childEnv(mode) {
+		env = append(env, k+"="+v)
+	}
+	return &transport.Subprocess{Path: exe(t), Env: env}
+}
+
+// syncBuffer is a concurrency-safe bytes buffer.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitDone fails the test if p is not Done within a generous bound; it
+// guards against hangs and measures nothing.
+func waitDone(t testing.TB, p transport.Process) {
+	t.Helper()
+	select {
+	case <-p.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("process not Done after 30s")
+	}
+}
+
+// e2btestOptions are the server options most tests use.
+func e2btestOptions() e2btest.Options { return e2btest.Options{} }
