@@ -11,6 +11,7 @@ import (
 // worker has ended (or could not be ended); Close is still needed to
 // release the Process.
 type Killer interface {
+	// Kill ends the worker now.
 	Kill() error
 }
 

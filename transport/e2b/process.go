@@ -70,7 +70,10 @@ type Process struct {
 	closeErr       error
 }
 
-var _ transport.Process = (*Process)(nil)
+var (
+	_ transport.Process = (*Process)(nil)
+	_ transport.Killer  = (*Process)(nil)
+)
 
 // startWorker does everything after the sandbox exists.
 func (c *client) startWorker(ctx context.Context, sb *sandbox, sum string, env map[string]string, tm *Timings) (*Process, error) {
@@ -445,4 +448,19 @@ func (p *Process) Close() error {
 		p.closeErr = errors.Join(errs...)
 	})
 	return p.closeErr
+}
+
+// Kill implements transport.Killer: it sends SIGKILL to the worker through
+// the sandbox's daemon and waits up to KillTimeout for the end event, then
+// drops the stream. Close still kills the sandbox.
+func (p *Process) Kill() error {
+	err := p.signal("SIGNAL_SIGKILL")
+	if !p.waitDone(p.killTimeout) {
+		p.mu.Lock()
+		p.dropped = true
+		p.mu.Unlock()
+		p.cancel()
+		<-p.done
+	}
+	return err
 }
