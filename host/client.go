@@ -430,13 +430,64 @@ func truncate(b []byte, n int) string {
 type hostStream struct {
 	c *Client
 	s *tproxy.Stream
+
+	// Read loop only: whether a valid message arrived, and the banner
+	// skipped before it.
+	started                  bool
+	bannerLines, bannerBytes int
 }
 
 func (h *hostStream) ReadObject(v any) error {
-	err := h.s.ReadObject(v)
-	if err == nil {
-		h.c.heard()
+	for {
+		frame, err := h.s.ReadFrame()
+		if err == nil {
+			h.c.heard()
+			err = tproxy.DecodeFrame(frame, v)
+			if h.banner(frame, err) {
+				continue
+			}
+		}
+		return h.readErr(err)
 	}
+}
+
+// Limits of the output a worker may write before its first protocol
+// message (a shell's banner, a login message) that is skipped.
+const (
+	maxBannerLines = 100
+	maxBannerBytes = 64 << 10
+)
+
+// banner reports whether frame, which decoded with err, is to be skipped
+// as output before the protocol started: until the worker's first valid
+// message, lines that are not JSON-RPC are logged and skipped, within
+// maxBannerLines and maxBannerBytes. After it, every such line is a
+// protocol violation.
+func (h *hostStream) banner(frame []byte, err error) bool {
+	if h.started {
+		return false
+	}
+	if err == nil {
+		h.started = true
+		return false
+	}
+	var fe *tproxy.FrameError
+	if !errors.As(err, &fe) {
+		return false
+	}
+	h.bannerLines++
+	h.bannerBytes += len(frame)
+	if h.bannerLines > maxBannerLines || h.bannerBytes > maxBannerBytes {
+		return false
+	}
+	h.c.cfg.logger.Warn("tproxy/host: skipping output before the worker's first protocol message",
+		"line", truncate(frame, 200), "reason", fe.Reason)
+	return true
+}
+
+// readErr records the first frame error and turns a read error from a
+// dying worker into the end of the stream.
+func (h *hostStream) readErr(err error) error {
 	var fe *tproxy.FrameError
 	if err != nil && errors.As(err, &fe) {
 		h.c.mu.Lock()

@@ -3,8 +3,10 @@ package host_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -340,10 +342,6 @@ func TestProtocolViolations(t *testing.T) {
 		wantStep bool // the violation comes during a step, not the handshake
 		want     []string
 	}{
-		{name: "non-JSON line", tr: fakeWorker(func(string) string { return "Welcome to bash 5.2!" }, ""),
-			want: []string{"protocol violation", "invalid JSON", `starts "Welcome to bash 5.2!"`}},
-		{name: "JSON but not JSON-RPC", tr: fakeWorker(func(string) string { return `{"hello":"world"}` }, ""),
-			want: []string{"protocol violation", "not a JSON-RPC 2.0 message", `{\"hello\":\"world\"}`}},
 		{name: "oversize frame", tr: inMemory(), opts: []host.Option{host.WithMaxFrameSize(4096)}, wantStep: true,
 			want: []string{"protocol violation", "frame too large", "cap 4096"}},
 	}
@@ -409,4 +407,111 @@ func TestHeartbeats(t *testing.T) {
 	if beats == 0 || c.LastHeartbeat().IsZero() {
 		t.Errorf("no heartbeat during a 200ms step with a 20ms interval")
 	}
+}
+
+// scripted is a worker written by hand: before is written first (a banner);
+// ping and prepare are answered properly; exec_step is answered with
+// step(id), raw lines.
+func scripted(before string, step func(id string) string) *transport.InMemory {
+	// A worker the host stopped reading is blocked writing: no need to wait
+	// long for it to notice its closed input.
+	return &transport.InMemory{CloseTimeout: 50 * time.Millisecond, TermTimeout: 50 * time.Millisecond, Serve: func(ctx context.Context, rw io.ReadWriteCloser) error {
+		defer rw.Close()
+		io.WriteString(rw, before)
+		sc := bufio.NewScanner(rw)
+		for sc.Scan() {
+			var req struct {
+				ID     json.RawMessage `json:"id"`
+				Method string          `json:"method"`
+			}
+			json.Unmarshal(sc.Bytes(), &req)
+			id := string(req.ID)
+			switch req.Method {
+			case "ping":
+				io.WriteString(rw, pong(tproxy.ProtocolVersion)(id)+"\n")
+			case "prepare":
+				io.WriteString(rw, `{"jsonrpc":"2.0","id":`+id+`,"result":{"status":"ready","session_id":"s1"}}`+"\n")
+			case "exec_step":
+				io.WriteString(rw, step(id))
+			}
+		}
+		return nil
+	}}
+}
+
+func stepOK(id string) string {
+	return `{"jsonrpc":"2.0","id":` + id + `,"result":{"status":"complete","step_id":"s"}}` + "\n"
+}
+
+// TestBannerBeforeHandshake: output before the worker's first protocol
+// message (a shell banner) is logged and skipped, within limits.
+func TestBannerBeforeHandshake(t *testing.T) {
+	var log syncBuffer
+	logger := slog.New(slog.NewTextHandler(&log, nil))
+	banner := "Welcome to bash 5.2!\n{\"motd\":\"JSON, but not JSON-RPC\"}\n\xff\xfe not UTF-8\n"
+	c, err := host.Start(t.Context(), scripted(banner, stepOK), host.WithLogger(logger))
+	if err != nil {
+		t.Fatalf("a banner before the handshake broke it: %v", err)
+	}
+	defer c.Close()
+	for _, w := range []string{"skipping output before the worker's first protocol message", "Welcome to bash 5.2!", "not a JSON-RPC 2.0 message", "invalid UTF-8"} {
+		if !strings.Contains(log.String(), w) {
+			t.Errorf("the host's log lacks %q:\n%s", w, log.String())
+		}
+	}
+
+	tooLong := strings.Repeat("banner line\n", 101)
+	_, err = host.Start(t.Context(), scripted(tooLong, stepOK), host.WithLogger(slog.New(slog.DiscardHandler)))
+	var pe *host.ProtocolError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), `starts "banner line"`) {
+		t.Errorf("101 banner lines: err = %v, want a *host.ProtocolError", err)
+	}
+}
+
+// TestMidSessionViolations: once the protocol has started, a line that is
+// not JSON-RPC closes the connection with a *host.ProtocolError; a
+// response to an unknown id is dropped.
+func TestMidSessionViolations(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+		want []string
+	}{
+		{"non-JSON line", "Segmentation fault (core dumped)\n", []string{"invalid JSON", `starts "Segmentation fault`}},
+		{"JSON but not JSON-RPC", `{"hello":"world"}` + "\n", []string{"not a JSON-RPC 2.0 message"}},
+		{"invalid UTF-8 in an event", `{"jsonrpc":"2.0","method":"event","params":{"name":"e` + "\xff" + `","timestamp":"2025-01-01T00:00:00Z"}}` + "\n", []string{"invalid UTF-8"}},
+		{"truncated JSON", `{"jsonrpc":"2.0","method":"event","params":{"name":` + "\n", []string{"invalid JSON"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mem := &logsink.Memory{}
+			before := `{"jsonrpc":"2.0","method":"event","params":{"name":"kept","timestamp":"2025-01-01T00:00:00Z"}}` + "\n"
+			c := start(t, scripted("", func(id string) string { return before + tt.line + stepOK(id) }), mem, quiet()...)
+			_, err := exec(t.Context(), c, "d", nil)
+			var pe *host.ProtocolError
+			if !errors.As(err, &pe) || !errors.Is(err, host.ErrClosed) {
+				t.Fatalf("err = %v, want a *host.ProtocolError and ErrClosed", err)
+			}
+			for _, w := range append(tt.want, "protocol violation") {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err = %q lacks %q", err, w)
+				}
+			}
+			if ev := mem.Events(); len(ev) != 1 || ev[0].Name != "kept" {
+				t.Errorf("the event before the violation: %+v", ev)
+			}
+		})
+	}
+	t.Run("unknown response id", func(t *testing.T) {
+		c := start(t, scripted("", func(id string) string {
+			return `{"jsonrpc":"2.0","id":999,"result":{"status":"complete","step_id":"ghost"}}` + "\n" + stepOK(id)
+		}), &logsink.Memory{}, quiet()...)
+		res, err := exec(t.Context(), c, "d", nil)
+		if err != nil || res.StepID != "s" {
+			t.Fatalf("a stray response broke the call: %+v, %v", res, err)
+		}
+		if _, err := c.Ping(t.Context(), "x"); err != nil {
+			t.Errorf("the connection did not survive a stray response: %v", err)
+		}
+	})
 }
