@@ -12,22 +12,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
 	"github.com/tproxy/tproxy/internal/demo"
+	"github.com/tproxy/tproxy/internal/story"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport/e2b"
 	"github.com/tproxy/tproxy/transport/e2b/e2btest"
@@ -55,7 +51,7 @@ func main() {
 		Template: *template,
 		Timeout:  *timeout,
 		Env:      map[string]string{workerEnv: "1"},
-		Stderr:   &prefixWriter{prefix: "   [worker stderr] "},
+		Stderr:   &story.PrefixWriter{Prefix: "   [worker stderr] "},
 	}
 	if *fake {
 		srv, err := e2btest.New(e2btest.Options{})
@@ -104,20 +100,13 @@ func runSweep(ctx context.Context, tr *e2b.E2B, olderThan time.Duration) error {
 }
 
 func run(ctx context.Context, tr *e2b.E2B, fake bool, dir string) error {
-	sessionID := "e2b_" + time.Now().UTC().Format("20060102T150405")
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "tproxy-sessions", sessionID)
-	}
-	files, err := logsink.OpenDir(dir, sessionID)
-	if err != nil {
-		return err
-	}
-	defer files.Close()
+	sessionID := "e2b_" + time.Now().UTC().Format("20060102T150405.000000")
 	tr.Metadata = map[string]string{"session": sessionID}
 
 	fmt.Println("🚀 Starting tproxy E2B transparent proxy")
 	fmt.Println()
 	fmt.Println("1️⃣ Starting worker in an E2B sandbox...")
+	var err error
 	if fake {
 		// The local server runs processes on this machine: this binary is the worker.
 		if tr.Binary, err = os.Executable(); err != nil {
@@ -128,149 +117,47 @@ func run(ctx context.Context, tr *e2b.E2B, fake bool, dir string) error {
 		if tr.Binary, err = e2b.WorkerBinary(ctx); err != nil {
 			return err
 		}
-		fmt.Printf("   worker binary: %s (%v)\n", tr.Binary, since(t0))
+		fmt.Printf("   worker binary: %s (%v)\n", tr.Binary, story.Round(time.Since(t0)))
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	tr.Logger = logger
+	teller := &story.Teller{Timed: true}
+	r := host.NewRun(tr, host.RunSpec{
+		SessionID: sessionID,
+		Dir:       dir,
+		Manifest:  demo.Manifest(),
+		Sink:      logsink.NewConsole(os.Stdout),
+		Options: []host.Option{host.WithLogger(logger), host.WithTrace(teller.Trace),
+			// Creating a sandbox and uploading the worker over a slow
+			// uplink may take longer than the default start timeout.
+			host.WithStartTimeout(3 * time.Minute)},
+	})
 	t0 := time.Now()
-	c, err := host.Start(ctx, tr, host.WithSink(logsink.Multi(files, logsink.NewConsole(os.Stdout))), host.WithLogger(logger),
-		// Creating a sandbox and uploading the worker over a slow uplink
-		// may take longer than the default start timeout.
-		host.WithStartTimeout(3*time.Minute))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	started := time.Since(t0)
-	p := c.Process().(*e2b.Process)
-	tm := p.Timings()
-	info := c.Worker()
-	upload := "uploaded"
-	if !tm.Uploaded {
-		upload = "already there (same sha256)"
-	}
-	fmt.Printf("✅ Worker started in sandbox %s: %s %s (protocol %d, pid %d), drivers: %s\n", p.SandboxID(),
-		info.Worker.Name, info.Worker.Version, info.Protocol, p.Pid(), strings.Join(info.Worker.Drivers, ", "))
-	fmt.Printf("   ⏱  sandbox start %v, worker %s %v, process start %v, first ping %v (total %v)\n\n",
-		round(tm.Create), upload, round(tm.Upload), round(tm.Start), round(started-tm.Create-tm.Upload-tm.Start), round(started))
-
-	fmt.Println("2️⃣ Sending commands:")
-	fmt.Println()
-	fmt.Println("→ Sending PING...")
-	t0 = time.Now()
-	pong, err := c.Ping(ctx, "test-123")
-	if err != nil {
-		return err
-	}
-	show(pong, since(t0))
-
-	fmt.Println("→ Sending PREPARE...")
-	m := demo.Manifest()
-	t0 = time.Now()
-	ready, err := c.Prepare(ctx, tproxy.PrepareParams{SessionID: sessionID, Manifest: m})
-	if err != nil {
-		return err
-	}
-	show(ready, since(t0))
-
-	for _, st := range m.Steps {
-		fmt.Printf("→ Sending EXEC_STEP for %s...\n", st.ID)
-		t0 = time.Now()
-		res, err := c.ExecStep(ctx, tproxy.ExecStepParams{StepID: st.ID, Driver: st.Driver, Config: st.Config, Inputs: st.Inputs})
-		if err != nil {
-			return err
+	if err := r.Prepare(ctx); err == nil {
+		prepared := time.Since(t0)
+		p := r.Client().Process().(*e2b.Process)
+		tm := p.Timings()
+		info := r.Client().Worker()
+		upload := "uploaded"
+		if !tm.Uploaded {
+			upload = "already there (same sha256)"
 		}
-		show(res, since(t0))
+		fmt.Printf("✅ Worker started in sandbox %s: %s %s (protocol %d, pid %d), drivers: %s\n", p.SandboxID(),
+			info.Worker.Name, info.Worker.Version, info.Protocol, p.Pid(), strings.Join(info.Worker.Drivers, ", "))
+		fmt.Printf("   ⏱  sandbox start %v, worker %s %v, process start %v, handshake and prepare %v (total %v)\n\n",
+			story.Round(tm.Create), upload, story.Round(tm.Upload), story.Round(tm.Start),
+			story.Round(prepared-tm.Create-tm.Upload-tm.Start), story.Round(prepared))
+		fmt.Println("2️⃣ Sending commands:")
+		fmt.Println()
+		r.Execute(ctx)
 	}
-
-	fmt.Println("→ Sending CLEANUP...")
 	t0 = time.Now()
-	cleaned, err := c.Cleanup(ctx)
+	st, err := r.Collect(ctx)
+	if st.Exit != nil {
+		fmt.Printf("   Worker exited: %v; sandbox killed (%v)\n\n", st.Exit, story.Round(time.Since(t0)))
+	}
 	if err != nil {
 		return err
 	}
-	show(cleaned, since(t0))
-	t0 = time.Now()
-	if err := c.Close(); err != nil {
-		return err
-	}
-	if err := files.Close(); err != nil {
-		return err
-	}
-	fmt.Printf("   Worker exited: %v; sandbox %s killed (%v)\n\n", c.Process().Exit(), p.SandboxID(), since(t0))
-	return summarize(dir)
-}
-
-func since(t time.Time) time.Duration { return round(time.Since(t)) }
-
-func round(d time.Duration) time.Duration {
-	if d > 10*time.Millisecond {
-		return d.Round(time.Millisecond)
-	}
-	return d.Round(10 * time.Microsecond)
-}
-
-// show prints a response the way the seed prototype did, with its round
-// trip time.
-func show(v any, d time.Duration) {
-	b, _ := json.Marshal(v)
-	fmt.Printf("   Response (%v): %s\n\n", d, b)
-}
-
-// summarize prints what the session directory holds.
-func summarize(dir string) error {
-	events, err := logsink.ReadLines(filepath.Join(dir, "events.jsonl"))
-	if err != nil {
-		return err
-	}
-	metrics, err := logsink.ReadLines(filepath.Join(dir, "metrics.jsonl"))
-	if err != nil {
-		return err
-	}
-	if len(events) == 0 || len(metrics) == 0 {
-		return errors.New("the session logs are empty")
-	}
-	fmt.Println("3️⃣ Collected logs:")
-	fmt.Printf("📊 Events (%d total), the last three:\n", len(events))
-	for _, e := range events[max(0, len(events)-3):] {
-		fmt.Printf("   #%v %v %v\n", e["seq"], e["event"], stepOf(e))
-	}
-	fmt.Printf("📈 Metrics (%d total):\n", len(metrics))
-	for _, m := range metrics {
-		unit := ""
-		if u, ok := m["unit"]; ok {
-			unit = fmt.Sprint(" ", u)
-		}
-		fmt.Printf("   %v = %v%s %v\n", m["metric"], m["value"], unit, stepOf(m))
-	}
-	fmt.Printf("📁 Logs: %s\n   %s\n", filepath.Join(dir, "events.jsonl"), filepath.Join(dir, "metrics.jsonl"))
-	fmt.Println()
-	fmt.Println("✅ Completed successfully!")
-	return nil
-}
-
-func stepOf(line map[string]any) string {
-	if s, ok := line["step_id"]; ok {
-		return fmt.Sprintf("(step %v)", s)
-	}
-	return ""
-}
-
-// prefixWriter prints the worker's stderr, line by line, indented and
-// marked. The transport calls it from one goroutine.
-type prefixWriter struct {
-	prefix  string
-	partial []byte
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.partial = append(p.partial, b...)
-	for {
-		i := bytes.IndexByte(p.partial, '\n')
-		if i < 0 {
-			return len(b), nil
-		}
-		fmt.Fprintf(os.Stderr, "%s%s\n", p.prefix, p.partial[:i])
-		p.partial = p.partial[i+1:]
-	}
+	return teller.Summarize(st)
 }

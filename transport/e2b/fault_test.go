@@ -293,7 +293,9 @@ func TestTimeoutRefreshed(t *testing.T) {
 	srv := newServer(t, e2btestOptions())
 	run := func(refresh time.Duration) error {
 		tr := newE2B(t, srv, "worker")
-		tr.Timeout = time.Second
+		// Long enough for uploading the race-instrumented test binary on
+		// a loaded machine, shorter than the step.
+		tr.Timeout = 3 * time.Second
 		tr.RefreshInterval = refresh
 		c, err := host.Start(t.Context(), tr)
 		if err != nil {
@@ -303,11 +305,11 @@ func TestTimeoutRefreshed(t *testing.T) {
 		if _, err := c.Prepare(t.Context(), tproxy.PrepareParams{SessionID: "long"}); err != nil {
 			return err
 		}
-		_, err = c.ExecStep(t.Context(), tproxy.ExecStepParams{StepID: "s", Driver: "sleep", Config: map[string]any{"ms": 2500}})
+		_, err = c.ExecStep(t.Context(), tproxy.ExecStepParams{StepID: "s", Driver: "sleep", Config: map[string]any{"ms": 5000}})
 		return err
 	}
 	if err := run(150 * time.Millisecond); err != nil {
-		t.Fatalf("a 2.5s step in a sandbox with a 1s timeout, refreshed: %v", err)
+		t.Fatalf("a 5s step in a sandbox with a 3s timeout, refreshed: %v", err)
 	}
 	if n := srv.Calls(e2btest.OpTimeout); n < 2 {
 		t.Errorf("timeout refreshed %d times", n)
