@@ -1,16 +1,25 @@
 // Package tproxy is a transparent proxy for running a data pipeline's steps
-// somewhere else — a child process, or a process in a remote sandbox —
-// while the host keeps the one session.
+// somewhere else — a child process, a process in an E2B sandbox, any
+// command whose stdio reaches a worker — while the host keeps the one
+// session.
 //
 // The host (package host) starts a worker through a transport (package
-// transport) and talks JSON-RPC 2.0 to it over the worker's stdin and
-// stdout, one JSON message per line (Stream). The worker runtime (package
-// worker) answers ping, prepare, exec_step and cleanup, keeps the session's
+// transport: Subprocess, InMemory; package transport/e2b: E2B) and talks
+// JSON-RPC 2.0 to it over the worker's stdin and stdout, one JSON message
+// per line (Stream). The worker runtime (package worker) answers ping,
+// prepare, exec_step, fetch_artifact and cleanup, keeps the session's
 // state across calls, and streams events, metrics, log records and
 // heartbeats back as notifications while a step runs. The host writes what
-// it receives, in wire order, through a log sink (package logsink), e.g.
-// events.jsonl and metrics.jsonl in the session directory.
+// it receives, in wire order, through a log sink (package logsink).
+//
+// host.RunManifest runs a whole Manifest that way — validated, in
+// dependency order, with each step's artifacts fetched over the same
+// connection and secrets masked (Masker) — and leaves a session directory
+// with events.jsonl, metrics.jsonl, manifest.json, artifacts/ and a
+// status.json written after every run, failed ones too. The same run
+// gives the same logs whichever transport carried it.
 //
 // This package holds what both sides share: the wire types, method names,
-// error codes and protocol version, and the newline-delimited framing.
+// error codes and protocol version, the newline-delimited framing, the
+// manifest's validation and ordering, and secret masking.
 package tproxy
