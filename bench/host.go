@@ -1,0 +1,85 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/logsink"
+	"github.com/tproxy/tproxy/transport"
+)
+
+// Host is a tproxy host driving Worker in a child process, persisting its
+// events and metrics to a session directory.
+type Host struct {
+	c    *host.Client
+	sink *logsink.Files
+	step int
+}
+
+// StartHost starts the worker, performs the handshake and prepares a
+// session whose log files are in dir.
+func StartHost(dir string) (*Host, error) {
+	ctx := context.Background()
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	sink, err := logsink.OpenDir(dir, "bench")
+	if err != nil {
+		return nil, err
+	}
+	t := &transport.Subprocess{Path: exe, Env: append(os.Environ(), roleEnv+"=worker"), Stderr: os.Stderr}
+	c, err := host.Start(ctx, t, host.WithSink(sink))
+	if err != nil {
+		sink.Close()
+		return nil, fmt.Errorf("bench: start host: %w", err)
+	}
+	h := &Host{c: c, sink: sink}
+	m := tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "s", Driver: "noop"}}}
+	if _, err := c.Prepare(ctx, tproxy.PrepareParams{SessionID: "bench", Manifest: m}); err != nil {
+		h.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+// Ping is one ping round trip.
+func (h *Host) Ping() error {
+	_, err := h.c.Ping(context.Background(), "bench")
+	return err
+}
+
+// EmptyStep runs a step whose driver does nothing: the runtime's
+// step_start and step_complete events and step_duration_ms metric are
+// persisted before it returns.
+func (h *Host) EmptyStep() error {
+	h.step++
+	_, err := h.c.ExecStep(context.Background(), tproxy.ExecStepParams{StepID: fmt.Sprintf("s%d", h.step), Driver: "noop"})
+	return err
+}
+
+// Stream runs one step that emits n "tick" events; they are all in
+// events.jsonl, flushed, when it returns.
+func (h *Host) Stream(n int) error {
+	h.step++
+	_, err := h.c.ExecStep(context.Background(), tproxy.ExecStepParams{StepID: fmt.Sprintf("s%d", h.step), Driver: "emit",
+		Config: map[string]any{"events": n}})
+	return err
+}
+
+// EventLines counts the lines of events.jsonl.
+func (h *Host) EventLines() (int, error) {
+	data, err := os.ReadFile(filepath.Join(h.sink.Dir(), logsink.EventsFile))
+	return strings.Count(string(data), "\n"), err
+}
+
+// Close ends the worker and closes the log files.
+func (h *Host) Close() error {
+	return errors.Join(h.c.Close(), h.sink.Close())
+}
