@@ -88,6 +88,7 @@ type Stream struct {
 	wmu  sync.Mutex
 	wbuf bytes.Buffer
 	enc  *json.Encoder
+	nbuf []byte // WriteNotification's buffer
 }
 
 var _ jsonrpc2.ObjectStream = (*Stream)(nil)
@@ -256,6 +257,21 @@ func (s *Stream) WriteFrame(frame []byte) error {
 		frame = s.wbuf.Bytes()
 	}
 	return s.writeLocked(frame)
+}
+
+// WriteNotification writes the JSON-RPC 2.0 notification of method with
+// params: the same bytes that jsonrpc2's Conn.Notify writes through
+// WriteObject, encoded by AppendNotification without jsonrpc2's maps. It
+// is for the worker's hot notifications.
+func (s *Stream) WriteNotification(method string, params any) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	line, err := AppendNotification(s.nbuf[:0], method, params)
+	if err != nil {
+		return fmt.Errorf("tproxy: encode message: %w", err)
+	}
+	s.nbuf = line[:0]
+	return s.writeLocked(line)
 }
 
 func (s *Stream) writeLocked(line []byte) error {

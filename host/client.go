@@ -14,6 +14,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
 
@@ -38,6 +39,8 @@ type Client struct {
 	readErr error // first frame the worker sent that broke the protocol
 	sinkErr error // first failure to persist a notification
 	closing bool
+
+	rawEvent tproxy.RawEvent // the read loop's, reused for every event
 
 	bg        sync.WaitGroup // cancel notifications being sent
 	closeOnce sync.Once
@@ -279,11 +282,24 @@ func (c *Client) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.
 	if req.Params != nil {
 		params = *req.Params
 	}
+	c.notification(ctx, req.Method, params)
+}
+
+// notification handles one notification from the worker. It runs in the
+// connection's read loop: from Handle, or from hostStream's fast path.
+func (c *Client) notification(ctx context.Context, method string, params []byte) {
 	var err error
-	switch req.Method {
+	switch method {
 	case tproxy.MethodEvent:
+		if c.cfg.sink == nil {
+			break
+		}
+		if rs, ok := c.cfg.sink.(logsink.RawEventSink); ok && tproxy.ParseEvent(params, &c.rawEvent) {
+			c.noteSinkErr(rs.EventRaw(ctx, &c.rawEvent))
+			break
+		}
 		var e tproxy.Event
-		if err = json.Unmarshal(params, &e); err == nil && c.cfg.sink != nil {
+		if err = json.Unmarshal(params, &e); err == nil {
 			c.noteSinkErr(c.cfg.sink.Event(ctx, e))
 		}
 	case tproxy.MethodMetric:
@@ -305,11 +321,11 @@ func (c *Client) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.
 			}
 		}
 	default:
-		c.cfg.logger.Warn("tproxy/host: unknown notification from the worker ignored", "method", req.Method)
+		c.cfg.logger.Warn("tproxy/host: unknown notification from the worker ignored", "method", method)
 	}
 	if err != nil {
 		c.cfg.logger.Warn("tproxy/host: malformed notification from the worker ignored",
-			"method", req.Method, "err", err, "params", truncate(params, 200))
+			"method", method, "err", err, "params", truncate(params, 200))
 	}
 }
 
@@ -355,8 +371,29 @@ type hostStream struct {
 	s *tproxy.Stream
 }
 
+// ReadObject reads the next message for jsonrpc2. The hot notifications
+// (event, metric, log, heartbeat) in their common shape never reach
+// jsonrpc2, whose decoding builds maps: they are handled here, in the read
+// loop and in wire order like every message, and ReadObject goes on to the
+// next frame. A response is only returned after every notification the
+// worker sent before it has been handled.
 func (h *hostStream) ReadObject(v any) error {
-	err := h.s.ReadObject(v)
+	for {
+		frame, err := h.s.ReadFrame()
+		if err == nil {
+			if method, params, ok := tproxy.ParseNotification(frame); ok {
+				h.c.notification(context.Background(), method, params)
+				continue
+			}
+			err = tproxy.DecodeFrame(frame, v)
+		}
+		return h.readErr(err)
+	}
+}
+
+// readErr records the first frame error and turns a read error from a
+// dying worker into the end of the stream.
+func (h *hostStream) readErr(err error) error {
 	var fe *tproxy.FrameError
 	if err != nil && errors.As(err, &fe) {
 		h.c.mu.Lock()

@@ -26,7 +26,7 @@ type server struct {
 	stream *tproxy.Stream
 	log    *slog.Logger
 	ctx    context.Context // the connection's; ends when Serve ends
-	conn   *jsonrpc2.Conn
+	conn   *rpcConn
 
 	mu       sync.Mutex
 	queue    []*job
@@ -62,7 +62,8 @@ func (s *server) serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.ctx = ctx
-	s.conn = jsonrpc2.NewConn(ctx, (*drainingStream)(s), s, jsonrpc2.SetLogger(discardLogger{}))
+	s.conn = &rpcConn{stream: s.stream}
+	s.conn.Conn = jsonrpc2.NewConn(ctx, (*drainingStream)(s), s, jsonrpc2.SetLogger(discardLogger{}))
 
 	execDone := make(chan struct{})
 	go func() {
@@ -188,7 +189,7 @@ func (s *server) execute(ctx context.Context) {
 			}
 		}
 		res, err := s.dispatch(j)
-		s.reply(s.conn, j.req.ID, res, err)
+		s.reply(s.conn.Conn, j.req.ID, res, err)
 		j.cancel()
 		s.mu.Lock()
 		delete(s.inflight, j.req.ID)

@@ -1,0 +1,446 @@
+package tproxy
+
+import (
+	"encoding/json"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// The hot notifications — event, metric, log, heartbeat — are most of what
+// crosses the wire while a step runs. The functions in this file encode and
+// decode them without the maps that a generic JSON-RPC engine builds for
+// every message. They handle the common shapes and report anything else as
+// not handled, so that the caller takes the generic path: what they do
+// accept, they treat exactly as encoding/json and sourcegraph/jsonrpc2 do
+// (the fuzz tests check it differentially).
+
+// ParseNotification recognises a frame that is a JSON-RPC 2.0 notification
+// of one of the hot methods: a JSON object with exactly the members
+// "jsonrpc" (the string "2.0"), "method" (MethodEvent, MethodMetric,
+// MethodLog or MethodHeartbeat) and "params" (an object), in any order,
+// with no escapes in the member names or the method. It returns the
+// method, one of those constants, and the params, a slice of frame.
+//
+// ok is false for every other frame, valid or not: a request, a response,
+// another method, another shape. The frame then takes the generic path,
+// which decides what it is.
+func ParseNotification(frame []byte) (method string, params []byte, ok bool) {
+	if !utf8.Valid(frame) {
+		return "", nil, false
+	}
+	i := skipSpace(frame, 0)
+	if i >= len(frame) || frame[i] != '{' {
+		return "", nil, false
+	}
+	var seenVersion bool
+	for i++; ; i++ {
+		i = skipSpace(frame, i)
+		end, escaped := scanString(frame, i)
+		if end < 0 || escaped {
+			return "", nil, false
+		}
+		key := frame[i+1 : end-1]
+		if i = skipSpace(frame, end); i >= len(frame) || frame[i] != ':' {
+			return "", nil, false
+		}
+		i = skipSpace(frame, i+1)
+		switch string(key) {
+		case "jsonrpc":
+			end, _ := scanString(frame, i)
+			if seenVersion || end < 0 || string(frame[i:end]) != `"2.0"` {
+				return "", nil, false
+			}
+			seenVersion, i = true, end
+		case "method":
+			end, escaped := scanString(frame, i)
+			if method != "" || end < 0 || escaped {
+				return "", nil, false
+			}
+			switch string(frame[i+1 : end-1]) {
+			case MethodEvent:
+				method = MethodEvent
+			case MethodMetric:
+				method = MethodMetric
+			case MethodLog:
+				method = MethodLog
+			case MethodHeartbeat:
+				method = MethodHeartbeat
+			default:
+				return "", nil, false
+			}
+			i = end
+		case "params":
+			if params != nil || i >= len(frame) || frame[i] != '{' {
+				return "", nil, false
+			}
+			end := scanValue(frame, i, 0, false)
+			if end < 0 {
+				return "", nil, false
+			}
+			params, i = frame[i:end], end
+		default:
+			return "", nil, false
+		}
+		if i = skipSpace(frame, i); i >= len(frame) {
+			return "", nil, false
+		}
+		if frame[i] == '}' {
+			break
+		}
+		if frame[i] != ',' {
+			return "", nil, false
+		}
+	}
+	if skipSpace(frame, i+1) != len(frame) || !seenVersion || method == "" || params == nil {
+		return "", nil, false
+	}
+	return method, params, true
+}
+
+// RawEvent is an Event decoded without building its Data map: each data
+// field keeps its value as the JSON text that came over the wire.
+type RawEvent struct {
+	// Name, Timestamp and StepID are as in Event.
+	Name      string
+	Timestamp time.Time
+	StepID    string
+	// Data holds the data fields in wire order; keys are distinct.
+	Data []RawField
+}
+
+// RawField is one data field of a RawEvent.
+type RawField struct {
+	// Key is the field's key, unescaped.
+	Key string
+	// Value is the field's value as valid JSON text. It aliases the
+	// params it was parsed from.
+	Value []byte
+}
+
+// ParseEvent decodes the params of an event notification into e, reusing
+// e.Data's storage. It handles params that are a JSON object whose members
+// are among "name", "timestamp", "step_id" (strings) and "data" (an
+// object), each at most once, whose data keys are distinct, and whose
+// numbers all fit a float64. For those, e holds exactly what json.Unmarshal
+// into an Event gives, with each Data value left as JSON text. It returns
+// false for anything else, valid or not; use json.Unmarshal then.
+func ParseEvent(params []byte, e *RawEvent) bool {
+	*e = RawEvent{Data: e.Data[:0]}
+	if !utf8.Valid(params) {
+		return false
+	}
+	i := skipSpace(params, 0)
+	if i >= len(params) || params[i] != '{' {
+		return false
+	}
+	var seen [4]bool
+	i = skipSpace(params, i+1)
+	if i < len(params) && params[i] == '}' {
+		return skipSpace(params, i+1) == len(params)
+	}
+	for ; ; i++ {
+		i = skipSpace(params, i)
+		end, escaped := scanString(params, i)
+		if end < 0 || escaped {
+			return false
+		}
+		key := params[i+1 : end-1]
+		if i = skipSpace(params, end); i >= len(params) || params[i] != ':' {
+			return false
+		}
+		i = skipSpace(params, i+1)
+		member := slices.Index([]string{"name", "timestamp", "step_id", "data"}, string(key))
+		if member < 0 || seen[member] {
+			return false
+		}
+		seen[member] = true
+		switch member {
+		case 0, 2:
+			s, end, ok := parseString(params, i)
+			if !ok {
+				return false
+			}
+			if member == 0 {
+				e.Name = s
+			} else {
+				e.StepID = s
+			}
+			i = end
+		case 1:
+			end, _ := scanString(params, i)
+			if end < 0 || e.Timestamp.UnmarshalJSON(params[i:end]) != nil {
+				return false
+			}
+			i = end
+		case 3:
+			if i = parseData(params, i, e); i < 0 {
+				return false
+			}
+		}
+		if i = skipSpace(params, i); i >= len(params) {
+			return false
+		}
+		if params[i] == '}' {
+			break
+		}
+		if params[i] != ',' {
+			return false
+		}
+	}
+	return skipSpace(params, i+1) == len(params)
+}
+
+// parseString decodes the JSON string at b[i].
+func parseString(b []byte, i int) (s string, end int, ok bool) {
+	end, escaped := scanString(b, i)
+	if end < 0 {
+		return "", -1, false
+	}
+	if !escaped {
+		return string(b[i+1 : end-1]), end, true
+	}
+	if json.Unmarshal(b[i:end], &s) != nil {
+		return "", -1, false
+	}
+	return s, end, true
+}
+
+// parseData decodes the data object at b[i] into e.Data and returns the
+// index after it, or -1.
+func parseData(b []byte, i int, e *RawEvent) int {
+	if i >= len(b) || b[i] != '{' {
+		return -1
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1
+	}
+	for ; ; i++ {
+		key, end, ok := parseString(b, skipSpace(b, i))
+		if !ok {
+			return -1
+		}
+		if i = skipSpace(b, end); i >= len(b) || b[i] != ':' {
+			return -1
+		}
+		i = skipSpace(b, i+1)
+		end = scanValue(b, i, 1, true)
+		if end < 0 {
+			return -1
+		}
+		for _, f := range e.Data {
+			if f.Key == key {
+				return -1 // a map keeps the last; let encoding/json decide
+			}
+		}
+		e.Data = append(e.Data, RawField{Key: key, Value: b[i:end]})
+		if i = skipSpace(b, end); i >= len(b) {
+			return -1
+		}
+		if b[i] == '}' {
+			return i + 1
+		}
+		if b[i] != ',' {
+			return -1
+		}
+	}
+}
+
+// AppendNotification appends the JSON-RPC 2.0 notification of method
+// with params as one line, newline included: byte for byte what
+// sourcegraph/jsonrpc2's Conn.Notify writes through a Stream. Event,
+// Metric and Heartbeat params of the common shapes are encoded without
+// reflection or maps; everything else through encoding/json. It returns
+// encoding/json's error for params it cannot encode, and then dst
+// unchanged.
+func AppendNotification(dst []byte, method string, params any) ([]byte, error) {
+	start := len(dst)
+	dst = append(dst, `{"jsonrpc":"2.0","method":`...)
+	dst = appendJSONString(dst, method)
+	dst = append(dst, `,"params":`...)
+	var err error
+	switch p := params.(type) {
+	case Event:
+		dst, err = appendEvent(dst, &p)
+	case *Event:
+		dst, err = appendEvent(dst, p)
+	case Metric:
+		dst, err = appendMetric(dst, &p)
+	case *Metric:
+		dst, err = appendMetric(dst, p)
+	case Heartbeat:
+		dst, err = appendHeartbeat(dst, &p)
+	default:
+		dst, err = appendMarshal(dst, params)
+	}
+	if err != nil {
+		return dst[:start], err
+	}
+	return append(dst, '}', '\n'), nil
+}
+
+func appendEvent(dst []byte, e *Event) ([]byte, error) {
+	dst = append(dst, `{"name":`...)
+	dst = appendJSONString(dst, e.Name)
+	dst = append(dst, `,"timestamp":`...)
+	dst, err := appendTime(dst, e.Timestamp)
+	if err != nil {
+		return dst, err
+	}
+	if e.StepID != "" {
+		dst = append(dst, `,"step_id":`...)
+		dst = appendJSONString(dst, e.StepID)
+	}
+	if len(e.Data) > 0 {
+		dst = append(dst, `,"data":`...)
+		if dst, err = appendMap(dst, e.Data); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, '}'), nil
+}
+
+func appendMetric(dst []byte, m *Metric) ([]byte, error) {
+	if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
+		return appendMarshal(dst, m) // encoding/json's error
+	}
+	dst = append(dst, `{"name":`...)
+	dst = appendJSONString(dst, m.Name)
+	dst = append(dst, `,"value":`...)
+	dst = appendJSONFloat(dst, m.Value)
+	dst = append(dst, `,"timestamp":`...)
+	dst, err := appendTime(dst, m.Timestamp)
+	if err != nil {
+		return dst, err
+	}
+	if m.StepID != "" {
+		dst = append(dst, `,"step_id":`...)
+		dst = appendJSONString(dst, m.StepID)
+	}
+	if len(m.Tags) > 0 {
+		dst = append(dst, `,"tags":`...)
+		if dst, err = appendMap(dst, m.Tags); err != nil {
+			return dst, err
+		}
+	}
+	if m.Unit != "" {
+		dst = append(dst, `,"unit":`...)
+		dst = appendJSONString(dst, m.Unit)
+	}
+	return append(dst, '}'), nil
+}
+
+func appendHeartbeat(dst []byte, h *Heartbeat) ([]byte, error) {
+	dst = append(dst, `{"timestamp":`...)
+	dst, err := appendTime(dst, h.Timestamp)
+	if err != nil {
+		return dst, err
+	}
+	if h.StepID != "" {
+		dst = append(dst, `,"step_id":`...)
+		dst = appendJSONString(dst, h.StepID)
+	}
+	return append(dst, '}'), nil
+}
+
+// appendMap appends m as encoding/json does: keys sorted.
+func appendMap[V any](dst []byte, m map[string]V) ([]byte, error) {
+	var arr [16]string
+	keys := arr[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, k)
+		dst = append(dst, ':')
+		var err error
+		if dst, err = appendJSONValue(dst, m[k]); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, '}'), nil
+}
+
+// appendJSONValue appends v as encoding/json encodes it.
+func appendJSONValue(dst []byte, v any) ([]byte, error) {
+	switch v := v.(type) {
+	case nil:
+		return append(dst, "null"...), nil
+	case string:
+		return appendJSONString(dst, v), nil
+	case bool:
+		return strconv.AppendBool(dst, v), nil
+	case int:
+		return strconv.AppendInt(dst, int64(v), 10), nil
+	case int64:
+		return strconv.AppendInt(dst, v, 10), nil
+	case int32:
+		return strconv.AppendInt(dst, int64(v), 10), nil
+	case uint64:
+		return strconv.AppendUint(dst, v, 10), nil
+	case float64:
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return appendMarshal(dst, v)
+		}
+		return appendJSONFloat(dst, v), nil
+	}
+	return appendMarshal(dst, v)
+}
+
+func appendMarshal(dst []byte, v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, b...), nil
+}
+
+// appendTime appends t as time.Time's MarshalJSON does.
+func appendTime(dst []byte, t time.Time) ([]byte, error) {
+	if _, off := t.Zone(); off%60 != 0 || t.Year() < 0 || t.Year() > 9999 {
+		return appendMarshal(dst, t) // the rare shapes, and the errors
+	}
+	dst = append(dst, '"')
+	dst = t.AppendFormat(dst, time.RFC3339Nano)
+	return append(dst, '"'), nil
+}
+
+// appendJSONString appends s as encoding/json encodes a string (with its
+// HTML escaping). Printable ASCII without quotes, backslashes and HTML
+// specials is copied; anything else goes through encoding/json.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a string always encodes
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// appendJSONFloat appends a finite f as encoding/json writes a float64.
+func appendJSONFloat(dst []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	dst = strconv.AppendFloat(dst, f, format, -1, 64)
+	if format == 'e' {
+		// 1e-07 → 1e-7, as encoding/json does.
+		if n := len(dst); n >= 4 && dst[n-4] == 'e' && dst[n-3] == '-' && dst[n-2] == '0' {
+			dst[n-2] = dst[n-1]
+			dst = dst[:n-1]
+		}
+	}
+	return dst
+}
