@@ -274,6 +274,34 @@ func (s *Stream) WriteNotification(method string, params any) error {
 	return s.writeLocked(line)
 }
 
+// WriteRequest writes req: the same bytes WriteObject writes for it,
+// encoded by AppendRequest (without jsonrpc2's map) when it can.
+func (s *Stream) WriteRequest(req *jsonrpc2.Request) error {
+	s.wmu.Lock()
+	line, ok := AppendRequest(s.nbuf[:0], req)
+	if ok {
+		defer s.wmu.Unlock()
+		s.nbuf = line[:0]
+		return s.writeLocked(line)
+	}
+	s.wmu.Unlock()
+	return s.WriteObject(req)
+}
+
+// WriteResponse writes the successful response to request id with result:
+// the same bytes jsonrpc2's Conn.Reply writes through WriteObject, encoded
+// by AppendResponse.
+func (s *Stream) WriteResponse(id jsonrpc2.ID, result any) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	line, err := AppendResponse(s.nbuf[:0], id, result)
+	if err != nil {
+		return err
+	}
+	s.nbuf = line[:0]
+	return s.writeLocked(line)
+}
+
 func (s *Stream) writeLocked(line []byte) error {
 	if n := len(line) - 1; n > s.max {
 		return &FrameError{Op: "write", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(line), Err: ErrFrameTooLarge}

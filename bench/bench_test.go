@@ -1,6 +1,7 @@
 package bench_test
 
 import (
+	"errors"
 	"os"
 	"sync"
 	"testing"
@@ -16,44 +17,42 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// baseline caches the raw floors, measured once per test binary run, so
-// that every tproxy benchmark can print its ratio to a floor measured in
-// the same run.
-var baseline struct {
-	once     sync.Once
-	pingPong time.Duration
-	lineRate float64
-	err      error
-}
-
-func floors(b *testing.B) (pingPong time.Duration, lineRate float64) {
-	b.Helper()
-	baseline.once.Do(func() {
+// The raw floors are measured once per test binary run, so that every
+// tproxy benchmark can print its ratio to a floor measured in the same run.
+var (
+	pingPongFloor = sync.OnceValues(func() (time.Duration, error) {
 		e, err := bench.StartRawEcho()
 		if err != nil {
-			baseline.err = err
-			return
+			return 0, err
 		}
-		baseline.pingPong, baseline.err = bench.Time(20000, e.RoundTrip)
-		e.Close()
-		if baseline.err != nil {
-			return
-		}
-		rs, err := bench.StartRawStream(os.TempDir())
+		d, err := bench.Time(20000, e.RoundTrip)
+		return d, errors.Join(err, e.Close())
+	})
+	lineRateFloor = sync.OnceValues(func() (float64, error) {
+		dir, err := os.MkdirTemp("", "tproxy-bench-")
 		if err != nil {
-			baseline.err = err
-			return
+			return 0, err
 		}
-		defer rs.Close()
+		defer os.RemoveAll(dir)
+		rs, err := bench.StartRawStream(dir)
+		if err != nil {
+			return 0, err
+		}
 		const n = 300000
 		t0 := time.Now()
-		baseline.err = rs.Stream(n)
-		baseline.lineRate = n / time.Since(t0).Seconds()
+		err = rs.Stream(n)
+		rate := n / time.Since(t0).Seconds()
+		return rate, errors.Join(err, rs.Close())
 	})
-	if baseline.err != nil {
-		b.Fatal(baseline.err)
+)
+
+func floor[T any](b *testing.B, f func() (T, error)) T {
+	b.Helper()
+	v, err := f()
+	if err != nil {
+		b.Fatal(err)
 	}
-	return baseline.pingPong, baseline.lineRate
+	return v
 }
 
 // BenchmarkRawPingPong is the floor for BenchmarkPing: one line to a child
@@ -74,7 +73,7 @@ func BenchmarkRawPingPong(b *testing.B) {
 // BenchmarkPing is the protocol's round trip to a worker subprocess; x_raw
 // is its ratio to the raw ping-pong (goal ≤ 2.5).
 func BenchmarkPing(b *testing.B) {
-	raw, _ := floors(b)
+	raw := floor(b, pingPongFloor)
 	h, err := bench.StartHost(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
@@ -131,7 +130,7 @@ func BenchmarkRawStreamToFile(b *testing.B) {
 // subprocess into events.jsonl; ExecStep returns once all are flushed.
 // x_raw is the rate's ratio to the raw stream's (goal ≥ 0.5).
 func BenchmarkStreamEvents(b *testing.B) {
-	_, rawRate := floors(b)
+	rawRate := floor(b, lineRateFloor)
 	h, err := bench.StartHost(b.TempDir())
 	if err != nil {
 		b.Fatal(err)

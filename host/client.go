@@ -1,12 +1,14 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,9 @@ type Client struct {
 
 	rawEvent tproxy.RawEvent // the read loop's, reused for every event
 
+	resMu   sync.Mutex
+	results map[uint64][]byte // by call id: awaited (nil) or set aside
+
 	bg        sync.WaitGroup // cancel notifications being sent
 	closeOnce sync.Once
 	closeErr  error
@@ -64,9 +69,10 @@ func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client,
 	if err != nil {
 		return nil, fmt.Errorf("tproxy/host: starting the worker: %w", err)
 	}
-	c := &Client{cfg: cfg, proc: proc}
+	c := &Client{cfg: cfg, proc: proc, results: map[uint64][]byte{}}
 	stream := &hostStream{c: c, s: tproxy.NewStream(proc, cfg.maxFrame)}
-	c.conn = jsonrpc2.NewConn(context.Background(), stream, c, jsonrpc2.SetLogger(debugLogger{cfg.logger}))
+	c.conn = jsonrpc2.NewConn(context.Background(), stream, c, jsonrpc2.SetLogger(debugLogger{cfg.logger}),
+		jsonrpc2.OnSend(stream.onSend))
 
 	res, err := c.Ping(ctx, "handshake")
 	if err == nil && res.Protocol != tproxy.ProtocolVersion {
@@ -165,9 +171,11 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 		return fmt.Errorf("tproxy/host: %s: %w", method, err)
 	}
 	id := jsonrpc2.ID{Num: c.nextID.Add(1)}
+	c.await(id.Num)
+	defer c.forget(id.Num)
 	w, err := c.conn.DispatchCall(ctx, method, params, jsonrpc2.PickID(id))
 	if err == nil {
-		err = w.Wait(ctx, result)
+		err = w.Wait(ctx, &setAside{c: c, id: id.Num, v: result})
 	}
 	if err == nil {
 		return nil
@@ -188,6 +196,63 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 	default:
 		return fmt.Errorf("tproxy/host: %s: %w", method, c.closedErr(err))
 	}
+}
+
+// A response's result is decoded once, into the caller's value. The read
+// loop sets the result aside for the waiting call and hands jsonrpc2 the
+// response with a placeholder result, so that jsonrpc2's decoding (which
+// builds a map of the result only to find out that the message is a
+// response) stays cheap; the call then decodes the set-aside result.
+
+// resultPlaceholder stands for a set-aside result in what jsonrpc2 sees.
+const resultPlaceholder = "0"
+
+// await marks call id as waiting for its result.
+func (c *Client) await(id uint64) {
+	c.resMu.Lock()
+	c.results[id] = nil
+	c.resMu.Unlock()
+}
+
+// forget drops what is kept for call id.
+func (c *Client) forget(id uint64) {
+	c.resMu.Lock()
+	delete(c.results, id)
+	c.resMu.Unlock()
+}
+
+// setAside keeps a copy of result for call id if the call is waiting, and
+// reports whether it did.
+func (c *Client) setAside(id uint64, result []byte) bool {
+	c.resMu.Lock()
+	defer c.resMu.Unlock()
+	if _, ok := c.results[id]; !ok {
+		return false
+	}
+	c.results[id] = bytes.Clone(result)
+	return true
+}
+
+// setAside is the value a call's result is decoded into: it decodes the
+// result the read loop set aside, or what jsonrpc2 hands over if nothing
+// was, into v.
+type setAside struct {
+	c  *Client
+	id uint64
+	v  any
+}
+
+func (s *setAside) UnmarshalJSON(b []byte) error {
+	s.c.resMu.Lock()
+	raw := s.c.results[s.id]
+	s.c.resMu.Unlock()
+	if raw == nil {
+		raw = b
+	}
+	if s.v == nil {
+		return nil
+	}
+	return json.Unmarshal(raw, s.v)
 }
 
 func remoteError(method string, e *jsonrpc2.Error) error {
@@ -369,6 +434,9 @@ func truncate(b []byte, n int) string {
 type hostStream struct {
 	c *Client
 	s *tproxy.Stream
+
+	resp    []byte            // read loop only: a response with its result set aside
+	sending *jsonrpc2.Request // under jsonrpc2's send lock: see onSend
 }
 
 // ReadObject reads the next message for jsonrpc2. The hot notifications
@@ -384,6 +452,11 @@ func (h *hostStream) ReadObject(v any) error {
 			if method, params, ok := tproxy.ParseNotification(frame); ok {
 				h.c.notification(context.Background(), method, params)
 				continue
+			}
+			if id, result, ok := tproxy.ParseResult(frame); ok && h.c.setAside(id, result) {
+				h.resp = append(append(append(h.resp[:0], `{"jsonrpc":"2.0","id":`...),
+					strconv.FormatUint(id, 10)...), `,"result":`+resultPlaceholder+`}`...)
+				frame = h.resp
 			}
 			err = tproxy.DecodeFrame(frame, v)
 		}
@@ -409,8 +482,20 @@ func (h *hostStream) readErr(err error) error {
 	return err
 }
 
-func (h *hostStream) WriteObject(v any) error { return h.s.WriteObject(v) }
-func (h *hostStream) Close() error            { return h.c.proc.CloseWrite() }
+// onSend is jsonrpc2's OnSend hook: it runs under jsonrpc2's send lock
+// just before WriteObject is called with the same message, and keeps the
+// request so that WriteObject can encode it without jsonrpc2's map.
+func (h *hostStream) onSend(req *jsonrpc2.Request, _ *jsonrpc2.Response) { h.sending = req }
+
+func (h *hostStream) WriteObject(v any) error {
+	if req := h.sending; req != nil {
+		h.sending = nil
+		return h.s.WriteRequest(req)
+	}
+	return h.s.WriteObject(v)
+}
+
+func (h *hostStream) Close() error { return h.c.proc.CloseWrite() }
 
 // debugLogger routes jsonrpc2's own messages to the logger at debug level.
 type debugLogger struct{ l *slog.Logger }

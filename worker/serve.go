@@ -36,6 +36,7 @@ type server struct {
 	eof      bool // the host closed its end
 	drained  chan struct{}
 	readErr  error
+	connSet  chan struct{} // closed once conn is set
 
 	sess session // executor goroutine only
 }
@@ -55,6 +56,7 @@ func newServer(w *Worker, rwc io.ReadWriteCloser) *server {
 		wake:     make(chan struct{}, 1),
 		inflight: map[jsonrpc2.ID]context.CancelFunc{},
 		drained:  make(chan struct{}),
+		connSet:  make(chan struct{}),
 	}
 }
 
@@ -64,6 +66,7 @@ func (s *server) serve(ctx context.Context) error {
 	s.ctx = ctx
 	s.conn = &rpcConn{stream: s.stream}
 	s.conn.Conn = jsonrpc2.NewConn(ctx, (*drainingStream)(s), s, jsonrpc2.SetLogger(discardLogger{}))
+	close(s.connSet)
 
 	execDone := make(chan struct{})
 	go func() {
@@ -92,7 +95,7 @@ type drainingStream server
 
 func (d *drainingStream) ReadObject(v any) error {
 	s := (*server)(d)
-	err := s.stream.ReadObject(v)
+	err := s.readObject(v)
 	if err == nil {
 		return nil
 	}
@@ -114,6 +117,25 @@ func (d *drainingStream) ReadObject(v any) error {
 	case <-s.ctx.Done():
 	}
 	return err
+}
+
+// readObject reads the next message for jsonrpc2. Requests in the common
+// shape (tproxy.ParseRequest) never reach jsonrpc2, whose decoding builds
+// maps: they are handed to Handle here, in the read loop, exactly as
+// jsonrpc2's read loop would, and readObject goes on to the next frame.
+func (s *server) readObject(v any) error {
+	<-s.connSet // jsonrpc2 starts reading before NewConn returns
+	for {
+		frame, err := s.stream.ReadFrame()
+		if err != nil {
+			return err
+		}
+		if req, ok := tproxy.ParseRequest(frame); ok {
+			s.Handle(s.ctx, s.conn.Conn, req)
+			continue
+		}
+		return tproxy.DecodeFrame(frame, v)
+	}
 }
 
 func (d *drainingStream) WriteObject(v any) error { return d.stream.WriteObject(v) }
@@ -257,8 +279,11 @@ func (s *server) reply(conn *jsonrpc2.Conn, id jsonrpc2.ID, res any, err error) 
 			rpcErr = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: err.Error()}
 		}
 		sendErr = conn.ReplyWithError(s.ctx, id, rpcErr)
+	} else if s.conn.closed() {
+		sendErr = jsonrpc2.ErrClosed
 	} else {
-		sendErr = conn.Reply(s.ctx, id, res)
+		// What conn.Reply writes, without its re-encoding of the result.
+		sendErr = s.stream.WriteResponse(id, res)
 	}
 	if sendErr != nil && !errors.Is(sendErr, jsonrpc2.ErrClosed) {
 		s.log.Error("tproxy/worker: sending a response failed", "id", id.String(), "err", sendErr)
