@@ -77,7 +77,10 @@ func (e *FrameError) Unwrap() error { return e.Err }
 // buffered whole and reported as a FrameError (the stream stays usable for
 // the frames after it). Writes refuse a message over the cap before any of
 // it is written. Read methods must be called from one goroutine; writes
-// are serialized internally.
+// may come from any number: they are queued in order, and one writer at a
+// time writes everything queued so far in a single Write, so frames queued
+// while a Write is in progress are coalesced into the next one. Only
+// WriteNotification returns before its frame is written.
 type Stream struct {
 	rwc io.ReadWriteCloser
 	r   *bufio.Reader
@@ -86,9 +89,19 @@ type Stream struct {
 	line []byte // reassembly buffer for lines longer than r's buffer
 
 	wmu  sync.Mutex
-	wbuf bytes.Buffer
+	wbuf bytes.Buffer // WriteObject's and WriteFrame's encoding buffer
 	enc  *json.Encoder
-	nbuf []byte // WriteNotification's buffer
+	nbuf []byte // the other writes' encoding buffer
+
+	// Frames are queued, then written by one goroutine at a time, which
+	// writes everything queued so far in one go: see queueLocked.
+	wcond   sync.Cond // on wmu: signalled after each write
+	pending []byte    // queued, not yet being written
+	spare   []byte    // the other buffer, reused
+	queued  int64     // bytes ever queued
+	written int64     // bytes ever written
+	writing bool      // a goroutine is writing
+	werr    error     // the first write error; sticky
 }
 
 var _ jsonrpc2.ObjectStream = (*Stream)(nil)
@@ -242,7 +255,7 @@ func (s *Stream) WriteObject(obj any) error {
 	if err := s.enc.Encode(obj); err != nil {
 		return fmt.Errorf("tproxy: encode message: %w", err)
 	}
-	return s.writeLocked(s.wbuf.Bytes())
+	return s.queueLocked(s.wbuf.Bytes(), true)
 }
 
 // WriteFrame writes one already-encoded message. frame must be a single
@@ -256,22 +269,35 @@ func (s *Stream) WriteFrame(frame []byte) error {
 		s.wbuf.WriteByte('\n')
 		frame = s.wbuf.Bytes()
 	}
-	return s.writeLocked(frame)
+	return s.queueLocked(frame, true)
 }
 
-// WriteNotification writes the JSON-RPC 2.0 notification of method with
+// WriteNotification queues the JSON-RPC 2.0 notification of method with
 // params: the same bytes that jsonrpc2's Conn.Notify writes through
 // WriteObject, encoded by AppendNotification without jsonrpc2's maps. It
 // is for the worker's hot notifications.
+//
+// Unlike the other writes it does not wait for the write: when no write is
+// in progress it starts one at once, in another goroutine, so an event
+// emitted by an idle worker leaves without delay; while a write is in
+// progress, notifications queue up and go out together in the next one.
+// Every other write waits for the notifications queued before it, so they
+// reach the peer first. A failed write is returned by the next call; at
+// most maxQueued bytes are queued before WriteNotification waits.
 func (s *Stream) WriteNotification(method string, params any) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	// Wait for room before encoding: nbuf is shared, and waiting lets
+	// other writers in.
+	for len(s.pending) >= maxQueued && s.werr == nil {
+		s.waitLocked()
+	}
 	line, err := AppendNotification(s.nbuf[:0], method, params)
 	if err != nil {
 		return fmt.Errorf("tproxy: encode message: %w", err)
 	}
 	s.nbuf = line[:0]
-	return s.writeLocked(line)
+	return s.queueLocked(line, false)
 }
 
 // WriteRequest writes req: the same bytes WriteObject writes for it,
@@ -282,7 +308,7 @@ func (s *Stream) WriteRequest(req *jsonrpc2.Request) error {
 	if ok {
 		defer s.wmu.Unlock()
 		s.nbuf = line[:0]
-		return s.writeLocked(line)
+		return s.queueLocked(line, true)
 	}
 	s.wmu.Unlock()
 	return s.WriteObject(req)
@@ -299,15 +325,90 @@ func (s *Stream) WriteResponse(id jsonrpc2.ID, result any) error {
 		return err
 	}
 	s.nbuf = line[:0]
-	return s.writeLocked(line)
+	return s.queueLocked(line, true)
 }
 
-func (s *Stream) writeLocked(line []byte) error {
+// maxQueued bounds the bytes queued by WriteNotification.
+const maxQueued = 256 << 10
+
+// queueLocked queues line (one frame and its newline) for writing. With
+// wait, it returns once line is written, writing it (and everything
+// queued before it) itself if no write is in progress; without, it starts
+// a writer goroutine if none runs, and returns.
+func (s *Stream) queueLocked(line []byte, wait bool) error {
 	if n := len(line) - 1; n > s.max {
 		return &FrameError{Op: "write", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(line), Err: ErrFrameTooLarge}
 	}
-	_, err := s.rwc.Write(line)
-	return err
+	if s.werr != nil {
+		return s.werr
+	}
+	s.pending = append(s.pending, line...)
+	s.queued += int64(len(line))
+	end := s.queued
+	if !s.writing {
+		s.writing = true
+		if !wait {
+			go s.drain()
+			return nil
+		}
+		s.drainLocked()
+	}
+	if !wait {
+		return nil
+	}
+	for s.written < end && s.werr == nil {
+		s.waitLocked()
+	}
+	if s.written < end {
+		return s.werr
+	}
+	return nil
+}
+
+// waitLocked waits for a write to end. The line a caller encoded in a
+// shared buffer must be queued before: others encode while it waits.
+func (s *Stream) waitLocked() {
+	if s.wcond.L == nil {
+		s.wcond.L = &s.wmu
+	}
+	s.wcond.Wait()
+}
+
+func (s *Stream) broadcastLocked() {
+	if s.wcond.L != nil {
+		s.wcond.Broadcast()
+	}
+}
+
+func (s *Stream) drain() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.drainLocked()
+}
+
+// drainLocked writes what is queued until nothing is, then marks the
+// stream as not writing. It releases wmu during each write, so that more
+// can be queued meanwhile and written together in the next one.
+func (s *Stream) drainLocked() {
+	for len(s.pending) > 0 && s.werr == nil {
+		buf := s.pending
+		s.pending = s.spare[:0]
+		s.wmu.Unlock()
+		n, err := s.rwc.Write(buf)
+		s.wmu.Lock()
+		s.written += int64(n)
+		s.spare = nil
+		if cap(buf) <= maxQueued { // keep the buffer, unless a burst grew it
+			s.spare = buf[:0]
+		}
+		if err != nil {
+			s.werr = err
+			s.pending = nil
+		}
+		s.broadcastLocked()
+	}
+	s.writing = false
+	s.broadcastLocked()
 }
 
 // Close closes the underlying stream.
