@@ -128,6 +128,9 @@ type RawField struct {
 // into an Event gives, with each Data value left as JSON text. It returns
 // false for anything else, valid or not; use json.Unmarshal then.
 func ParseEvent(params []byte, e *RawEvent) bool {
+	// The strings of the event e held before are reused where they are
+	// the same: a stream of events repeats names, step ids and keys.
+	prev := *e
 	*e = RawEvent{Data: e.Data[:0]}
 	if !utf8.Valid(params) {
 		return false
@@ -152,23 +155,30 @@ func ParseEvent(params []byte, e *RawEvent) bool {
 			return false
 		}
 		i = skipSpace(params, i+1)
-		member := slices.Index([]string{"name", "timestamp", "step_id", "data"}, string(key))
+		member := -1
+		switch string(key) {
+		case "name":
+			member = 0
+		case "timestamp":
+			member = 1
+		case "step_id":
+			member = 2
+		case "data":
+			member = 3
+		}
 		if member < 0 || seen[member] {
 			return false
 		}
 		seen[member] = true
 		switch member {
-		case 0, 2:
-			s, end, ok := parseString(params, i)
-			if !ok {
+		case 0:
+			if e.Name, i = parseString(params, i, prev.Name); i < 0 {
 				return false
 			}
-			if member == 0 {
-				e.Name = s
-			} else {
-				e.StepID = s
+		case 2:
+			if e.StepID, i = parseString(params, i, prev.StepID); i < 0 {
+				return false
 			}
-			i = end
 		case 1:
 			end, _ := scanString(params, i)
 			if end < 0 || e.Timestamp.UnmarshalJSON(params[i:end]) != nil {
@@ -176,7 +186,7 @@ func ParseEvent(params []byte, e *RawEvent) bool {
 			}
 			i = end
 		case 3:
-			if i = parseData(params, i, e); i < 0 {
+			if i = parseData(params, i, e, prev.Data[:cap(prev.Data)]); i < 0 {
 				return false
 			}
 		}
@@ -193,24 +203,38 @@ func ParseEvent(params []byte, e *RawEvent) bool {
 	return skipSpace(params, i+1) == len(params)
 }
 
-// parseString decodes the JSON string at b[i].
-func parseString(b []byte, i int) (s string, end int, ok bool) {
+// parseString decodes the JSON string at b[i] and returns it and the
+// index after it, or -1. It returns reuse, without allocating, if the
+// string is the same.
+func parseString(b []byte, i int, reuse string) (string, int) {
 	end, escaped := scanString(b, i)
 	if end < 0 {
-		return "", -1, false
+		return "", -1
 	}
 	if !escaped {
-		return string(b[i+1 : end-1]), end, true
+		if raw := b[i+1 : end-1]; string(raw) != reuse {
+			reuse = string(raw)
+		}
+		return reuse, end
 	}
-	if json.Unmarshal(b[i:end], &s) != nil {
-		return "", -1, false
+	s, ok := unescape(b[i:end])
+	if !ok {
+		return "", -1
 	}
-	return s, end, true
+	return s, end
+}
+
+// unescape decodes a JSON string with escapes (out of line: its variable
+// escapes to the heap).
+func unescape(b []byte) (string, bool) {
+	var s string
+	err := json.Unmarshal(b, &s)
+	return s, err == nil
 }
 
 // parseData decodes the data object at b[i] into e.Data and returns the
 // index after it, or -1.
-func parseData(b []byte, i int, e *RawEvent) int {
+func parseData(b []byte, i int, e *RawEvent, prev []RawField) int {
 	if i >= len(b) || b[i] != '{' {
 		return -1
 	}
@@ -219,8 +243,12 @@ func parseData(b []byte, i int, e *RawEvent) int {
 		return i + 1
 	}
 	for ; ; i++ {
-		key, end, ok := parseString(b, skipSpace(b, i))
-		if !ok {
+		var reuse string
+		if n := len(e.Data); n < len(prev) {
+			reuse = prev[n].Key
+		}
+		key, end := parseString(b, skipSpace(b, i), reuse)
+		if end < 0 {
 			return -1
 		}
 		if i = skipSpace(b, end); i >= len(b) || b[i] != ':' {
