@@ -82,9 +82,10 @@ func (e *FrameError) Unwrap() error { return e.Err }
 // while a Write is in progress are coalesced into the next one. Only
 // WriteNotification returns before its frame is written.
 type Stream struct {
-	rwc io.ReadWriteCloser
-	r   *bufio.Reader
-	max int
+	rwc  io.ReadWriteCloser
+	r    *bufio.Reader
+	max  int
+	grow int // the size r grows to when busy; 0 once grown
 
 	line []byte // reassembly buffer for lines longer than r's buffer
 
@@ -106,10 +107,21 @@ type Stream struct {
 
 var _ jsonrpc2.ObjectStream = (*Stream)(nil)
 
+// The read buffer starts small, so that an idle connection costs little
+// memory (a longer line is reassembled, as always), and grows once to
+// largeReadBuf when the peer sends faster than the stream is read: with
+// 4 KiB throughout, BenchmarkStreamEvents lost 15-35% of its rate.
+const (
+	smallReadBuf = 2 << 10
+	largeReadBuf = 64 << 10
+)
+
 // NewStream returns a Stream over rwc with a frame cap of maxFrame bytes
 // (DefaultMaxFrameSize when maxFrame <= 0). Closing the Stream closes rwc.
 func NewStream(rwc io.ReadWriteCloser, maxFrame int) *Stream {
-	return newStream(rwc, maxFrame, 64<<10)
+	s := newStream(rwc, maxFrame, smallReadBuf)
+	s.grow = largeReadBuf
+	return s
 }
 
 func newStream(rwc io.ReadWriteCloser, maxFrame, bufSize int) *Stream {
@@ -117,8 +129,6 @@ func newStream(rwc io.ReadWriteCloser, maxFrame, bufSize int) *Stream {
 		maxFrame = DefaultMaxFrameSize
 	}
 	s := &Stream{rwc: rwc, r: bufio.NewReaderSize(rwc, bufSize), max: maxFrame}
-	s.enc = json.NewEncoder(&s.wbuf)
-	s.enc.SetEscapeHTML(false)
 	return s
 }
 
@@ -144,6 +154,9 @@ func (s *Stream) ReadFrame() ([]byte, error) {
 }
 
 func (s *Stream) readLine() ([]byte, error) {
+	if s.grow > 0 && s.r.Buffered() >= s.r.Size()/2 {
+		s.growBuffer()
+	}
 	chunk, err := s.r.ReadSlice('\n')
 	if err == nil {
 		// Fast path: the whole line is in the reader's buffer.
@@ -177,6 +190,19 @@ func (s *Stream) readLine() ([]byte, error) {
 	default:
 		return nil, err
 	}
+}
+
+// growBuffer replaces the read buffer by a larger one holding the same
+// bytes. It is called between lines, when the last read filled at least
+// half the buffer: the peer is busy.
+func (s *Stream) growBuffer() {
+	rest, _ := s.r.Peek(s.r.Buffered())
+	var src io.Reader = s.rwc
+	if len(rest) > 0 {
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(rest)), s.rwc)
+	}
+	s.r = bufio.NewReaderSize(src, s.grow)
+	s.grow = 0
 }
 
 // discard skips the rest of an oversize line, keeping memory bounded.
@@ -252,6 +278,10 @@ func (s *Stream) WriteObject(obj any) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.wbuf.Reset()
+	if s.enc == nil {
+		s.enc = json.NewEncoder(&s.wbuf)
+		s.enc.SetEscapeHTML(false)
+	}
 	if err := s.enc.Encode(obj); err != nil {
 		return fmt.Errorf("tproxy: encode message: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -99,5 +100,43 @@ func TestStreamWriteErrorIsSticky(t *testing.T) {
 	}
 	if err := s.WriteNotification(tproxy.MethodHeartbeat, tproxy.Heartbeat{}); !errors.Is(err, boom) {
 		t.Fatalf("WriteNotification after a failure = %v, want %v", err, boom)
+	}
+}
+
+// TestStreamGrowsReadBuffer: a busy peer makes the read buffer grow; no
+// byte is lost or reordered on the way, whatever the chunking.
+func TestStreamGrowsReadBuffer(t *testing.T) {
+	var data bytes.Buffer
+	var want []string
+	for i := range 5000 {
+		l := fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("p", i%300))
+		want = append(want, l)
+		data.WriteString(l + "\n")
+	}
+	for _, sizes := range [][]int{{1 << 20}, {3000, 7, 65536}, {100}} {
+		s := tproxy.NewStream(&chunks{data: bytes.Clone(data.Bytes()), sizes: sizes}, 0)
+		var frames []string
+		for {
+			f, err := s.ReadFrame()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("chunks %v: %v", sizes, err)
+			}
+			frames = append(frames, string(f))
+		}
+		// Reads of 100 bytes never fill half the buffer: a trickle.
+		if got, want := tproxy.ReadBufferSize(s), map[bool]int{true: 2 << 10, false: 64 << 10}[sizes[0] == 100]; got != want {
+			t.Errorf("chunks %v: read buffer of %d bytes, want %d", sizes, got, want)
+		}
+		if len(frames) != len(want) {
+			t.Fatalf("chunks %v: %d frames, want %d", sizes, len(frames), len(want))
+		}
+		for i := range want {
+			if frames[i] != want[i] {
+				t.Fatalf("chunks %v: frame %d = %q, want %q", sizes, i, frames[i], want[i])
+			}
+		}
 	}
 }

@@ -16,10 +16,11 @@ import (
 )
 
 // server is one connection's runtime. The read loop (jsonrpc2's) answers
-// ping and $/cancelRequest at once and queues every other request; one
+// ping and $/cancelRequest at once and queues every other request; an
 // executor goroutine runs the queue in arrival order, so session state is
-// touched by one goroutine only and a cancel is never stuck behind the step
-// it cancels.
+// touched by one goroutine at a time and a cancel is never stuck behind the
+// step it cancels. The executor runs only while there is work: an idle
+// session costs no goroutine of its own.
 type server struct {
 	w      *Worker
 	rwc    io.ReadWriteCloser
@@ -30,7 +31,9 @@ type server struct {
 
 	mu       sync.Mutex
 	queue    []*job
-	wake     chan struct{} // signalled when queue grows
+	running  bool // an executor goroutine is running
+	stopped  bool // serve is ending: start no executor
+	execWG   sync.WaitGroup
 	inflight map[jsonrpc2.ID]context.CancelFunc
 	busy     int  // jobs queued or running
 	eof      bool // the host closed its end
@@ -38,7 +41,7 @@ type server struct {
 	readErr  error
 	connSet  chan struct{} // closed once conn is set
 
-	sess session // executor goroutine only
+	sess session // the executor's
 }
 
 type job struct {
@@ -53,7 +56,6 @@ func newServer(w *Worker, rwc io.ReadWriteCloser) *server {
 		rwc:      rwc,
 		stream:   tproxy.NewStream(rwc, w.MaxFrameSize),
 		log:      w.logger(),
-		wake:     make(chan struct{}, 1),
 		inflight: map[jsonrpc2.ID]context.CancelFunc{},
 		drained:  make(chan struct{}),
 		connSet:  make(chan struct{}),
@@ -68,15 +70,12 @@ func (s *server) serve(ctx context.Context) error {
 	s.conn.Conn = jsonrpc2.NewConn(ctx, (*drainingStream)(s), s, jsonrpc2.SetLogger(discardLogger{}))
 	close(s.connSet)
 
-	execDone := make(chan struct{})
-	go func() {
-		defer close(execDone)
-		s.execute(ctx)
-	}()
-
 	<-s.conn.DisconnectNotify()
 	cancel()
-	<-execDone
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	s.execWG.Wait()
 	s.sess.removeDir(s.log)
 
 	s.mu.Lock()
@@ -168,10 +167,14 @@ func (s *server) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.
 	s.inflight[req.ID] = cancel
 	s.queue = append(s.queue, j)
 	s.busy++
+	start := !s.running && !s.stopped
+	if start {
+		s.running = true
+		s.execWG.Add(1)
+	}
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if start {
+		go s.execute()
 	}
 }
 
@@ -191,25 +194,22 @@ func (s *server) cancelRequest(req *jsonrpc2.Request) {
 	}
 }
 
-// execute runs queued requests one at a time until ctx ends.
-func (s *server) execute(ctx context.Context) {
+// execute runs queued requests one at a time until the queue is empty.
+// Once the connection's ctx has ended, what is left is answered as
+// cancelled at once.
+func (s *server) execute() {
+	defer s.execWG.Done()
 	for {
 		s.mu.Lock()
-		var j *job
-		if len(s.queue) > 0 {
-			j = s.queue[0]
-			s.queue[0] = nil
-			s.queue = s.queue[1:]
+		if len(s.queue) == 0 {
+			s.running = false
+			s.mu.Unlock()
+			return
 		}
+		j := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
 		s.mu.Unlock()
-		if j == nil {
-			select {
-			case <-s.wake:
-				continue
-			case <-ctx.Done():
-				return
-			}
-		}
 		res, err := s.dispatch(j)
 		s.reply(s.conn.Conn, j.req.ID, res, err)
 		j.cancel()
