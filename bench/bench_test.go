@@ -105,6 +105,30 @@ func BenchmarkEmptyStep(b *testing.B) {
 	b.ReportMetric(perStep/float64(ping), "x_ping")
 }
 
+// BenchmarkIdleEventLatency measures how long a single event emitted by an
+// otherwise idle worker takes to reach the host's sink (median of 200),
+// and its ratio to a ping round trip on the same connection (goal ≤ 1).
+// It runs once whatever -benchtime says.
+func BenchmarkIdleEventLatency(b *testing.B) {
+	h, err := bench.StartHost(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	for b.Loop() {
+		lat, err := h.IdleEventLatency(200)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ping, err := bench.Time(2000, h.Ping)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(lat)/1e3, "latency_us")
+		b.ReportMetric(float64(lat)/float64(ping), "x_ping")
+	}
+}
+
 // BenchmarkRawStreamToFile is the floor for BenchmarkStreamEvents: a child
 // process writes b.N lines of the event line's size, one write per line;
 // this process appends each line to a buffered file.

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
@@ -19,7 +21,36 @@ import (
 type Host struct {
 	c    *host.Client
 	sink *logsink.Files
+	lat  *latencySink
 	step int
+}
+
+// latencySink is the host's sink: Files, noting when each "probe" event
+// arrives compared to when the worker stamped it.
+type latencySink struct {
+	*logsink.Files
+	mu  sync.Mutex
+	lat []time.Duration
+}
+
+func (l *latencySink) note(name string, ts time.Time) {
+	if name != "probe" {
+		return
+	}
+	d := time.Since(ts)
+	l.mu.Lock()
+	l.lat = append(l.lat, d)
+	l.mu.Unlock()
+}
+
+func (l *latencySink) Event(ctx context.Context, e tproxy.Event) error {
+	l.note(e.Name, e.Timestamp)
+	return l.Files.Event(ctx, e)
+}
+
+func (l *latencySink) EventRaw(ctx context.Context, e *tproxy.RawEvent) error {
+	l.note(e.Name, e.Timestamp)
+	return l.Files.EventRaw(ctx, e)
 }
 
 // StartHost starts the worker, performs the handshake and prepares a
@@ -35,12 +66,13 @@ func StartHost(dir string) (*Host, error) {
 		return nil, err
 	}
 	t := &transport.Subprocess{Path: exe, Env: append(os.Environ(), roleEnv+"=worker"), Stderr: os.Stderr}
-	c, err := host.Start(ctx, t, host.WithSink(sink))
+	lat := &latencySink{Files: sink}
+	c, err := host.Start(ctx, t, host.WithSink(lat))
 	if err != nil {
 		sink.Close()
 		return nil, fmt.Errorf("bench: start host: %w", err)
 	}
-	h := &Host{c: c, sink: sink}
+	h := &Host{c: c, sink: sink, lat: lat}
 	m := tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "empty", Driver: "noop"}, {ID: "stream", Driver: "emit"}}}
 	if _, err := c.Prepare(ctx, tproxy.PrepareParams{SessionID: "bench", Manifest: m}); err != nil {
 		h.Close()
@@ -73,6 +105,27 @@ func (h *Host) Stream(n int) error {
 	_, err := h.c.ExecStep(context.Background(), tproxy.ExecStepParams{StepID: fmt.Sprintf("s%d", h.step), Driver: "emit",
 		Config: map[string]any{"events": n}})
 	return err
+}
+
+// IdleEventLatency runs a step that emits n "probe" events, each after
+// the worker has been idle for a millisecond, and returns the median time
+// from the worker stamping an event to the host's sink receiving it.
+func (h *Host) IdleEventLatency(n int) (time.Duration, error) {
+	h.lat.mu.Lock()
+	h.lat.lat = h.lat.lat[:0]
+	h.lat.mu.Unlock()
+	h.step++
+	_, err := h.c.ExecStep(context.Background(), tproxy.ExecStepParams{StepID: fmt.Sprintf("s%d", h.step), Driver: "probe",
+		Config: map[string]any{"events": n}})
+	if err != nil {
+		return 0, err
+	}
+	h.lat.mu.Lock()
+	defer h.lat.mu.Unlock()
+	if len(h.lat.lat) != n {
+		return 0, fmt.Errorf("bench: %d probe events arrived, want %d", len(h.lat.lat), n)
+	}
+	return median(h.lat.lat), nil
 }
 
 // EventLines counts the lines of events.jsonl.

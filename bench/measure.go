@@ -34,6 +34,9 @@ var DefaultConfig = Config{Pings: 20000, Steps: 5000, Events: 300000, RSSEvents:
 // repetition measuring the baseline and tproxy back to back.
 type Report struct {
 	RawPingPong, Ping, EmptyStep time.Duration // per operation
+	// IdleEventLatency is the median time from a worker stamping an event,
+	// after a millisecond of idleness, to the host's sink receiving it.
+	IdleEventLatency             time.Duration
 	RawLinesPerSec, EventsPerSec float64
 	HostRSS, RawRSS              RSS
 	Sessions                     Sessions
@@ -42,20 +45,20 @@ type Report struct {
 // Run measures everything in cfg. Temporary files go under dir.
 func Run(cfg Config, dir string) (*Report, error) {
 	var (
-		r               Report
-		raw, ping, step []time.Duration
-		rawRate, evRate []float64
+		r                      Report
+		raw, ping, step, idleL []time.Duration
+		rawRate, evRate        []float64
 	)
 	for range cfg.Count {
 		d, err := os.MkdirTemp(dir, "run")
 		if err != nil {
 			return nil, err
 		}
-		rp, pg, st, err := roundTrips(cfg, d)
+		rp, pg, st, il, err := roundTrips(cfg, d)
 		if err != nil {
 			return nil, err
 		}
-		raw, ping, step = append(raw, rp), append(ping, pg), append(step, st)
+		raw, ping, step, idleL = append(raw, rp), append(ping, pg), append(step, st), append(idleL, il)
 		rr, er, err := streams(cfg.Events, d)
 		if err != nil {
 			return nil, err
@@ -63,7 +66,7 @@ func Run(cfg Config, dir string) (*Report, error) {
 		rawRate, evRate = append(rawRate, rr), append(evRate, er)
 
 	}
-	r.RawPingPong, r.Ping, r.EmptyStep = median(raw), median(ping), median(step)
+	r.RawPingPong, r.Ping, r.EmptyStep, r.IdleEventLatency = median(raw), median(ping), median(step), median(idleL)
 	r.RawLinesPerSec, r.EventsPerSec = median(rawRate), median(evRate)
 	var err error
 	if r.RawRSS, err = RawRSS(cfg.RSSEvents); err != nil {
@@ -78,24 +81,27 @@ func Run(cfg Config, dir string) (*Report, error) {
 	return &r, nil
 }
 
-func roundTrips(cfg Config, dir string) (raw, ping, step time.Duration, err error) {
+func roundTrips(cfg Config, dir string) (raw, ping, step, idle time.Duration, err error) {
 	e, err := StartRawEcho()
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	raw, err = Time(cfg.Pings, e.RoundTrip)
 	if err = errors.Join(err, e.Close()); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	h, err := StartHost(dir)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	ping, err = Time(cfg.Pings, h.Ping)
 	if err == nil {
 		step, err = Time(cfg.Steps, h.EmptyStep)
 	}
-	return raw, ping, step, errors.Join(err, h.Close())
+	if err == nil {
+		idle, err = h.IdleEventLatency(200)
+	}
+	return raw, ping, step, idle, errors.Join(err, h.Close())
 }
 
 func streams(n int, dir string) (rawRate, evRate float64, err error) {
@@ -150,6 +156,8 @@ func (r *Report) Print(w io.Writer) {
 	row("ping round trip (vs raw ping-pong)", us(r.RawPingPong), us(r.Ping), pr, "≤ 2.5×", pr <= 2.5)
 	sr := float64(r.EmptyStep) / float64(r.Ping)
 	row("empty exec_step, 3 notifications (vs ping)", us(r.Ping), us(r.EmptyStep), sr, "≤ 2×", sr <= 2)
+	lr := float64(r.IdleEventLatency) / float64(r.Ping)
+	row("idle worker: one event to the host's sink (vs ping)", us(r.Ping), us(r.IdleEventLatency), lr, "≤ 1×", lr <= 1)
 	er := r.EventsPerSec / r.RawLinesPerSec
 	row("events → events.jsonl (vs raw pipe → file)", fmt.Sprintf("%.0f lines/s", r.RawLinesPerSec),
 		fmt.Sprintf("%.0f events/s", r.EventsPerSec), er, "≥ 0.5×", er >= 0.5)

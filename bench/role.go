@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tproxy/tproxy/internal/demo"
 	"github.com/tproxy/tproxy/worker"
@@ -55,8 +56,10 @@ func RunRole() {
 
 // Worker is the worker the benchmarks drive: the demo drivers plus
 // "noop", which does nothing (the runtime still sends step_start,
-// step_complete and the step_duration_ms metric), and "emit", which sends
-// config.events events named "tick" with data {"i": n}.
+// step_complete and the step_duration_ms metric), "emit", which sends
+// config.events events named "tick" with data {"i": n}, and "probe", which
+// sends config.events events named "probe", each after a millisecond of
+// idleness.
 func Worker() *worker.Worker {
 	w := demo.NewWorker()
 	w.RegisterFunc("noop", func(context.Context, *worker.Step) error { return nil })
@@ -64,6 +67,16 @@ func Worker() *worker.Worker {
 		n, _ := s.Config()["events"].(float64)
 		for i := range int(n) {
 			if err := s.Event("tick", map[string]any{"i": i}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	w.RegisterFunc("probe", func(ctx context.Context, s *worker.Step) error {
+		n, _ := s.Config()["events"].(float64)
+		for i := range int(n) {
+			time.Sleep(time.Millisecond)
+			if err := s.Event("probe", map[string]any{"i": i}); err != nil {
 				return err
 			}
 		}
