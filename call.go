@@ -118,33 +118,39 @@ func ParseRequest(frame []byte) (req *jsonrpc2.Request, ok bool) {
 	return req, seenID && seenVersion && seenMethod
 }
 
-// ParseResult recognises a frame that is a successful JSON-RPC 2.0
-// response in the common shape: exactly the members "jsonrpc" ("2.0"),
-// "id" (an integer of at most 18 digits) and "result", in any order. It
-// returns the id and the result, a slice of frame.
+// ParseResponse recognises a frame that is a JSON-RPC 2.0 response to a
+// request with a numeric id: a JSON object with an "id" member that is an
+// integer of at most 18 digits, a "result" member or an "error" member
+// that is an object (the error wins if both are there, as in jsonrpc2),
+// no "method" member, and at most six members, none repeated. It returns
+// the id and the result or the error object, slices of frame.
 //
-// ok is false for every other frame, valid or not, error responses
-// included.
-func ParseResult(frame []byte) (id uint64, result []byte, ok bool) {
-	var arr [3]member
+// ok is false for every other frame, valid or not.
+func ParseResponse(frame []byte) (id uint64, result, errObj []byte, ok bool) {
+	var arr [6]member
 	members, ok := scanObject(frame, arr[:])
-	if !ok || len(members) != 3 {
-		return 0, nil, false
+	if !ok {
+		return 0, nil, nil, false
 	}
-	var seenID, seenVersion bool
+	var seenID bool
 	for _, m := range members {
 		switch m.key {
-		case "jsonrpc":
-			seenVersion = string(m.value) == `"2.0"`
 		case "id":
 			id, seenID = parseID(m.value)
 		case "result":
 			result = m.value
-		default:
-			return 0, nil, false
+		case "error":
+			if m.value[0] == '{' {
+				errObj = m.value
+			}
+		case "method":
+			return 0, nil, nil, false
 		}
 	}
-	return id, result, seenID && seenVersion && result != nil
+	if errObj != nil {
+		result = nil
+	}
+	return id, result, errObj, seenID && (result != nil || errObj != nil)
 }
 
 // AppendRequest appends req as one line, newline included: byte for byte

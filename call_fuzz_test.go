@@ -48,14 +48,16 @@ func FuzzParseRequest(f *testing.F) {
 	})
 }
 
-// FuzzParseResult checks ParseResult against jsonrpc2's decoding of the
-// same frame as a response.
-func FuzzParseResult(f *testing.F) {
+// FuzzParseResponse checks ParseResponse against jsonrpc2's decoding of
+// the same frame as a response.
+func FuzzParseResponse(f *testing.F) {
 	for _, s := range callSeeds {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte(`{"id":1,"result":2,"error":{"code":1,"message":"m"},"meta":{}}`))
+	f.Add([]byte(`{"id":1,"result":2,"error":null}`))
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		id, result, ok := tproxy.ParseResult(frame)
+		id, result, errObj, ok := tproxy.ParseResponse(frame)
 		if !ok {
 			return
 		}
@@ -63,11 +65,18 @@ func FuzzParseResult(f *testing.F) {
 		if err := tproxy.DecodeFrame(frame, &want); err != nil {
 			t.Fatalf("accepted %q, which the slow path refuses: %v", frame, err)
 		}
-		if want.Error != nil || want.ID != (jsonrpc2.ID{Num: id}) || want.Result == nil {
-			t.Fatalf("%q: fast id %d, jsonrpc2 %+v", frame, id, want)
+		if want.ID != (jsonrpc2.ID{Num: id}) {
+			t.Fatalf("%q: fast id %d, jsonrpc2 %+v", frame, id, want.ID)
 		}
-		if !bytes.Equal(result, *want.Result) {
-			t.Fatalf("%q: result %s, jsonrpc2 %s", frame, result, *want.Result)
+		if errObj != nil {
+			var e jsonrpc2.Error
+			if want.Error == nil || json.Unmarshal(errObj, &e) != nil || e.Code != want.Error.Code || e.Message != want.Error.Message {
+				t.Fatalf("%q: fast error %s, jsonrpc2 %+v", frame, errObj, want.Error)
+			}
+			return
+		}
+		if want.Error != nil || want.Result == nil || !bytes.Equal(result, *want.Result) {
+			t.Fatalf("%q: result %s, jsonrpc2 %+v", frame, result, want)
 		}
 	})
 }

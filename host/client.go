@@ -44,8 +44,8 @@ type Client struct {
 
 	rawEvent tproxy.RawEvent // the read loop's, reused for every event
 
-	resMu   sync.Mutex
-	results map[uint64][]byte // by call id: awaited (nil) or set aside
+	resMu sync.Mutex
+	calls map[uint64]chan response // calls waiting for their response, by id
 
 	bg        sync.WaitGroup // cancel notifications being sent
 	closeOnce sync.Once
@@ -69,10 +69,10 @@ func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client,
 	if err != nil {
 		return nil, fmt.Errorf("tproxy/host: starting the worker: %w", err)
 	}
-	c := &Client{cfg: cfg, proc: proc, results: map[uint64][]byte{}}
+	c := &Client{cfg: cfg, proc: proc, calls: map[uint64]chan response{}}
 	stream := &hostStream{c: c, s: tproxy.NewStream(proc, cfg.maxFrame)}
 	c.conn = jsonrpc2.NewConn(context.Background(), stream, c, jsonrpc2.SetLogger(debugLogger{cfg.logger}),
-		jsonrpc2.OnSend(stream.onSend))
+		jsonrpc2.OnSend(stream.onSend), jsonrpc2.OnRecv(c.onRecv))
 
 	res, err := c.Ping(ctx, "handshake")
 	if err == nil && res.Protocol != tproxy.ProtocolVersion {
@@ -171,11 +171,11 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 		return fmt.Errorf("tproxy/host: %s: %w", method, err)
 	}
 	id := jsonrpc2.ID{Num: c.nextID.Add(1)}
-	c.await(id.Num)
+	ch := c.await(id.Num)
 	defer c.forget(id.Num)
-	w, err := c.conn.DispatchCall(ctx, method, params, jsonrpc2.PickID(id))
+	_, err := c.conn.DispatchCall(ctx, method, params, jsonrpc2.PickID(id))
 	if err == nil {
-		err = w.Wait(ctx, &setAside{c: c, id: id.Num, v: result})
+		err = c.wait(ctx, ch, result)
 	}
 	if err == nil {
 		return nil
@@ -198,61 +198,85 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 	}
 }
 
-// A response's result is decoded once, into the caller's value. The read
-// loop sets the result aside for the waiting call and hands jsonrpc2 the
-// response with a placeholder result, so that jsonrpc2's decoding (which
-// builds a map of the result only to find out that the message is a
-// response) stays cheap; the call then decodes the set-aside result.
+// A call waits for its response on a channel of its own, not on
+// jsonrpc2's Waiter: the read loop hands the response over as soon as it
+// has read it (see hostStream.ReadObject), then lets jsonrpc2 finish its
+// bookkeeping for the call off the caller's path, with a placeholder
+// result that is cheap to decode. A response in a shape the fast path does
+// not parse reaches the call through jsonrpc2's OnRecv hook instead.
 
-// resultPlaceholder stands for a set-aside result in what jsonrpc2 sees.
+// response is what a call receives: a copy of the result, or the error.
+type response struct {
+	result []byte
+	err    *jsonrpc2.Error
+}
+
+// resultPlaceholder stands for a handed-over result in what jsonrpc2 sees.
 const resultPlaceholder = "0"
 
-// await marks call id as waiting for its result.
-func (c *Client) await(id uint64) {
+// await registers call id and returns the channel its response comes on.
+func (c *Client) await(id uint64) chan response {
+	ch := make(chan response, 1)
 	c.resMu.Lock()
-	c.results[id] = nil
+	c.calls[id] = ch
 	c.resMu.Unlock()
+	return ch
 }
 
-// forget drops what is kept for call id.
+// forget unregisters call id.
 func (c *Client) forget(id uint64) {
 	c.resMu.Lock()
-	delete(c.results, id)
+	delete(c.calls, id)
 	c.resMu.Unlock()
 }
 
-// setAside keeps a copy of result for call id if the call is waiting, and
+// deliver hands the response to call id if the call is waiting, and
 // reports whether it did.
-func (c *Client) setAside(id uint64, result []byte) bool {
+func (c *Client) deliver(id uint64, r response) bool {
 	c.resMu.Lock()
-	defer c.resMu.Unlock()
-	if _, ok := c.results[id]; !ok {
-		return false
+	ch, ok := c.calls[id]
+	delete(c.calls, id)
+	c.resMu.Unlock()
+	if ok {
+		ch <- r
 	}
-	c.results[id] = bytes.Clone(result)
-	return true
+	return ok
 }
 
-// setAside is the value a call's result is decoded into: it decodes the
-// result the read loop set aside, or what jsonrpc2 hands over if nothing
-// was, into v.
-type setAside struct {
-	c  *Client
-	id uint64
-	v  any
+// onRecv is jsonrpc2's OnRecv hook: it hands over the responses that
+// jsonrpc2 decoded itself.
+func (c *Client) onRecv(_ *jsonrpc2.Request, resp *jsonrpc2.Response) {
+	if resp == nil || resp.ID.IsString {
+		return
+	}
+	r := response{err: resp.Error}
+	if resp.Error == nil && resp.Result != nil {
+		r.result = *resp.Result
+	}
+	c.deliver(resp.ID.Num, r)
 }
 
-func (s *setAside) UnmarshalJSON(b []byte) error {
-	s.c.resMu.Lock()
-	raw := s.c.results[s.id]
-	s.c.resMu.Unlock()
-	if raw == nil {
-		raw = b
+// wait waits for the response on ch and decodes its result into result.
+func (c *Client) wait(ctx context.Context, ch chan response, result any) error {
+	var r response
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.conn.DisconnectNotify():
+		select {
+		case r = <-ch: // arrived just before the end
+		default:
+			return jsonrpc2.ErrClosed
+		}
 	}
-	if s.v == nil {
+	if r.err != nil {
+		return r.err
+	}
+	if result == nil {
 		return nil
 	}
-	return json.Unmarshal(raw, s.v)
+	return json.Unmarshal(r.result, result)
 }
 
 func remoteError(method string, e *jsonrpc2.Error) error {
@@ -453,7 +477,7 @@ func (h *hostStream) ReadObject(v any) error {
 				h.c.notification(context.Background(), method, params)
 				continue
 			}
-			if id, result, ok := tproxy.ParseResult(frame); ok && h.c.setAside(id, result) {
+			if id, ok := h.handOver(frame); ok {
 				h.resp = append(append(append(h.resp[:0], `{"jsonrpc":"2.0","id":`...),
 					strconv.FormatUint(id, 10)...), `,"result":`+resultPlaceholder+`}`...)
 				frame = h.resp
@@ -462,6 +486,23 @@ func (h *hostStream) ReadObject(v any) error {
 		}
 		return h.readErr(err)
 	}
+}
+
+// handOver hands a response in the common shape to its waiting call, and
+// reports whether it did and for which id.
+func (h *hostStream) handOver(frame []byte) (uint64, bool) {
+	id, result, errObj, ok := tproxy.ParseResponse(frame)
+	if !ok {
+		return 0, false
+	}
+	r := response{result: bytes.Clone(result)}
+	if errObj != nil {
+		r = response{err: new(jsonrpc2.Error)}
+		if json.Unmarshal(errObj, r.err) != nil {
+			return 0, false // jsonrpc2 refuses it too: a protocol error
+		}
+	}
+	return id, h.c.deliver(id, r)
 }
 
 // readErr records the first frame error and turns a read error from a
