@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
 
@@ -104,18 +105,30 @@ func FuzzAppendRequestResponse(f *testing.F) {
 		if strID {
 			rid = jsonrpc2.ID{Str: data, IsString: true}
 		}
-		result := map[string]any{"status": method, "echo": data, "list": []string{data}}
-		resp := &jsonrpc2.Response{ID: rid}
-		if err := resp.SetResult(result); err != nil {
-			t.Fatal(err)
+		var drivers []string
+		if !notif {
+			drivers = []string{data, method}
 		}
-		want, err = encodeWithStream(resp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err = tproxy.AppendResponse(nil, rid, result)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("response:\n got %s (%v)\nwant %s", got, err, want)
+		for _, result := range []any{
+			map[string]any{"status": method, "echo": data, "list": []string{data}},
+			&tproxy.PingResult{Status: method, Echo: data, Timestamp: time.Unix(0, int64(id)).In(time.FixedZone("z", int(id%7200)*60)),
+				Protocol: int(id % 5), Worker: tproxy.WorkerInfo{Name: data, Version: method, Drivers: drivers}},
+		} {
+			resp := &jsonrpc2.Response{ID: rid}
+			if err := resp.SetResult(result); err != nil {
+				if _, err := tproxy.AppendResponse(nil, rid, result); err == nil {
+					t.Fatalf("%#v: jsonrpc2 cannot encode it, AppendResponse can", result)
+				}
+				continue
+			}
+			want, err = encodeWithStream(resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err = tproxy.AppendResponse(nil, rid, result)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("response:\n got %s (%v)\nwant %s", got, err, want)
+			}
 		}
 	})
 }

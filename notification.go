@@ -433,7 +433,7 @@ func appendMarshal(dst []byte, v any) ([]byte, error) {
 
 // appendTime appends t as time.Time's MarshalJSON does.
 func appendTime(dst []byte, t time.Time) ([]byte, error) {
-	if _, off := t.Zone(); off%60 != 0 || t.Year() < 0 || t.Year() > 9999 {
+	if _, off := t.Zone(); off%60 != 0 || off <= -24*3600 || off >= 24*3600 || t.Year() < 0 || t.Year() > 9999 {
 		return appendMarshal(dst, t) // the rare shapes, and the errors
 	}
 	dst = append(dst, '"')

@@ -112,7 +112,7 @@ func FuzzAppendNotification(f *testing.F) {
 		case 1:
 			params = tproxy.Metric{Name: name, Value: fl, Timestamp: ts, StepID: step, Unit: str, Tags: map[string]string{key: str}}
 		case 2:
-			params = tproxy.Heartbeat{Timestamp: ts.In(time.FixedZone("x", int(n%50000))), StepID: step}
+			params = tproxy.Heartbeat{Timestamp: ts.In(time.FixedZone("x", int(n%200000))), StepID: step}
 		case 3:
 			params = tproxy.LogRecord{Level: name, Message: str, Timestamp: ts, StepID: step, Attrs: map[string]any{key: fl}}
 		}
