@@ -28,36 +28,53 @@ import (
 // another method, another shape. The frame then takes the generic path,
 // which decides what it is.
 func ParseNotification(frame []byte) (method string, params []byte, ok bool) {
+	method, params, _, ok = parseNotification(frame, nil)
+	return method, params, ok
+}
+
+// ParseEventNotification is ParseNotification and then ParseEvent on the
+// params, in one pass over the frame, for an event notification whose
+// "method" member comes before its "params", as this module's worker
+// writes it. It returns true only if both would, and then e holds what
+// ParseEvent gives. For false, use ParseNotification.
+func ParseEventNotification(frame []byte, e *RawEvent) bool {
+	method, _, parsed, ok := parseNotification(frame, e)
+	return ok && parsed && method == MethodEvent
+}
+
+// parseNotification is ParseNotification; given e, it parses the params of
+// an event into e if the method comes first, and says so in parsed.
+func parseNotification(frame []byte, e *RawEvent) (method string, params []byte, parsed, ok bool) {
 	if !utf8.Valid(frame) {
-		return "", nil, false
+		return "", nil, false, false
 	}
 	i := skipSpace(frame, 0)
 	if i >= len(frame) || frame[i] != '{' {
-		return "", nil, false
+		return "", nil, false, false
 	}
 	var seenVersion bool
 	for i++; ; i++ {
 		i = skipSpace(frame, i)
 		end, escaped := scanString(frame, i)
 		if end < 0 || escaped {
-			return "", nil, false
+			return "", nil, false, false
 		}
 		key := frame[i+1 : end-1]
 		if i = skipSpace(frame, end); i >= len(frame) || frame[i] != ':' {
-			return "", nil, false
+			return "", nil, false, false
 		}
 		i = skipSpace(frame, i+1)
 		switch string(key) {
 		case "jsonrpc":
 			end, _ := scanString(frame, i)
 			if seenVersion || end < 0 || string(frame[i:end]) != `"2.0"` {
-				return "", nil, false
+				return "", nil, false, false
 			}
 			seenVersion, i = true, end
 		case "method":
 			end, escaped := scanString(frame, i)
 			if method != "" || end < 0 || escaped {
-				return "", nil, false
+				return "", nil, false, false
 			}
 			switch string(frame[i+1 : end-1]) {
 			case MethodEvent:
@@ -69,35 +86,40 @@ func ParseNotification(frame []byte) (method string, params []byte, ok bool) {
 			case MethodHeartbeat:
 				method = MethodHeartbeat
 			default:
-				return "", nil, false
+				return "", nil, false, false
 			}
 			i = end
 		case "params":
 			if params != nil || i >= len(frame) || frame[i] != '{' {
-				return "", nil, false
+				return "", nil, false, false
 			}
-			end := scanValue(frame, i, 0, false)
+			var end int
+			if e != nil && method == MethodEvent {
+				end, parsed = parseEventAt(frame, i, e), true
+			} else {
+				end = scanValue(frame, i, 0, false)
+			}
 			if end < 0 {
-				return "", nil, false
+				return "", nil, false, false
 			}
 			params, i = frame[i:end], end
 		default:
-			return "", nil, false
+			return "", nil, false, false
 		}
 		if i = skipSpace(frame, i); i >= len(frame) {
-			return "", nil, false
+			return "", nil, false, false
 		}
 		if frame[i] == '}' {
 			break
 		}
 		if frame[i] != ',' {
-			return "", nil, false
+			return "", nil, false, false
 		}
 	}
 	if skipSpace(frame, i+1) != len(frame) || !seenVersion || method == "" || params == nil {
-		return "", nil, false
+		return "", nil, false, false
 	}
-	return method, params, true
+	return method, params, parsed, true
 }
 
 // RawEvent is an Event decoded without building its Data map: each data
@@ -128,33 +150,41 @@ type RawField struct {
 // into an Event gives, with each Data value left as JSON text. It returns
 // false for anything else, valid or not; use json.Unmarshal then.
 func ParseEvent(params []byte, e *RawEvent) bool {
+	if !utf8.Valid(params) {
+		*e = RawEvent{Data: e.Data[:0]}
+		return false
+	}
+	end := parseEventAt(params, skipSpace(params, 0), e)
+	return end >= 0 && skipSpace(params, end) == len(params)
+}
+
+// parseEventAt parses the event params object at b[i] into e, as
+// ParseEvent does, and returns the index after it, or -1. b is valid
+// UTF-8.
+func parseEventAt(b []byte, i int, e *RawEvent) int {
 	// The strings of the event e held before are reused where they are
 	// the same: a stream of events repeats names, step ids and keys.
 	prev := *e
 	*e = RawEvent{Data: e.Data[:0]}
-	if !utf8.Valid(params) {
-		return false
-	}
-	i := skipSpace(params, 0)
-	if i >= len(params) || params[i] != '{' {
-		return false
+	if i >= len(b) || b[i] != '{' {
+		return -1
 	}
 	var seen [4]bool
-	i = skipSpace(params, i+1)
-	if i < len(params) && params[i] == '}' {
-		return skipSpace(params, i+1) == len(params)
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1
 	}
 	for ; ; i++ {
-		i = skipSpace(params, i)
-		end, escaped := scanString(params, i)
+		i = skipSpace(b, i)
+		end, escaped := scanString(b, i)
 		if end < 0 || escaped {
-			return false
+			return -1
 		}
-		key := params[i+1 : end-1]
-		if i = skipSpace(params, end); i >= len(params) || params[i] != ':' {
-			return false
+		key := b[i+1 : end-1]
+		if i = skipSpace(b, end); i >= len(b) || b[i] != ':' {
+			return -1
 		}
-		i = skipSpace(params, i+1)
+		i = skipSpace(b, i+1)
 		member := -1
 		switch string(key) {
 		case "name":
@@ -167,40 +197,39 @@ func ParseEvent(params []byte, e *RawEvent) bool {
 			member = 3
 		}
 		if member < 0 || seen[member] {
-			return false
+			return -1
 		}
 		seen[member] = true
 		switch member {
 		case 0:
-			if e.Name, i = parseString(params, i, prev.Name); i < 0 {
-				return false
+			if e.Name, i = parseString(b, i, prev.Name); i < 0 {
+				return -1
 			}
 		case 2:
-			if e.StepID, i = parseString(params, i, prev.StepID); i < 0 {
-				return false
+			if e.StepID, i = parseString(b, i, prev.StepID); i < 0 {
+				return -1
 			}
 		case 1:
-			end, _ := scanString(params, i)
-			if end < 0 || e.Timestamp.UnmarshalJSON(params[i:end]) != nil {
-				return false
+			end, _ := scanString(b, i)
+			if end < 0 || e.Timestamp.UnmarshalJSON(b[i:end]) != nil {
+				return -1
 			}
 			i = end
 		case 3:
-			if i = parseData(params, i, e, prev.Data[:cap(prev.Data)]); i < 0 {
-				return false
+			if i = parseData(b, i, e, prev.Data[:cap(prev.Data)]); i < 0 {
+				return -1
 			}
 		}
-		if i = skipSpace(params, i); i >= len(params) {
-			return false
+		if i = skipSpace(b, i); i >= len(b) {
+			return -1
 		}
-		if params[i] == '}' {
-			break
+		if b[i] == '}' {
+			return i + 1
 		}
-		if params[i] != ',' {
-			return false
+		if b[i] != ',' {
+			return -1
 		}
 	}
-	return skipSpace(params, i+1) == len(params)
 }
 
 // parseString decodes the JSON string at b[i] and returns it and the

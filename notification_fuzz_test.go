@@ -162,3 +162,25 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 	}
 	return reflect.DeepEqual(decode(a), decode(b))
 }
+
+// FuzzParseEventNotification checks the one-pass parse against
+// ParseNotification followed by ParseEvent.
+func FuzzParseEventNotification(f *testing.F) {
+	for _, s := range notificationSeeds {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte(`{"params":{"name":"x"},"jsonrpc":"2.0","method":"event"}`))
+	var one, two tproxy.RawEvent
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		if !tproxy.ParseEventNotification(frame, &one) {
+			return
+		}
+		method, params, ok := tproxy.ParseNotification(frame)
+		if !ok || method != tproxy.MethodEvent || !tproxy.ParseEvent(params, &two) {
+			t.Fatalf("%q: one pass accepts it, two passes do not (%v %q)", frame, ok, method)
+		}
+		if !reflect.DeepEqual(one, two) {
+			t.Fatalf("%q: one pass %+v, two passes %+v", frame, one, two)
+		}
+	})
+}

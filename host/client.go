@@ -71,6 +71,7 @@ func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client,
 	}
 	c := &Client{cfg: cfg, proc: proc, calls: map[uint64]chan response{}}
 	stream := &hostStream{c: c, s: tproxy.NewStream(proc, cfg.maxFrame)}
+	stream.raw, _ = cfg.sink.(logsink.RawEventSink)
 	c.conn = jsonrpc2.NewConn(context.Background(), stream, c, jsonrpc2.SetLogger(debugLogger{cfg.logger}),
 		jsonrpc2.OnSend(stream.onSend), jsonrpc2.OnRecv(c.onRecv))
 
@@ -459,8 +460,9 @@ type hostStream struct {
 	c *Client
 	s *tproxy.Stream
 
-	resp    []byte            // read loop only: a response with its result set aside
-	sending *jsonrpc2.Request // under jsonrpc2's send lock: see onSend
+	raw     logsink.RawEventSink // the sink, if it takes events as parsed from the wire
+	resp    []byte               // read loop only: a response with its result set aside
+	sending *jsonrpc2.Request    // under jsonrpc2's send lock: see onSend
 }
 
 // ReadObject reads the next message for jsonrpc2. The hot notifications
@@ -473,6 +475,10 @@ func (h *hostStream) ReadObject(v any) error {
 	for {
 		frame, err := h.s.ReadFrame()
 		if err == nil {
+			if h.raw != nil && tproxy.ParseEventNotification(frame, &h.c.rawEvent) {
+				h.c.noteSinkErr(h.raw.EventRaw(context.Background(), &h.c.rawEvent))
+				continue
+			}
 			if method, params, ok := tproxy.ParseNotification(frame); ok {
 				h.c.notification(context.Background(), method, params)
 				continue

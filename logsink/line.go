@@ -232,7 +232,9 @@ func (e *lineEncoder) sortFields(has func(string) bool) []field {
 		}
 		e.fields[i].name = name
 	}
-	slices.SortFunc(e.fields, func(a, b field) int { return strings.Compare(a.name, b.name) })
+	if len(e.fields) > 1 {
+		slices.SortFunc(e.fields, func(a, b field) int { return strings.Compare(a.name, b.name) })
+	}
 	return e.fields
 }
 
