@@ -501,3 +501,136 @@ func appendJSONFloat(dst []byte, f float64) []byte {
 	}
 	return dst
 }
+
+// ParseMetric decodes the params of a metric notification into m, reusing
+// the strings m held before where they are the same. It handles params
+// that are a JSON object whose members are among "name", "timestamp",
+// "step_id", "unit" (strings), "value" (a number that fits a float64) and
+// "tags" (an object of strings with distinct keys), each at most once. For
+// those, m holds exactly what json.Unmarshal into a Metric gives. It
+// returns false for anything else, valid or not; use json.Unmarshal then.
+func ParseMetric(params []byte, m *Metric) bool {
+	prev := *m
+	*m = Metric{}
+	if !utf8.Valid(params) {
+		return false
+	}
+	i := skipSpace(params, 0)
+	if i >= len(params) || params[i] != '{' {
+		return false
+	}
+	var seen [6]bool
+	i = skipSpace(params, i+1)
+	if i < len(params) && params[i] == '}' {
+		return skipSpace(params, i+1) == len(params)
+	}
+	for ; ; i++ {
+		i = skipSpace(params, i)
+		end, escaped := scanString(params, i)
+		if end < 0 || escaped {
+			return false
+		}
+		key := params[i+1 : end-1]
+		if i = skipSpace(params, end); i >= len(params) || params[i] != ':' {
+			return false
+		}
+		i = skipSpace(params, i+1)
+		member := -1
+		switch string(key) {
+		case "name":
+			member = 0
+		case "value":
+			member = 1
+		case "timestamp":
+			member = 2
+		case "step_id":
+			member = 3
+		case "tags":
+			member = 4
+		case "unit":
+			member = 5
+		}
+		if member < 0 || seen[member] {
+			return false
+		}
+		seen[member] = true
+		switch member {
+		case 0:
+			m.Name, i = parseString(params, i, prev.Name)
+		case 3:
+			m.StepID, i = parseString(params, i, prev.StepID)
+		case 5:
+			m.Unit, i = parseString(params, i, prev.Unit)
+		case 1:
+			end, _ := scanNumber(params, i, false)
+			if end < 0 {
+				return false
+			}
+			v, err := strconv.ParseFloat(string(params[i:end]), 64)
+			if err != nil {
+				return false
+			}
+			m.Value, i = v, end
+		case 2:
+			end, _ := scanString(params, i)
+			if end < 0 || m.Timestamp.UnmarshalJSON(params[i:end]) != nil {
+				return false
+			}
+			i = end
+		case 4:
+			i = parseTags(params, i, m)
+		}
+		if i < 0 {
+			return false
+		}
+		if i = skipSpace(params, i); i >= len(params) {
+			return false
+		}
+		if params[i] == '}' {
+			break
+		}
+		if params[i] != ',' {
+			return false
+		}
+	}
+	return skipSpace(params, i+1) == len(params)
+}
+
+// parseTags decodes the tags object at b[i] into m.Tags and returns the
+// index after it, or -1.
+func parseTags(b []byte, i int, m *Metric) int {
+	if i >= len(b) || b[i] != '{' {
+		return -1
+	}
+	m.Tags = map[string]string{}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1
+	}
+	for ; ; i++ {
+		key, end := parseString(b, skipSpace(b, i), "")
+		if end < 0 {
+			return -1
+		}
+		if i = skipSpace(b, end); i >= len(b) || b[i] != ':' {
+			return -1
+		}
+		value, end := parseString(b, skipSpace(b, i+1), "")
+		if end < 0 {
+			return -1
+		}
+		if _, dup := m.Tags[key]; dup {
+			return -1 // a map keeps the last; let encoding/json decide
+		}
+		m.Tags[key] = value
+		if i = skipSpace(b, end); i >= len(b) {
+			return -1
+		}
+		if b[i] == '}' {
+			return i + 1
+		}
+		if b[i] != ',' {
+			return -1
+		}
+	}
+}

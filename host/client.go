@@ -43,6 +43,7 @@ type Client struct {
 	closing bool
 
 	rawEvent tproxy.RawEvent // the read loop's, reused for every event
+	metric   tproxy.Metric   // the read loop's, reused for every metric
 
 	resMu sync.Mutex
 	calls map[uint64]chan response // calls waiting for their response, by id
@@ -382,6 +383,7 @@ func (c *Client) notification(ctx context.Context, method string, params []byte)
 	switch method {
 	case tproxy.MethodEvent:
 		if c.cfg.sink == nil {
+			err = json.Unmarshal(params, new(tproxy.Event)) // only to report a malformed one
 			break
 		}
 		if rs, ok := c.cfg.sink.(logsink.RawEventSink); ok && tproxy.ParseEvent(params, &c.rawEvent) {
@@ -393,8 +395,16 @@ func (c *Client) notification(ctx context.Context, method string, params []byte)
 			c.noteSinkErr(c.cfg.sink.Event(ctx, e))
 		}
 	case tproxy.MethodMetric:
+		if c.cfg.sink == nil {
+			err = json.Unmarshal(params, new(tproxy.Metric)) // only to report a malformed one
+			break
+		}
+		if tproxy.ParseMetric(params, &c.metric) {
+			c.noteSinkErr(c.cfg.sink.Metric(ctx, c.metric))
+			break
+		}
 		var m tproxy.Metric
-		if err = json.Unmarshal(params, &m); err == nil && c.cfg.sink != nil {
+		if err = json.Unmarshal(params, &m); err == nil {
 			c.noteSinkErr(c.cfg.sink.Metric(ctx, m))
 		}
 	case tproxy.MethodLog:
