@@ -4,7 +4,9 @@
 //
 // Every measurement pairs a baseline with the tproxy path it bounds:
 //
-//   - RawEcho, one line to a child process and back, bounds Host.Ping.
+//   - RawEcho, one line to a child process and back, bounds Host.Ping;
+//     a ping in turn bounds Host.EmptyStep (a step whose driver does
+//     nothing) and Host.IdleEventLatency (one event from an idle worker).
 //   - RawStream, a child writing one line per write into a buffered file,
 //     bounds Host.Stream, a worker's events persisted to events.jsonl.
 //   - HostRSS runs a host in a child process, streams events through it and
