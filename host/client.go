@@ -275,7 +275,7 @@ func (c *Client) wait(ctx context.Context, ch chan response, result any) error {
 	if r.err != nil {
 		return r.err
 	}
-	if result == nil {
+	if result == nil || r.result == nil { // no result member: null
 		return nil
 	}
 	return json.Unmarshal(r.result, result)

@@ -12,10 +12,12 @@ import (
 
 // rpcConn is the worker's connection: jsonrpc2's Conn, with Notify taking a
 // fast path. Notifications are encoded by tproxy.AppendNotification (no
-// maps, no reflection for the hot ones) and written straight to the
-// stream, the same bytes Conn.Notify would write. Responses still go
-// through jsonrpc2; both share the Stream, whose writes are serialized, so
-// a step's notifications stay ahead of its response.
+// maps, no reflection for the hot ones) and queued on the stream
+// (Stream.WriteNotification), the same bytes Conn.Notify would write.
+// Responses (server.reply) go to the same Stream, which writes everything
+// in the order it was queued and makes a response wait for the
+// notifications queued before it: a step's notifications stay ahead of its
+// response.
 type rpcConn struct {
 	*jsonrpc2.Conn
 	stream *tproxy.Stream
