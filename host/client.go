@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
 
@@ -45,6 +48,12 @@ type Client struct {
 	// silenceErr is set when the watchdog killed a silent worker.
 	silenceErr *SilenceError
 
+	rawEvent tproxy.RawEvent // the read loop's, reused for every event
+	metric   tproxy.Metric   // the read loop's, reused for every metric
+
+	resMu sync.Mutex
+	calls map[uint64]chan response // calls waiting for their response, by id
+
 	bg        sync.WaitGroup // cancel notifications being sent
 	closeOnce sync.Once
 	closeErr  error
@@ -67,9 +76,11 @@ func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client,
 	if err != nil {
 		return nil, fmt.Errorf("tproxy/host: starting the worker: %w", err)
 	}
-	c := &Client{cfg: cfg, proc: proc}
+	c := &Client{cfg: cfg, proc: proc, calls: map[uint64]chan response{}}
 	stream := &hostStream{c: c, s: tproxy.NewStream(proc, cfg.maxFrame)}
-	c.conn = jsonrpc2.NewConn(context.Background(), stream, c, jsonrpc2.SetLogger(debugLogger{cfg.logger}))
+	stream.raw, _ = cfg.sink.(logsink.RawEventSink)
+	c.conn = jsonrpc2.NewConn(context.Background(), stream, c, jsonrpc2.SetLogger(debugLogger{cfg.logger}),
+		jsonrpc2.OnSend(stream.onSend), jsonrpc2.OnRecv(c.onRecv))
 
 	res, err := c.Ping(ctx, "handshake")
 	if err == nil && res.Protocol != tproxy.ProtocolVersion {
@@ -229,9 +240,11 @@ func (c *Client) callRaw(ctx context.Context, method string, params, result any)
 		return fmt.Errorf("tproxy/host: %s: %w", method, err)
 	}
 	id := jsonrpc2.ID{Num: c.nextID.Add(1)}
-	w, err := c.conn.DispatchCall(ctx, method, params, jsonrpc2.PickID(id))
+	ch := c.await(id.Num)
+	defer c.forget(id.Num)
+	_, err := c.conn.DispatchCall(ctx, method, params, jsonrpc2.PickID(id))
 	if err == nil {
-		err = w.Wait(ctx, result)
+		err = c.wait(ctx, ch, result)
 	}
 	if err == nil {
 		return nil
@@ -252,6 +265,87 @@ func (c *Client) callRaw(ctx context.Context, method string, params, result any)
 	default:
 		return fmt.Errorf("tproxy/host: %s: %w", method, c.closedErr(err))
 	}
+}
+
+// A call waits for its response on a channel of its own, not on
+// jsonrpc2's Waiter: the read loop hands the response over as soon as it
+// has read it (see hostStream.ReadObject), then lets jsonrpc2 finish its
+// bookkeeping for the call off the caller's path, with a placeholder
+// result that is cheap to decode. A response in a shape the fast path does
+// not parse reaches the call through jsonrpc2's OnRecv hook instead.
+
+// response is what a call receives: a copy of the result, or the error.
+type response struct {
+	result []byte
+	err    *jsonrpc2.Error
+}
+
+// resultPlaceholder stands for a handed-over result in what jsonrpc2 sees.
+const resultPlaceholder = "0"
+
+// await registers call id and returns the channel its response comes on.
+func (c *Client) await(id uint64) chan response {
+	ch := make(chan response, 1)
+	c.resMu.Lock()
+	c.calls[id] = ch
+	c.resMu.Unlock()
+	return ch
+}
+
+// forget unregisters call id.
+func (c *Client) forget(id uint64) {
+	c.resMu.Lock()
+	delete(c.calls, id)
+	c.resMu.Unlock()
+}
+
+// deliver hands the response to call id if the call is waiting, and
+// reports whether it did.
+func (c *Client) deliver(id uint64, r response) bool {
+	c.resMu.Lock()
+	ch, ok := c.calls[id]
+	delete(c.calls, id)
+	c.resMu.Unlock()
+	if ok {
+		ch <- r
+	}
+	return ok
+}
+
+// onRecv is jsonrpc2's OnRecv hook: it hands over the responses that
+// jsonrpc2 decoded itself.
+func (c *Client) onRecv(_ *jsonrpc2.Request, resp *jsonrpc2.Response) {
+	if resp == nil || resp.ID.IsString {
+		return
+	}
+	r := response{err: resp.Error}
+	if resp.Error == nil && resp.Result != nil {
+		r.result = *resp.Result
+	}
+	c.deliver(resp.ID.Num, r)
+}
+
+// wait waits for the response on ch and decodes its result into result.
+func (c *Client) wait(ctx context.Context, ch chan response, result any) error {
+	var r response
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.conn.DisconnectNotify():
+		select {
+		case r = <-ch: // arrived just before the end
+		default:
+			return jsonrpc2.ErrClosed
+		}
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if result == nil || r.result == nil { // no result member: null
+		return nil
+	}
+	return json.Unmarshal(r.result, result)
 }
 
 func remoteError(method string, e *jsonrpc2.Error) error {
@@ -356,16 +450,38 @@ func (c *Client) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.
 	if req.Params != nil {
 		params = *req.Params
 	}
+	c.notification(ctx, req.Method, params)
+}
+
+// notification handles one notification from the worker. It runs in the
+// connection's read loop: from Handle, or from hostStream's fast path.
+func (c *Client) notification(ctx context.Context, method string, params []byte) {
 	var err error
-	switch req.Method {
+	switch method {
 	case tproxy.MethodEvent:
+		if c.cfg.sink == nil {
+			err = json.Unmarshal(params, new(tproxy.Event)) // only to report a malformed one
+			break
+		}
+		if rs, ok := c.cfg.sink.(logsink.RawEventSink); ok && tproxy.ParseEvent(params, &c.rawEvent) {
+			c.noteSinkErr(rs.EventRaw(ctx, &c.rawEvent))
+			break
+		}
 		var e tproxy.Event
-		if err = json.Unmarshal(params, &e); err == nil && c.cfg.sink != nil {
+		if err = json.Unmarshal(params, &e); err == nil {
 			c.noteSinkErr(c.cfg.sink.Event(ctx, e))
 		}
 	case tproxy.MethodMetric:
+		if c.cfg.sink == nil {
+			err = json.Unmarshal(params, new(tproxy.Metric)) // only to report a malformed one
+			break
+		}
+		if tproxy.ParseMetric(params, &c.metric) {
+			c.noteSinkErr(c.cfg.sink.Metric(ctx, c.metric))
+			break
+		}
 		var m tproxy.Metric
-		if err = json.Unmarshal(params, &m); err == nil && c.cfg.sink != nil {
+		if err = json.Unmarshal(params, &m); err == nil {
 			c.noteSinkErr(c.cfg.sink.Metric(ctx, m))
 		}
 	case tproxy.MethodLog:
@@ -382,11 +498,11 @@ func (c *Client) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.
 			}
 		}
 	default:
-		c.cfg.logger.Warn("tproxy/host: unknown notification from the worker ignored", "method", req.Method)
+		c.cfg.logger.Warn("tproxy/host: unknown notification from the worker ignored", "method", method)
 	}
 	if err != nil {
 		c.cfg.logger.Warn("tproxy/host: malformed notification from the worker ignored",
-			"method", req.Method, "err", err, "params", truncate(params, 200))
+			"method", method, "err", err, "params", truncate(params, 200))
 	}
 }
 
@@ -431,17 +547,44 @@ type hostStream struct {
 	c *Client
 	s *tproxy.Stream
 
+	raw     logsink.RawEventSink // the sink, if it takes events as parsed from the wire
+	resp    []byte               // read loop only: a response with its result set aside
+	sending *jsonrpc2.Request    // under jsonrpc2's send lock: see onSend
+
 	// Read loop only: whether a valid message arrived, and the banner
 	// skipped before it.
 	started                  bool
 	bannerLines, bannerBytes int
 }
 
+// ReadObject reads the next message for jsonrpc2. The hot notifications
+// (event, metric, log, heartbeat) in their common shape never reach
+// jsonrpc2, whose decoding builds maps: they are handled here, in the read
+// loop and in wire order like every message, and ReadObject goes on to the
+// next frame. A response is only returned after every notification the
+// worker sent before it has been handled.
 func (h *hostStream) ReadObject(v any) error {
 	for {
 		frame, err := h.s.ReadFrame()
 		if err == nil {
 			h.c.heard()
+			// The fast paths only take well-formed protocol messages.
+			if h.raw != nil && tproxy.ParseEventNotification(frame, &h.c.rawEvent) {
+				h.started = true
+				h.c.noteSinkErr(h.raw.EventRaw(context.Background(), &h.c.rawEvent))
+				continue
+			}
+			if method, params, ok := tproxy.ParseNotification(frame); ok {
+				h.started = true
+				h.c.notification(context.Background(), method, params)
+				continue
+			}
+			if id, ok := h.handOver(frame); ok {
+				h.started = true
+				h.resp = append(append(append(h.resp[:0], `{"jsonrpc":"2.0","id":`...),
+					strconv.FormatUint(id, 10)...), `,"result":`+resultPlaceholder+`}`...)
+				frame = h.resp
+			}
 			err = tproxy.DecodeFrame(frame, v)
 			if h.banner(frame, err) {
 				continue
@@ -485,6 +628,23 @@ func (h *hostStream) banner(frame []byte, err error) bool {
 	return true
 }
 
+// handOver hands a response in the common shape to its waiting call, and
+// reports whether it did and for which id.
+func (h *hostStream) handOver(frame []byte) (uint64, bool) {
+	id, result, errObj, ok := tproxy.ParseResponse(frame)
+	if !ok {
+		return 0, false
+	}
+	r := response{result: bytes.Clone(result)}
+	if errObj != nil {
+		r = response{err: new(jsonrpc2.Error)}
+		if json.Unmarshal(errObj, r.err) != nil {
+			return 0, false // jsonrpc2 refuses it too: a protocol error
+		}
+	}
+	return id, h.c.deliver(id, r)
+}
+
 // readErr records the first frame error and turns a read error from a
 // dying worker into the end of the stream.
 func (h *hostStream) readErr(err error) error {
@@ -503,8 +663,20 @@ func (h *hostStream) readErr(err error) error {
 	return err
 }
 
-func (h *hostStream) WriteObject(v any) error { return h.s.WriteObject(v) }
-func (h *hostStream) Close() error            { return h.c.proc.CloseWrite() }
+// onSend is jsonrpc2's OnSend hook: it runs under jsonrpc2's send lock
+// just before WriteObject is called with the same message, and keeps the
+// request so that WriteObject can encode it without jsonrpc2's map.
+func (h *hostStream) onSend(req *jsonrpc2.Request, _ *jsonrpc2.Response) { h.sending = req }
+
+func (h *hostStream) WriteObject(v any) error {
+	if req := h.sending; req != nil {
+		h.sending = nil
+		return h.s.WriteRequest(req)
+	}
+	return h.s.WriteObject(v)
+}
+
+func (h *hostStream) Close() error { return h.c.proc.CloseWrite() }
 
 // debugLogger routes jsonrpc2's own messages to the logger at debug level.
 type debugLogger struct{ l *slog.Logger }

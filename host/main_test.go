@@ -106,7 +106,8 @@ func testWorker() *worker.Worker {
 	w.RegisterFunc("hang", func(ctx context.Context, s *worker.Step) error {
 		s.Event("about_to_hang", nil)
 		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
-		return nil
+		select {} // should the stop take a moment to reach every thread
+
 	})
 	// bigresult keeps an output whose summary is config.bytes long.
 	w.RegisterFunc("bigresult", func(ctx context.Context, s *worker.Step) error {

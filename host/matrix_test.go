@@ -58,7 +58,12 @@ func TestMatrixWorkerDiesMidStep(t *testing.T) {
 				return func(_ any, err error) { failedAt = time.Now() }
 			}))
 			st, err := run(t, t.Context(), subprocess(&stderr), host.RunSpec{Dir: dir, Manifest: m, Sink: sink, Options: opts})
-			t.Logf("exec_step failed %v after the worker's last event", failedAt.Sub(<-faultAt))
+			select {
+			case at := <-faultAt:
+				t.Logf("exec_step failed %v after the worker's last event", failedAt.Sub(at))
+			default:
+				t.Errorf("the %s event sent before the fault never reached the host", tt.event)
+			}
 
 			var xe *transport.ExitError
 			if !errors.As(err, &xe) || !errors.Is(err, host.ErrClosed) {

@@ -41,3 +41,25 @@ func BenchmarkFiles_Metric(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFiles_EventRaw is BenchmarkFiles_Event for an event as the
+// host's fast path hands it over: parsed from the wire, data still JSON.
+func BenchmarkFiles_EventRaw(b *testing.B) {
+	f, err := logsink.OpenDir(b.TempDir(), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	ctx := context.Background()
+	var e tproxy.RawEvent
+	params := []byte(`{"name":"step_complete","timestamp":"2026-11-27T03:28:37.392082914Z","step_id":"extract","data":{"rows":42,"table":"users","duration_ms":12.5}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !tproxy.ParseEvent(params, &e) {
+			b.Fatal("not parsed")
+		}
+		if err := f.EventRaw(ctx, &e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

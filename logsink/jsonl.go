@@ -105,7 +105,7 @@ type logFile struct {
 	w    *bufio.Writer
 }
 
-var _ Sink = (*Files)(nil)
+var _ RawEventSink = (*Files)(nil)
 
 // OpenDir opens the session directory dir for session sessionID, creating
 // dir (0o755) and the two files (0o644) as needed. Existing files are
@@ -222,6 +222,21 @@ func (s *Files) Event(_ context.Context, e tproxy.Event) error {
 	}
 	s.seq++
 	line := s.enc.event(s.stamp(e.Timestamp), s.seq, s.session, &e)
+	return s.write(&s.events, line)
+}
+
+// EventRaw appends e, an event as tproxy.ParseEvent decodes it from a
+// notification's params, to events.jsonl: the same line, byte for byte, as
+// Event writes for the Event that json.Unmarshal decodes from those
+// params, without building its Data map. It implements RawEventSink.
+func (s *Files) EventRaw(_ context.Context, e *tproxy.RawEvent) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.seq++
+	line := s.enc.rawEvent(s.stamp(e.Timestamp), s.seq, s.session, e)
 	return s.write(&s.events, line)
 }
 

@@ -31,9 +31,12 @@ type lineEncoder struct {
 	fields []field
 }
 
-// field is a data field or tag: the key it is written under and the key it
-// has in its map.
-type field struct{ name, key string }
+// field is a data field or tag: the key it is written under, the key it
+// has in its map, and for a RawEvent's field its index.
+type field struct {
+	name, key string
+	idx       int
+}
 
 func (e *lineEncoder) event(ts time.Time, seq uint64, session string, ev *tproxy.Event) []byte {
 	e.begin(ts, seq, session)
@@ -48,6 +51,94 @@ func (e *lineEncoder) event(ts time.Time, seq uint64, session string, ev *tproxy
 		e.appendValue(ev.Data[f.key])
 	}
 	return e.end()
+}
+
+// rawEvent writes the same line as event does for the Event that
+// json.Unmarshal decodes from the params ev was parsed from. A data value
+// already written the way encoding/json writes its decoded value (plain
+// strings, small integers, literals) is copied; others are decoded and
+// written as event writes them.
+func (e *lineEncoder) rawEvent(ts time.Time, seq uint64, session string, ev *tproxy.RawEvent) []byte {
+	e.begin(ts, seq, session)
+	e.key("event")
+	e.appendString(ev.Name)
+	if ev.StepID != "" {
+		e.key("step_id")
+		e.appendString(ev.StepID)
+	}
+	for _, f := range orderRaw(e, ev.Data) {
+		e.key(f.name)
+		e.appendRaw(ev.Data[f.idx].Value)
+	}
+	return e.end()
+}
+
+// appendRaw appends the JSON text v (valid, numbers within float64 range)
+// as appendValue appends what json.Unmarshal decodes from it.
+func (e *lineEncoder) appendRaw(v []byte) {
+	var err error
+	switch c := v[0]; {
+	case c == 't' || c == 'f' || c == 'n':
+		e.buf = append(e.buf, v...)
+		return
+	case c == '"':
+		if plainString(v) {
+			e.buf = append(e.buf, v...)
+			return
+		}
+		var s string
+		if err = json.Unmarshal(v, &s); err == nil {
+			e.appendString(s)
+			return
+		}
+	case c == '-' || '0' <= c && c <= '9':
+		if smallInt(v) {
+			e.buf = append(e.buf, v...)
+			return
+		}
+		var f float64
+		if f, err = strconv.ParseFloat(string(v), 64); err == nil {
+			e.appendValue(f)
+			return
+		}
+	default:
+		var x any
+		if err = json.Unmarshal(v, &x); err == nil {
+			e.appendValue(x)
+			return
+		}
+	}
+	// Unreachable for what tproxy.ParseEvent accepts; keep the line valid.
+	e.buf = append(e.buf, v...)
+}
+
+// plainString reports whether the JSON string v holds only printable ASCII
+// without escapes: appendString writes its value back as v.
+func plainString(v []byte) bool {
+	for _, c := range v[1 : len(v)-1] {
+		if c < 0x20 || c == '\\' || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// smallInt reports whether the JSON number v is an integer of at most 15
+// digits: exact as a float64, which appendFloat writes back as v.
+func smallInt(v []byte) bool {
+	d := v
+	if d[0] == '-' {
+		d = d[1:]
+	}
+	if len(d) > 15 {
+		return false
+	}
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *lineEncoder) metric(ts time.Time, seq uint64, session string, m *tproxy.Metric) []byte {
@@ -99,22 +190,51 @@ func (e *lineEncoder) key(k string) {
 }
 
 // order returns the fields of m to write, sorted by the name they are
-// written under. A reserved key becomes "data.<key>", with more "data."
-// until the name is not a key of m itself; such names are distinct from
-// each other and from the keys kept as they are.
+// written under.
 func order[V any](e *lineEncoder, m map[string]V) []field {
 	e.fields = e.fields[:0]
 	for k := range m {
+		e.fields = append(e.fields, field{key: k})
+	}
+	return e.sortFields(func(k string) bool { _, ok := m[k]; return ok })
+}
+
+// orderRaw is order for the data fields of a RawEvent; field.idx is the
+// field's index in data.
+func orderRaw(e *lineEncoder, data []tproxy.RawField) []field {
+	e.fields = e.fields[:0]
+	for i, f := range data {
+		e.fields = append(e.fields, field{key: f.Key, idx: i})
+	}
+	return e.sortFields(func(k string) bool {
+		for _, f := range data {
+			if f.Key == k {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// sortFields names and sorts e.fields, whose keys are the keys of a map
+// (has tells which strings are). A reserved key becomes "data.<key>", with
+// more "data." until the name is not a key of the map itself; such names
+// are distinct from each other and from the keys kept as they are.
+func (e *lineEncoder) sortFields(has func(string) bool) []field {
+	for i := range e.fields {
+		k := e.fields[i].key
 		name := k
 		if reserved[k] {
 			name = "data." + k
-			for _, taken := m[name]; taken; _, taken = m[name] {
+			for has(name) {
 				name = "data." + name
 			}
 		}
-		e.fields = append(e.fields, field{name: name, key: k})
+		e.fields[i].name = name
 	}
-	slices.SortFunc(e.fields, func(a, b field) int { return strings.Compare(a.name, b.name) })
+	if len(e.fields) > 1 {
+		slices.SortFunc(e.fields, func(a, b field) int { return strings.Compare(a.name, b.name) })
+	}
 	return e.fields
 }
 

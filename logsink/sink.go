@@ -22,3 +22,15 @@ type Sink interface {
 	// flush at step boundaries.
 	Flush() error
 }
+
+// RawEventSink is a Sink that can also record an event as tproxy.ParseEvent
+// decodes it from a notification's params, its data values still JSON
+// text. A host hands events to EventRaw when its sink has it, saving the
+// cost of building each event's Data map; EventRaw must record the same as
+// Event would for the Event that json.Unmarshal decodes from those params.
+// The RawEvent's slices are valid only during the call.
+type RawEventSink interface {
+	Sink
+	// EventRaw records one event.
+	EventRaw(ctx context.Context, e *tproxy.RawEvent) error
+}

@@ -10,9 +10,46 @@ import (
 	"github.com/tproxy/tproxy"
 )
 
+// rpcConn is the worker's connection: jsonrpc2's Conn, with Notify taking a
+// fast path. Notifications are encoded by tproxy.AppendNotification (no
+// maps, no reflection for the hot ones) and queued on the stream
+// (Stream.WriteNotification), the same bytes Conn.Notify would write.
+// Responses (server.reply) go to the same Stream, which writes everything
+// in the order it was queued and makes a response wait for the
+// notifications queued before it: a step's notifications stay ahead of its
+// response.
+type rpcConn struct {
+	*jsonrpc2.Conn
+	stream *tproxy.Stream
+}
+
+// Notify sends a notification, as jsonrpc2's Conn.Notify does.
+func (c *rpcConn) Notify(ctx context.Context, method string, params any, opts ...jsonrpc2.CallOption) error {
+	if len(opts) > 0 || params == nil {
+		return c.Conn.Notify(ctx, method, params, opts...)
+	}
+	if c.closed() {
+		return jsonrpc2.ErrClosed
+	}
+	err := c.stream.WriteNotification(method, params)
+	if err != nil && c.closed() {
+		return jsonrpc2.ErrClosed
+	}
+	return err
+}
+
+func (c *rpcConn) closed() bool {
+	select {
+	case <-c.DisconnectNotify():
+		return true
+	default:
+		return false
+	}
+}
+
 // connSink is the worker side of the shared sink: it forwards what steps
 // emit to the host as notifications, in emission order.
-type connSink struct{ conn *jsonrpc2.Conn }
+type connSink struct{ conn *rpcConn }
 
 func (c connSink) Event(ctx context.Context, e tproxy.Event) error {
 	return c.conn.Notify(ctx, tproxy.MethodEvent, e)
@@ -28,7 +65,7 @@ func (c connSink) Flush() error { return nil }
 // logHandler is a slog.Handler that sends records to the host as log
 // notifications.
 type logHandler struct {
-	conn   *jsonrpc2.Conn
+	conn   *rpcConn
 	ctx    context.Context
 	level  slog.Leveler
 	stepID string

@@ -16,28 +16,32 @@ import (
 )
 
 // server is one connection's runtime. The read loop (jsonrpc2's) answers
-// ping and $/cancelRequest at once and queues every other request; one
+// ping and $/cancelRequest at once and queues every other request; an
 // executor goroutine runs the queue in arrival order, so session state is
-// touched by one goroutine only and a cancel is never stuck behind the step
-// it cancels.
+// touched by one goroutine at a time and a cancel is never stuck behind the
+// step it cancels. The executor runs only while there is work: an idle
+// session costs no goroutine of its own.
 type server struct {
 	w      *Worker
 	rwc    io.ReadWriteCloser
 	stream *tproxy.Stream
 	log    *slog.Logger
 	ctx    context.Context // the connection's; ends when Serve ends
-	conn   *jsonrpc2.Conn
+	conn   *rpcConn
 
 	mu       sync.Mutex
 	queue    []*job
-	wake     chan struct{} // signalled when queue grows
+	running  bool // an executor goroutine is running
+	stopped  bool // serve is ending: start no executor
+	execWG   sync.WaitGroup
 	inflight map[jsonrpc2.ID]context.CancelFunc
 	busy     int  // jobs queued or running
 	eof      bool // the host closed its end
 	drained  chan struct{}
 	readErr  error
+	connSet  chan struct{} // closed once conn is set
 
-	sess session // executor goroutine only
+	sess session // the executor's
 
 	onMasker func(*tproxy.Masker) // told the session's masker; may be nil
 }
@@ -60,9 +64,9 @@ func newServer(w *Worker, rwc io.ReadWriteCloser) *server {
 		rwc:      rwc,
 		stream:   tproxy.NewStream(rwc, w.MaxFrameSize),
 		log:      w.logger(),
-		wake:     make(chan struct{}, 1),
 		inflight: map[jsonrpc2.ID]context.CancelFunc{},
 		drained:  make(chan struct{}),
+		connSet:  make(chan struct{}),
 	}
 }
 
@@ -70,17 +74,16 @@ func (s *server) serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.ctx = ctx
-	s.conn = jsonrpc2.NewConn(ctx, (*drainingStream)(s), s, jsonrpc2.SetLogger(discardLogger{}))
-
-	execDone := make(chan struct{})
-	go func() {
-		defer close(execDone)
-		s.execute(ctx)
-	}()
+	s.conn = &rpcConn{stream: s.stream}
+	s.conn.Conn = jsonrpc2.NewConn(ctx, (*drainingStream)(s), s, jsonrpc2.SetLogger(discardLogger{}))
+	close(s.connSet)
 
 	<-s.conn.DisconnectNotify()
 	cancel()
-	<-execDone
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	s.execWG.Wait()
 	s.sess.removeDir(s.log)
 
 	s.mu.Lock()
@@ -99,7 +102,7 @@ type drainingStream server
 
 func (d *drainingStream) ReadObject(v any) error {
 	s := (*server)(d)
-	err := s.stream.ReadObject(v)
+	err := s.readObject(v)
 	if err == nil {
 		return nil
 	}
@@ -121,6 +124,25 @@ func (d *drainingStream) ReadObject(v any) error {
 	case <-s.ctx.Done():
 	}
 	return err
+}
+
+// readObject reads the next message for jsonrpc2. Requests in the common
+// shape (tproxy.ParseRequest) never reach jsonrpc2, whose decoding builds
+// maps: they are handed to Handle here, in the read loop, exactly as
+// jsonrpc2's read loop would, and readObject goes on to the next frame.
+func (s *server) readObject(v any) error {
+	<-s.connSet // jsonrpc2 starts reading before NewConn returns
+	for {
+		frame, err := s.stream.ReadFrame()
+		if err != nil {
+			return err
+		}
+		if req, ok := tproxy.ParseRequest(frame); ok {
+			s.Handle(s.ctx, s.conn.Conn, req)
+			continue
+		}
+		return tproxy.DecodeFrame(frame, v)
+	}
 }
 
 func (d *drainingStream) WriteObject(v any) error { return d.stream.WriteObject(v) }
@@ -153,10 +175,14 @@ func (s *server) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.
 	s.inflight[req.ID] = cancel
 	s.queue = append(s.queue, j)
 	s.busy++
+	start := !s.running && !s.stopped
+	if start {
+		s.running = true
+		s.execWG.Add(1)
+	}
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if start {
+		go s.execute()
 	}
 }
 
@@ -176,27 +202,24 @@ func (s *server) cancelRequest(req *jsonrpc2.Request) {
 	}
 }
 
-// execute runs queued requests one at a time until ctx ends.
-func (s *server) execute(ctx context.Context) {
+// execute runs queued requests one at a time until the queue is empty.
+// Once the connection's ctx has ended, what is left is answered as
+// cancelled at once.
+func (s *server) execute() {
+	defer s.execWG.Done()
 	for {
 		s.mu.Lock()
-		var j *job
-		if len(s.queue) > 0 {
-			j = s.queue[0]
-			s.queue[0] = nil
-			s.queue = s.queue[1:]
+		if len(s.queue) == 0 {
+			s.running = false
+			s.mu.Unlock()
+			return
 		}
+		j := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
 		s.mu.Unlock()
-		if j == nil {
-			select {
-			case <-s.wake:
-				continue
-			case <-ctx.Done():
-				return
-			}
-		}
 		res, err := s.dispatch(j)
-		s.reply(s.conn, j.req.ID, res, err)
+		s.reply(s.conn.Conn, j.req.ID, res, err)
 		j.cancel()
 		s.mu.Lock()
 		delete(s.inflight, j.req.ID)
@@ -271,8 +294,11 @@ func (s *server) reply(conn *jsonrpc2.Conn, id jsonrpc2.ID, res any, err error) 
 			rpcErr = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: err.Error()}
 		}
 		sendErr = conn.ReplyWithError(s.ctx, id, rpcErr)
+	} else if s.conn.closed() {
+		sendErr = jsonrpc2.ErrClosed
 	} else {
-		sendErr = conn.Reply(s.ctx, id, res)
+		// What conn.Reply writes, without its re-encoding of the result.
+		sendErr = s.stream.WriteResponse(id, res)
 	}
 	if sendErr != nil && !errors.Is(sendErr, jsonrpc2.ErrClosed) {
 		s.log.Error("tproxy/worker: sending a response failed", "id", id.String(), "err", sendErr)

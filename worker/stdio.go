@@ -83,10 +83,14 @@ func takeStdio() (in, out *os.File, err error) {
 		unix.Close(inFD)
 		return nil, nil, fmt.Errorf("dup stdout: %w", err)
 	}
-	// Non-blocking descriptors let the runtime poller interrupt a pending
-	// read when the connection is closed.
-	for _, fd := range []int{inFD, outFD} {
-		if err := unix.SetNonblock(fd, true); err != nil {
+	// The input is read with plain blocking reads, as a simple line
+	// reader would: a round trip then costs one thread wake-up instead of
+	// the runtime poller's several (BenchmarkPing: ~92 → ~70 µs). Closing
+	// it does not wait for a pending read, and the process exits after
+	// ServeStdio. The output is non-blocking, so that closing it does
+	// interrupt a write the host is not reading.
+	for fd, nonblock := range map[int]bool{inFD: false, outFD: true} {
+		if err := unix.SetNonblock(fd, nonblock); err != nil {
 			unix.Close(inFD)
 			unix.Close(outFD)
 			return nil, nil, fmt.Errorf("set non-blocking: %w", err)

@@ -1,0 +1,140 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/logsink"
+	"github.com/tproxy/tproxy/transport"
+)
+
+// Host is a tproxy host driving Worker in a child process, persisting its
+// events and metrics to a session directory.
+type Host struct {
+	c    *host.Client
+	sink *logsink.Files
+	lat  *latencySink
+	step int
+}
+
+// latencySink is the host's sink: Files, noting when each "probe" event
+// arrives compared to when the worker stamped it.
+type latencySink struct {
+	*logsink.Files
+	mu  sync.Mutex
+	lat []time.Duration
+}
+
+func (l *latencySink) note(name string, ts time.Time) {
+	if name != "probe" {
+		return
+	}
+	d := time.Since(ts)
+	l.mu.Lock()
+	l.lat = append(l.lat, d)
+	l.mu.Unlock()
+}
+
+func (l *latencySink) Event(ctx context.Context, e tproxy.Event) error {
+	l.note(e.Name, e.Timestamp)
+	return l.Files.Event(ctx, e)
+}
+
+func (l *latencySink) EventRaw(ctx context.Context, e *tproxy.RawEvent) error {
+	l.note(e.Name, e.Timestamp)
+	return l.Files.EventRaw(ctx, e)
+}
+
+// StartHost starts the worker, performs the handshake and prepares a
+// session whose log files are in dir.
+func StartHost(dir string) (*Host, error) {
+	ctx := context.Background()
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	sink, err := logsink.OpenDir(dir, "bench")
+	if err != nil {
+		return nil, err
+	}
+	t := &transport.Subprocess{Path: exe, Env: append(os.Environ(), roleEnv+"=worker"), Stderr: os.Stderr}
+	lat := &latencySink{Files: sink}
+	c, err := host.Start(ctx, t, host.WithSink(lat))
+	if err != nil {
+		sink.Close()
+		return nil, fmt.Errorf("bench: start host: %w", err)
+	}
+	h := &Host{c: c, sink: sink, lat: lat}
+	m := tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "empty", Driver: "noop"}, {ID: "stream", Driver: "emit"}}}
+	if _, err := c.Prepare(ctx, tproxy.PrepareParams{SessionID: "bench", Manifest: m}); err != nil {
+		h.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+// Ping is one ping round trip.
+func (h *Host) Ping() error {
+	_, err := h.c.Ping(context.Background(), "bench")
+	return err
+}
+
+// EmptyStep runs a step whose driver does nothing: the runtime's
+// step_start and step_complete events and step_duration_ms metric are
+// persisted before it returns. It runs the same step every time, as a
+// pipeline re-run does: the worker creates the step's directory the first
+// time only (a mkdir costs 20-140 µs on this kind of machine, growing with
+// the number of steps in the session directory).
+func (h *Host) EmptyStep() error {
+	_, err := h.c.ExecStep(context.Background(), tproxy.ExecStepParams{StepID: "empty", Driver: "noop"})
+	return err
+}
+
+// Stream runs one step that emits n "tick" events; they are all in
+// events.jsonl, flushed, when it returns.
+func (h *Host) Stream(n int) error {
+	h.step++
+	_, err := h.c.ExecStep(context.Background(), tproxy.ExecStepParams{StepID: fmt.Sprintf("s%d", h.step), Driver: "emit",
+		Config: map[string]any{"events": n}})
+	return err
+}
+
+// IdleEventLatency runs a step that emits n "probe" events, each after
+// the worker has been idle for a millisecond, and returns the median time
+// from the worker stamping an event to the host's sink receiving it.
+func (h *Host) IdleEventLatency(n int) (time.Duration, error) {
+	h.lat.mu.Lock()
+	h.lat.lat = h.lat.lat[:0]
+	h.lat.mu.Unlock()
+	h.step++
+	_, err := h.c.ExecStep(context.Background(), tproxy.ExecStepParams{StepID: fmt.Sprintf("s%d", h.step), Driver: "probe",
+		Config: map[string]any{"events": n}})
+	if err != nil {
+		return 0, err
+	}
+	h.lat.mu.Lock()
+	defer h.lat.mu.Unlock()
+	if len(h.lat.lat) != n {
+		return 0, fmt.Errorf("bench: %d probe events arrived, want %d", len(h.lat.lat), n)
+	}
+	return median(h.lat.lat), nil
+}
+
+// EventLines counts the lines of events.jsonl.
+func (h *Host) EventLines() (int, error) {
+	data, err := os.ReadFile(filepath.Join(h.sink.Dir(), logsink.EventsFile))
+	return strings.Count(string(data), "\n"), err
+}
+
+// Close ends the worker and closes the log files.
+func (h *Host) Close() error {
+	return errors.Join(h.c.Close(), h.sink.Close())
+}

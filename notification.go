@@ -1,0 +1,636 @@
+package tproxy
+
+import (
+	"encoding/json"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// The hot notifications — event, metric, log, heartbeat — are most of what
+// crosses the wire while a step runs. The functions in this file encode and
+// decode them without the maps that a generic JSON-RPC engine builds for
+// every message. They handle the common shapes and report anything else as
+// not handled, so that the caller takes the generic path: what they do
+// accept, they treat exactly as encoding/json and sourcegraph/jsonrpc2 do
+// (the fuzz tests check it differentially).
+
+// ParseNotification recognises a frame that is a JSON-RPC 2.0 notification
+// of one of the hot methods: a JSON object with exactly the members
+// "jsonrpc" (the string "2.0"), "method" (MethodEvent, MethodMetric,
+// MethodLog or MethodHeartbeat) and "params" (an object), in any order,
+// with no escapes in the member names or the method. It returns the
+// method, one of those constants, and the params, a slice of frame.
+//
+// ok is false for every other frame, valid or not: a request, a response,
+// another method, another shape. The frame then takes the generic path,
+// which decides what it is.
+func ParseNotification(frame []byte) (method string, params []byte, ok bool) {
+	method, params, _, ok = parseNotification(frame, nil)
+	return method, params, ok
+}
+
+// ParseEventNotification is ParseNotification and then ParseEvent on the
+// params, in one pass over the frame, for an event notification whose
+// "method" member comes before its "params", as this module's worker
+// writes it. It returns true only if both would, and then e holds what
+// ParseEvent gives. For false, use ParseNotification.
+func ParseEventNotification(frame []byte, e *RawEvent) bool {
+	method, _, parsed, ok := parseNotification(frame, e)
+	return ok && parsed && method == MethodEvent
+}
+
+// parseNotification is ParseNotification; given e, it parses the params of
+// an event into e if the method comes first, and says so in parsed.
+func parseNotification(frame []byte, e *RawEvent) (method string, params []byte, parsed, ok bool) {
+	if !utf8.Valid(frame) {
+		return "", nil, false, false
+	}
+	i := skipSpace(frame, 0)
+	if i >= len(frame) || frame[i] != '{' {
+		return "", nil, false, false
+	}
+	var seenVersion bool
+	for i++; ; i++ {
+		i = skipSpace(frame, i)
+		end, escaped := scanString(frame, i)
+		if end < 0 || escaped {
+			return "", nil, false, false
+		}
+		key := frame[i+1 : end-1]
+		if i = skipSpace(frame, end); i >= len(frame) || frame[i] != ':' {
+			return "", nil, false, false
+		}
+		i = skipSpace(frame, i+1)
+		switch string(key) {
+		case "jsonrpc":
+			end, _ := scanString(frame, i)
+			if seenVersion || end < 0 || string(frame[i:end]) != `"2.0"` {
+				return "", nil, false, false
+			}
+			seenVersion, i = true, end
+		case "method":
+			end, escaped := scanString(frame, i)
+			if method != "" || end < 0 || escaped {
+				return "", nil, false, false
+			}
+			switch string(frame[i+1 : end-1]) {
+			case MethodEvent:
+				method = MethodEvent
+			case MethodMetric:
+				method = MethodMetric
+			case MethodLog:
+				method = MethodLog
+			case MethodHeartbeat:
+				method = MethodHeartbeat
+			default:
+				return "", nil, false, false
+			}
+			i = end
+		case "params":
+			if params != nil || i >= len(frame) || frame[i] != '{' {
+				return "", nil, false, false
+			}
+			var end int
+			if e != nil && method == MethodEvent {
+				end, parsed = parseEventAt(frame, i, e), true
+			} else {
+				end = scanValue(frame, i, 0, false)
+			}
+			if end < 0 {
+				return "", nil, false, false
+			}
+			params, i = frame[i:end], end
+		default:
+			return "", nil, false, false
+		}
+		if i = skipSpace(frame, i); i >= len(frame) {
+			return "", nil, false, false
+		}
+		if frame[i] == '}' {
+			break
+		}
+		if frame[i] != ',' {
+			return "", nil, false, false
+		}
+	}
+	if skipSpace(frame, i+1) != len(frame) || !seenVersion || method == "" || params == nil {
+		return "", nil, false, false
+	}
+	return method, params, parsed, true
+}
+
+// RawEvent is an Event decoded without building its Data map: each data
+// field keeps its value as the JSON text that came over the wire.
+type RawEvent struct {
+	// Name, Timestamp and StepID are as in Event.
+	Name      string
+	Timestamp time.Time
+	StepID    string
+	// Data holds the data fields in wire order; keys are distinct.
+	Data []RawField
+}
+
+// RawField is one data field of a RawEvent.
+type RawField struct {
+	// Key is the field's key, unescaped.
+	Key string
+	// Value is the field's value as valid JSON text. It aliases the
+	// params it was parsed from.
+	Value []byte
+}
+
+// ParseEvent decodes the params of an event notification into e, reusing
+// e.Data's storage. It handles params that are a JSON object whose members
+// are among "name", "timestamp", "step_id" (strings) and "data" (an
+// object), each at most once, whose data keys are distinct, and whose
+// numbers all fit a float64. For those, e holds exactly what json.Unmarshal
+// into an Event gives, with each Data value left as JSON text. It returns
+// false for anything else, valid or not; use json.Unmarshal then.
+func ParseEvent(params []byte, e *RawEvent) bool {
+	if !utf8.Valid(params) {
+		*e = RawEvent{Data: e.Data[:0]}
+		return false
+	}
+	end := parseEventAt(params, skipSpace(params, 0), e)
+	return end >= 0 && skipSpace(params, end) == len(params)
+}
+
+// parseEventAt parses the event params object at b[i] into e, as
+// ParseEvent does, and returns the index after it, or -1. b is valid
+// UTF-8.
+func parseEventAt(b []byte, i int, e *RawEvent) int {
+	// The strings of the event e held before are reused where they are
+	// the same: a stream of events repeats names, step ids and keys.
+	prev := *e
+	*e = RawEvent{Data: e.Data[:0]}
+	if i >= len(b) || b[i] != '{' {
+		return -1
+	}
+	var seen [4]bool
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1
+	}
+	for ; ; i++ {
+		i = skipSpace(b, i)
+		end, escaped := scanString(b, i)
+		if end < 0 || escaped {
+			return -1
+		}
+		key := b[i+1 : end-1]
+		if i = skipSpace(b, end); i >= len(b) || b[i] != ':' {
+			return -1
+		}
+		i = skipSpace(b, i+1)
+		member := -1
+		switch string(key) {
+		case "name":
+			member = 0
+		case "timestamp":
+			member = 1
+		case "step_id":
+			member = 2
+		case "data":
+			member = 3
+		}
+		if member < 0 || seen[member] {
+			return -1
+		}
+		seen[member] = true
+		switch member {
+		case 0:
+			if e.Name, i = parseString(b, i, prev.Name); i < 0 {
+				return -1
+			}
+		case 2:
+			if e.StepID, i = parseString(b, i, prev.StepID); i < 0 {
+				return -1
+			}
+		case 1:
+			end, _ := scanString(b, i)
+			if end < 0 || e.Timestamp.UnmarshalJSON(b[i:end]) != nil {
+				return -1
+			}
+			i = end
+		case 3:
+			if i = parseData(b, i, e, prev.Data[:cap(prev.Data)]); i < 0 {
+				return -1
+			}
+		}
+		if i = skipSpace(b, i); i >= len(b) {
+			return -1
+		}
+		if b[i] == '}' {
+			return i + 1
+		}
+		if b[i] != ',' {
+			return -1
+		}
+	}
+}
+
+// parseString decodes the JSON string at b[i] and returns it and the
+// index after it, or -1. It returns reuse, without allocating, if the
+// string is the same.
+func parseString(b []byte, i int, reuse string) (string, int) {
+	end, escaped := scanString(b, i)
+	if end < 0 {
+		return "", -1
+	}
+	if !escaped {
+		if raw := b[i+1 : end-1]; string(raw) != reuse {
+			reuse = string(raw)
+		}
+		return reuse, end
+	}
+	s, ok := unescape(b[i:end])
+	if !ok {
+		return "", -1
+	}
+	return s, end
+}
+
+// unescape decodes a JSON string with escapes (out of line: its variable
+// escapes to the heap).
+func unescape(b []byte) (string, bool) {
+	var s string
+	err := json.Unmarshal(b, &s)
+	return s, err == nil
+}
+
+// parseData decodes the data object at b[i] into e.Data and returns the
+// index after it, or -1.
+func parseData(b []byte, i int, e *RawEvent, prev []RawField) int {
+	if i >= len(b) || b[i] != '{' {
+		return -1
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1
+	}
+	for ; ; i++ {
+		var reuse string
+		if n := len(e.Data); n < len(prev) {
+			reuse = prev[n].Key
+		}
+		key, end := parseString(b, skipSpace(b, i), reuse)
+		if end < 0 {
+			return -1
+		}
+		if i = skipSpace(b, end); i >= len(b) || b[i] != ':' {
+			return -1
+		}
+		i = skipSpace(b, i+1)
+		end = scanValue(b, i, 1, true)
+		if end < 0 {
+			return -1
+		}
+		for _, f := range e.Data {
+			if f.Key == key {
+				return -1 // a map keeps the last; let encoding/json decide
+			}
+		}
+		e.Data = append(e.Data, RawField{Key: key, Value: b[i:end]})
+		if i = skipSpace(b, end); i >= len(b) {
+			return -1
+		}
+		if b[i] == '}' {
+			return i + 1
+		}
+		if b[i] != ',' {
+			return -1
+		}
+	}
+}
+
+// AppendNotification appends the JSON-RPC 2.0 notification of method
+// with params as one line, newline included: byte for byte what
+// sourcegraph/jsonrpc2's Conn.Notify writes through a Stream. Event,
+// Metric and Heartbeat params of the common shapes are encoded without
+// reflection or maps; everything else through encoding/json. It returns
+// encoding/json's error for params it cannot encode, and then dst
+// unchanged.
+func AppendNotification(dst []byte, method string, params any) ([]byte, error) {
+	start := len(dst)
+	dst = append(dst, `{"jsonrpc":"2.0","method":`...)
+	dst = appendJSONString(dst, method)
+	dst = append(dst, `,"params":`...)
+	var err error
+	switch p := params.(type) {
+	case Event:
+		dst, err = appendEvent(dst, &p)
+	case *Event:
+		dst, err = appendEvent(dst, p)
+	case Metric:
+		dst, err = appendMetric(dst, &p)
+	case *Metric:
+		dst, err = appendMetric(dst, p)
+	case Heartbeat:
+		dst, err = appendHeartbeat(dst, &p)
+	default:
+		dst, err = appendMarshal(dst, params)
+	}
+	if err != nil {
+		return dst[:start], err
+	}
+	return append(dst, '}', '\n'), nil
+}
+
+func appendEvent(dst []byte, e *Event) ([]byte, error) {
+	dst = append(dst, `{"name":`...)
+	dst = appendJSONString(dst, e.Name)
+	dst = append(dst, `,"timestamp":`...)
+	dst, err := appendTime(dst, e.Timestamp)
+	if err != nil {
+		return dst, err
+	}
+	if e.StepID != "" {
+		dst = append(dst, `,"step_id":`...)
+		dst = appendJSONString(dst, e.StepID)
+	}
+	if len(e.Data) > 0 {
+		dst = append(dst, `,"data":`...)
+		if dst, err = appendMap(dst, e.Data); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, '}'), nil
+}
+
+func appendMetric(dst []byte, m *Metric) ([]byte, error) {
+	if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
+		return appendMarshal(dst, m) // encoding/json's error
+	}
+	dst = append(dst, `{"name":`...)
+	dst = appendJSONString(dst, m.Name)
+	dst = append(dst, `,"value":`...)
+	dst = appendJSONFloat(dst, m.Value)
+	dst = append(dst, `,"timestamp":`...)
+	dst, err := appendTime(dst, m.Timestamp)
+	if err != nil {
+		return dst, err
+	}
+	if m.StepID != "" {
+		dst = append(dst, `,"step_id":`...)
+		dst = appendJSONString(dst, m.StepID)
+	}
+	if len(m.Tags) > 0 {
+		dst = append(dst, `,"tags":`...)
+		if dst, err = appendMap(dst, m.Tags); err != nil {
+			return dst, err
+		}
+	}
+	if m.Unit != "" {
+		dst = append(dst, `,"unit":`...)
+		dst = appendJSONString(dst, m.Unit)
+	}
+	return append(dst, '}'), nil
+}
+
+func appendHeartbeat(dst []byte, h *Heartbeat) ([]byte, error) {
+	dst = append(dst, `{"timestamp":`...)
+	dst, err := appendTime(dst, h.Timestamp)
+	if err != nil {
+		return dst, err
+	}
+	if h.StepID != "" {
+		dst = append(dst, `,"step_id":`...)
+		dst = appendJSONString(dst, h.StepID)
+	}
+	return append(dst, '}'), nil
+}
+
+// appendMap appends m as encoding/json does: keys sorted.
+func appendMap[V any](dst []byte, m map[string]V) ([]byte, error) {
+	var arr [16]string
+	keys := arr[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, k)
+		dst = append(dst, ':')
+		var err error
+		if dst, err = appendJSONValue(dst, m[k]); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, '}'), nil
+}
+
+// appendJSONValue appends v as encoding/json encodes it.
+func appendJSONValue(dst []byte, v any) ([]byte, error) {
+	switch v := v.(type) {
+	case nil:
+		return append(dst, "null"...), nil
+	case string:
+		return appendJSONString(dst, v), nil
+	case bool:
+		return strconv.AppendBool(dst, v), nil
+	case int:
+		return strconv.AppendInt(dst, int64(v), 10), nil
+	case int64:
+		return strconv.AppendInt(dst, v, 10), nil
+	case int32:
+		return strconv.AppendInt(dst, int64(v), 10), nil
+	case uint64:
+		return strconv.AppendUint(dst, v, 10), nil
+	case float64:
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return appendMarshal(dst, v)
+		}
+		return appendJSONFloat(dst, v), nil
+	}
+	return appendMarshal(dst, v)
+}
+
+func appendMarshal(dst []byte, v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, b...), nil
+}
+
+// appendTime appends t as time.Time's MarshalJSON does.
+func appendTime(dst []byte, t time.Time) ([]byte, error) {
+	if _, off := t.Zone(); off%60 != 0 || off <= -24*3600 || off >= 24*3600 || t.Year() < 0 || t.Year() > 9999 {
+		return appendMarshal(dst, t) // the rare shapes, and the errors
+	}
+	dst = append(dst, '"')
+	dst = t.AppendFormat(dst, time.RFC3339Nano)
+	return append(dst, '"'), nil
+}
+
+// appendJSONString appends s as encoding/json encodes a string (with its
+// HTML escaping). Printable ASCII without quotes, backslashes and HTML
+// specials is copied; anything else goes through encoding/json.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a string always encodes
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// appendJSONFloat appends a finite f as encoding/json writes a float64.
+func appendJSONFloat(dst []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	dst = strconv.AppendFloat(dst, f, format, -1, 64)
+	if format == 'e' {
+		// 1e-07 → 1e-7, as encoding/json does.
+		if n := len(dst); n >= 4 && dst[n-4] == 'e' && dst[n-3] == '-' && dst[n-2] == '0' {
+			dst[n-2] = dst[n-1]
+			dst = dst[:n-1]
+		}
+	}
+	return dst
+}
+
+// ParseMetric decodes the params of a metric notification into m, reusing
+// the strings m held before where they are the same. It handles params
+// that are a JSON object whose members are among "name", "timestamp",
+// "step_id", "unit" (strings), "value" (a number that fits a float64) and
+// "tags" (an object of strings with distinct keys), each at most once. For
+// those, m holds exactly what json.Unmarshal into a Metric gives. It
+// returns false for anything else, valid or not; use json.Unmarshal then.
+func ParseMetric(params []byte, m *Metric) bool {
+	prev := *m
+	*m = Metric{}
+	if !utf8.Valid(params) {
+		return false
+	}
+	i := skipSpace(params, 0)
+	if i >= len(params) || params[i] != '{' {
+		return false
+	}
+	var seen [6]bool
+	i = skipSpace(params, i+1)
+	if i < len(params) && params[i] == '}' {
+		return skipSpace(params, i+1) == len(params)
+	}
+	for ; ; i++ {
+		i = skipSpace(params, i)
+		end, escaped := scanString(params, i)
+		if end < 0 || escaped {
+			return false
+		}
+		key := params[i+1 : end-1]
+		if i = skipSpace(params, end); i >= len(params) || params[i] != ':' {
+			return false
+		}
+		i = skipSpace(params, i+1)
+		member := -1
+		switch string(key) {
+		case "name":
+			member = 0
+		case "value":
+			member = 1
+		case "timestamp":
+			member = 2
+		case "step_id":
+			member = 3
+		case "tags":
+			member = 4
+		case "unit":
+			member = 5
+		}
+		if member < 0 || seen[member] {
+			return false
+		}
+		seen[member] = true
+		switch member {
+		case 0:
+			m.Name, i = parseString(params, i, prev.Name)
+		case 3:
+			m.StepID, i = parseString(params, i, prev.StepID)
+		case 5:
+			m.Unit, i = parseString(params, i, prev.Unit)
+		case 1:
+			end, _ := scanNumber(params, i, false)
+			if end < 0 {
+				return false
+			}
+			v, err := strconv.ParseFloat(string(params[i:end]), 64)
+			if err != nil {
+				return false
+			}
+			m.Value, i = v, end
+		case 2:
+			end, _ := scanString(params, i)
+			if end < 0 || m.Timestamp.UnmarshalJSON(params[i:end]) != nil {
+				return false
+			}
+			i = end
+		case 4:
+			i = parseTags(params, i, m)
+		}
+		if i < 0 {
+			return false
+		}
+		if i = skipSpace(params, i); i >= len(params) {
+			return false
+		}
+		if params[i] == '}' {
+			break
+		}
+		if params[i] != ',' {
+			return false
+		}
+	}
+	return skipSpace(params, i+1) == len(params)
+}
+
+// parseTags decodes the tags object at b[i] into m.Tags and returns the
+// index after it, or -1.
+func parseTags(b []byte, i int, m *Metric) int {
+	if i >= len(b) || b[i] != '{' {
+		return -1
+	}
+	m.Tags = map[string]string{}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1
+	}
+	for ; ; i++ {
+		key, end := parseString(b, skipSpace(b, i), "")
+		if end < 0 {
+			return -1
+		}
+		if i = skipSpace(b, end); i >= len(b) || b[i] != ':' {
+			return -1
+		}
+		value, end := parseString(b, skipSpace(b, i+1), "")
+		if end < 0 {
+			return -1
+		}
+		if _, dup := m.Tags[key]; dup {
+			return -1 // a map keeps the last; let encoding/json decide
+		}
+		m.Tags[key] = value
+		if i = skipSpace(b, end); i >= len(b) {
+			return -1
+		}
+		if b[i] == '}' {
+			return i + 1
+		}
+		if b[i] != ',' {
+			return -1
+		}
+	}
+}

@@ -1,0 +1,142 @@
+package tproxy_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tproxy/tproxy"
+)
+
+// slowWriter records each Write and takes its time, so that writers pile
+// up behind one another.
+type slowWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	writes int
+	fail   error
+}
+
+func (w *slowWriter) Read([]byte) (int, error) { select {} }
+func (w *slowWriter) Close() error             { return nil }
+func (w *slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(50 * time.Microsecond)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fail != nil {
+		return 0, w.fail
+	}
+	w.writes++
+	return w.buf.Write(p)
+}
+
+// TestStreamQueuedWritesKeepOrder has goroutines send notifications and
+// then a frame each, concurrently: every line arrives whole, each
+// goroutine's lines in its order, its frame after its notifications, and
+// notifications queued during a write share the next one.
+func TestStreamQueuedWritesKeepOrder(t *testing.T) {
+	w := &slowWriter{}
+	s := tproxy.NewStream(w, 0)
+	const goroutines, perG = 4, 500
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range perG {
+				e := tproxy.Heartbeat{StepID: fmt.Sprintf("g%d-%d", g, i)}
+				if err := s.WriteNotification(tproxy.MethodHeartbeat, e); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			if err := s.WriteFrame(fmt.Appendf(nil, `{"done":"g%d"}`, g)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	w.mu.Lock()
+	out, writes := w.buf.String(), w.writes
+	w.mu.Unlock()
+	next := make([]int, goroutines)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	for _, l := range lines {
+		var g, i int
+		if _, err := fmt.Sscanf(l, `{"done":"g%d"}`, &g); err == nil {
+			if next[g] != perG {
+				t.Fatalf("g%d's frame came after %d of its %d notifications", g, next[g], perG)
+			}
+			continue
+		}
+		j := strings.Index(l, `"step_id":"g`)
+		if j < 0 || !strings.HasPrefix(l, `{"jsonrpc":"2.0","method":"heartbeat","params":{"timestamp":`) {
+			t.Fatalf("broken line %q", l)
+		}
+		if _, err := fmt.Sscanf(l[j:], `"step_id":"g%d-%d"}}`, &g, &i); err != nil || i != next[g] {
+			t.Fatalf("line %q out of order (want g%d-%d): %v", l, g, next[g], err)
+		}
+		next[g]++
+	}
+	if len(lines) != goroutines*(perG+1) {
+		t.Fatalf("%d lines, want %d", len(lines), goroutines*(perG+1))
+	}
+	if writes >= len(lines) {
+		t.Errorf("%d writes for %d lines: nothing was coalesced", writes, len(lines))
+	}
+}
+
+// TestStreamWriteErrorIsSticky: a failed write is reported to the waiting
+// writer, or to the next call after a queued notification.
+func TestStreamWriteErrorIsSticky(t *testing.T) {
+	boom := errors.New("broken pipe")
+	w := &slowWriter{fail: boom}
+	s := tproxy.NewStream(w, 0)
+	if err := s.WriteFrame([]byte(`{}`)); !errors.Is(err, boom) {
+		t.Fatalf("WriteFrame = %v, want %v", err, boom)
+	}
+	if err := s.WriteNotification(tproxy.MethodHeartbeat, tproxy.Heartbeat{}); !errors.Is(err, boom) {
+		t.Fatalf("WriteNotification after a failure = %v, want %v", err, boom)
+	}
+}
+
+// TestStreamGrowsReadBuffer: a busy peer makes the read buffer grow; no
+// byte is lost or reordered on the way, whatever the chunking.
+func TestStreamGrowsReadBuffer(t *testing.T) {
+	var data bytes.Buffer
+	var want []string
+	for i := range 5000 {
+		l := fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("p", i%300))
+		want = append(want, l)
+		data.WriteString(l + "\n")
+	}
+	for _, sizes := range [][]int{{1 << 20}, {3000, 7, 65536}, {100}} {
+		s := tproxy.NewStream(&chunks{data: bytes.Clone(data.Bytes()), sizes: sizes}, 0)
+		var frames []string
+		for {
+			f, err := s.ReadFrame()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("chunks %v: %v", sizes, err)
+			}
+			frames = append(frames, string(f))
+		}
+		// Reads of 100 bytes never fill half the buffer: a trickle.
+		if got, want := tproxy.ReadBufferSize(s), map[bool]int{true: 2 << 10, false: 64 << 10}[sizes[0] == 100]; got != want {
+			t.Errorf("chunks %v: read buffer of %d bytes, want %d", sizes, got, want)
+		}
+		if len(frames) != len(want) {
+			t.Fatalf("chunks %v: %d frames, want %d", sizes, len(frames), len(want))
+		}
+		for i := range want {
+			if frames[i] != want[i] {
+				t.Fatalf("chunks %v: frame %d = %q, want %q", sizes, i, frames[i], want[i])
+			}
+		}
+	}
+}
