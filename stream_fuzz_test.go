@@ -12,8 +12,9 @@ import (
 )
 
 // referenceFrames is the framing rule written the obvious way: split on
-// newlines, drop one trailing CR, skip blank lines, refuse lines over the
-// cap, and refuse an unterminated non-blank tail.
+// newlines, refuse lines over the cap (blank or not: the cap is on bytes),
+// drop one trailing CR, skip blank lines, and refuse an unterminated tail
+// that is over the cap or not blank.
 func referenceFrames(data []byte, maxFrame int) (frames []string, errs int) {
 	parts := bytes.Split(data, []byte("\n"))
 	tail := parts[len(parts)-1]
@@ -28,7 +29,7 @@ func referenceFrames(data []byte, maxFrame int) (frames []string, errs int) {
 		}
 		frames = append(frames, string(l))
 	}
-	if len(bytes.TrimSpace(tail)) > 0 {
+	if len(tail) > maxFrame || len(bytes.TrimSpace(tail)) > 0 {
 		errs++
 	}
 	return frames, errs
