@@ -244,6 +244,9 @@ func (c *Client) callRaw(ctx context.Context, method string, params, result any)
 	defer c.forget(id.Num)
 	_, err := c.conn.DispatchCall(ctx, method, params, jsonrpc2.PickID(id))
 	if err == nil {
+		// The silence clock starts once the request is written: writing
+		// a big one takes as long as the worker takes to read it.
+		c.heard()
 		err = c.wait(ctx, ch, result)
 	}
 	if err == nil {

@@ -105,8 +105,10 @@ func testWorker() *worker.Worker {
 	// more, like a worker wedged in a syscall.
 	w.RegisterFunc("hang", func(ctx context.Context, s *worker.Step) error {
 		s.Event("about_to_hang", nil)
-		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
-		select {} // should the stop take a moment to reach every thread
+		for { // stop again should anything continue the process
+			syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+			time.Sleep(time.Millisecond)
+		}
 
 	})
 	// bigresult keeps an output whose summary is config.bytes long.

@@ -260,7 +260,9 @@ func TestMatrixHungWorker(t *testing.T) {
 	sink := newSignalSink(&logsink.Memory{}, "about_to_hang")
 	c := start(t, subprocess(nil), sink, append(quiet(), host.WithHeartbeatTimeout(timeout))...)
 	started := time.Now()
-	_, err := exec(t.Context(), c, "hang", nil)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // a hang guard
+	defer cancel()
+	_, err := exec(ctx, c, "hang", nil)
 	t.Logf("exec_step failed %v after it started (heartbeat timeout %v)", time.Since(started), timeout)
 	var se *host.SilenceError
 	var xe *transport.ExitError

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
@@ -43,7 +44,8 @@ type server struct {
 
 	sess session // the executor's
 
-	onMasker func(*tproxy.Masker) // told the session's masker; may be nil
+	onMasker func(*tproxy.Masker)   // told the session's masker; may be nil
+	beatStep atomic.Pointer[string] // the step a heartbeat names, if any
 }
 
 func (s *server) setMasker(m *tproxy.Masker) {
@@ -218,8 +220,14 @@ func (s *server) execute() {
 		s.queue[0] = nil
 		s.queue = s.queue[1:]
 		s.mu.Unlock()
+		// Beat from the start of the request to the end of its reply, so
+		// that the host can tell a slow request (a big step, a big
+		// result to encode) from a hung worker.
+		stopBeat := s.heartbeats(s.ctx)
 		res, err := s.dispatch(j)
 		s.reply(s.conn.Conn, j.req.ID, res, err)
+		stopBeat()
+		s.beatStep.Store(nil)
 		j.cancel()
 		s.mu.Lock()
 		delete(s.inflight, j.req.ID)
@@ -243,11 +251,6 @@ func (s *server) dispatch(j *job) (any, error) {
 		res any
 		err error
 	)
-	if j.req.Method != tproxy.MethodExecStep {
-		// A step beats with its id; every other request beats too, so
-		// that the host can tell a slow request from a hung worker.
-		defer s.heartbeats(j.ctx, "")()
-	}
 	switch j.req.Method {
 	case tproxy.MethodPrepare:
 		res, err = s.prepare(j.ctx, params)

@@ -192,9 +192,8 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	sink.Event(ctx, tproxy.Event{Name: "step_start", Timestamp: start.UTC(), StepID: p.StepID,
 		Data: map[string]any{"driver": p.Driver, "step_number": ss.attempts}})
 
-	stopBeat := s.heartbeats(ctx, p.StepID)
+	s.beatStep.Store(&p.StepID)
 	runErr := s.runDriver(ctx, d, step)
-	stopBeat()
 	rows, outputs := step.finish()
 	elapsed := time.Since(start)
 	durMS := elapsed.Milliseconds()
@@ -291,9 +290,10 @@ func errorType(err error) string {
 	return strings.TrimPrefix(fmt.Sprintf("%T", err), "*")
 }
 
-// heartbeats sends a heartbeat every interval until the returned stop is
-// called; stop returns once the sender has exited.
-func (s *server) heartbeats(ctx context.Context, stepID string) (stop func()) {
+// heartbeats sends a heartbeat every interval, naming the step in
+// beatStep if any, until the returned stop is called; stop returns once the
+// sender has exited.
+func (s *server) heartbeats(ctx context.Context) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -308,6 +308,10 @@ func (s *server) heartbeats(ctx context.Context, stepID string) (stop func()) {
 			case <-ctx.Done():
 				return
 			case now := <-t.C:
+				var stepID string
+				if id := s.beatStep.Load(); id != nil {
+					stepID = *id
+				}
 				s.conn.Notify(ctx, tproxy.MethodHeartbeat, tproxy.Heartbeat{Timestamp: now.UTC(), StepID: stepID})
 			}
 		}
