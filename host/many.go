@@ -107,6 +107,10 @@ func (e *ManyError) Unwrap() []error { return e.Errs }
 // sessions a Many with StopOnFailure cancels after a session failed.
 var ErrSessionFailed = errors.New("tproxy/host: another session of the fan-out failed")
 
+// ErrManyRunning is returned by Many.Run while the same Many is running
+// another fan-out.
+var ErrManyRunning = errors.New("tproxy/host: this Many is already running a fan-out")
+
 // Many runs many sessions at once: each Job is run by RunManifest, in its
 // own session directory with its own worker, at most Parallelism at a
 // time. Cancelling Run's context cancels every session in flight, which
@@ -128,7 +132,8 @@ type Many struct {
 	// sessions that call it.
 	OnProgress func(Progress)
 
-	mu       sync.Mutex // guards the counts and start
+	mu       sync.Mutex // guards the counts, start and running
+	running  bool
 	progress Progress
 	start    time.Time
 	events   atomic.Int64
@@ -145,7 +150,8 @@ func RunMany(ctx context.Context, jobs []Job, parallelism int) (*Summary, error)
 // Run runs the jobs and returns once every session has ended and its
 // worker has stopped. The error is nil when every session succeeded, a
 // *ManyError when some did not, and another error, with no session run,
-// when two jobs would share a session directory.
+// when two jobs would share a session directory or the Many is already
+// running (ErrManyRunning).
 func (m *Many) Run(ctx context.Context, jobs []Job) (*Summary, error) {
 	jobs, err := sessionDirs(jobs)
 	if err != nil {
@@ -156,9 +162,19 @@ func (m *Many) Run(ctx context.Context, jobs []Job) (*Summary, error) {
 		n = runtime.GOMAXPROCS(0)
 	}
 	m.mu.Lock()
+	if m.running {
+		m.mu.Unlock()
+		return nil, ErrManyRunning
+	}
+	m.running = true
 	m.start = time.Now()
 	m.progress = Progress{Total: len(jobs), Waiting: len(jobs)}
 	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.running = false
+		m.mu.Unlock()
+	}()
 	m.events.Store(0)
 	m.metrics.Store(0)
 

@@ -270,8 +270,16 @@ func TestRunManyStopOnFailure(t *testing.T) {
 	jobs := []host.Job{mk(0, "sleep"), mk(1, "fail"), mk(2, "sleep"), mk(3, "sleep")}
 	m := &host.Many{Parallelism: 2, StopOnFailure: true}
 	start := time.Now()
+	var again error
+	var once sync.Once
+	m.OnProgress = func(host.Progress) {
+		once.Do(func() { _, again = m.Run(t.Context(), nil) })
+	}
 	sum, err := m.Run(t.Context(), jobs)
 	t.Logf("stopped after %v", time.Since(start))
+	if !errors.Is(again, host.ErrManyRunning) {
+		t.Errorf("Run during Run = %v, want ErrManyRunning", again)
+	}
 	var se *host.StepError
 	if !errors.As(err, &se) || se.StepID != "s" {
 		t.Fatalf("err = %v, want one holding the failed step's *host.StepError", err)

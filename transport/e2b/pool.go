@@ -56,8 +56,10 @@ type Pool struct {
 var _ transport.Transport = (*Pool)(nil)
 
 // NewPool starts size sandboxes configured by t (size < 1 means 1) and
-// returns once all are warm. ctx bounds the warm-up; if it fails, the
-// sandboxes already created are killed. t must not be changed while the
+// returns once all are warm. ctx bounds the uploads; a sandbox creation
+// under way is not cut short, so that no sandbox is left without its id
+// (each is bounded by two minutes). If the warm-up fails, every sandbox
+// created is killed. t must not be changed while the
 // pool is in use.
 func NewPool(ctx context.Context, t *E2B, size int) (*Pool, error) {
 	c, err := t.client()
@@ -107,10 +109,18 @@ func (p *Pool) Idle() int {
 	return len(p.idle)
 }
 
+// createTimeout bounds a sandbox creation, which is not cancelled with
+// the pool: a creation cut short after the control plane acted would leave
+// a sandbox nobody knows the id of. Close waits for it instead, and kills
+// the sandbox.
+const createTimeout = 2 * time.Minute
+
 // warm creates a sandbox and puts the worker in it; on failure the
 // sandbox is killed.
 func (p *Pool) warm(ctx context.Context) (*sandbox, error) {
-	sb, err := p.c.create(ctx)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	sb, err := p.c.create(cctx)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
