@@ -143,11 +143,21 @@ func TestPool_StartWaitsForAWarmSandbox(t *testing.T) {
 		t.Errorf("%d creates, want at least 1 + 3 failed + 1", n)
 	}
 
-	srv.FailNext(e2btest.OpCreate, 503, 1<<20) // from now on no warm-up succeeds
-	waitFor(t, "dry", func() bool { return pool.Idle() == 0 })
+	// Take the replacement once warm, with warm-ups failing from now on:
+	// the pool is dry for good.
+	waitFor(t, "refilled", func() bool { return pool.Idle() == 1 })
+	srv.FailNext(e2btest.OpCreate, 503, 1<<20)
+	p3, err := pool.Start(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p3.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
-	_, err = pool.Start(ctx)
+	p4, err := pool.Start(ctx)
+	if err == nil {
+		p4.Close()
+	}
 	var ae *e2b.APIError
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &ae) || ae.Status != 503 {
 		t.Errorf("Start on a dry pool = %v, want DeadlineExceeded and the last warm-up's 503", err)
