@@ -17,7 +17,8 @@ import (
 //	transport.Command("kubectl", "exec", "-i", "-n", "etl", "pod/worker-0", "--", "/worker")
 //	transport.Command("docker", "exec", "-i", "etl-worker", "/worker")
 //
-// name is looked up in PATH as by [exec.Command]; the fields of the
+// The Process's Pid is the intermediary's, the leader of the local process
+// group. name is looked up in PATH as by [exec.Command]; the fields of the
 // returned Subprocess (Env, Dir, Stderr, Logger, TailSize, CloseTimeout,
 // TermTimeout) may be set before the first Start.
 //
