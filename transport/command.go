@@ -53,7 +53,10 @@ import (
 //     itself exits with a code above 128 is reported as a signal. ssh
 //     reports a remote worker killed by a signal as 255, the same status
 //     as its own connection failures; that is left as exit status 255, and
-//     the stderr tail holds ssh's explanation, if any.
+//     the stderr tail holds ssh's explanation, if any. Behind a forking
+//     layer, Exit is always the layer's: if the ladder's SIGTERM ends the
+//     shell but not a worker that ignores it, the worker dies with the
+//     group once the shell has exited, and Exit says SIGTERM.
 func Command(name string, arg ...string) *Subprocess {
 	return &Subprocess{Path: name, Args: arg, ExitCodeSignals: true}
 }
