@@ -22,6 +22,10 @@ import (
 // no separate build step).
 const workerEnv = "TPROXY_HOST_TEST_WORKER"
 
+// realBeatEnv gives the test worker the default heartbeat interval instead
+// of the 20 ms the watchdog tests need.
+const realBeatEnv = "TPROXY_HOST_TEST_DEFAULT_HEARTBEAT"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(workerEnv) != "" {
 		worker.Main(testWorker())
@@ -33,6 +37,9 @@ func TestMain(m *testing.M) {
 func testWorker() *worker.Worker {
 	w := demo.NewWorker()
 	w.HeartbeatInterval = 20 * time.Millisecond
+	if os.Getenv(realBeatEnv) != "" { // a production-like worker, for the fan-out tests
+		w.HeartbeatInterval = worker.DefaultHeartbeatInterval
+	}
 	// emit sends config.events "tick" events numbered from 0.
 	w.RegisterFunc("emit", func(ctx context.Context, s *worker.Step) error {
 		n, _ := s.Config()["events"].(float64)

@@ -17,6 +17,9 @@
 //   - [Subprocess] runs the worker as a local child process in its own
 //     process group, captures its stderr, and kills the whole group when
 //     the worker ends, so nothing it spawned outlives it.
+//   - [Command] is a Subprocess whose program is an intermediary that
+//     reaches the worker: ssh, kubectl exec -i, docker exec -i, a shell.
+//     It says which signals and statuses travel through such a layer.
 //   - [InMemory] runs a Go function in a goroutine over in-memory pipes.
 //     It needs no binary and no subprocess, which makes it the transport
 //     for unit tests of drivers and hosts.

@@ -48,6 +48,10 @@ func runChild(mode string) int {
 		fmt.Println("ready")
 		time.Sleep(time.Hour)
 		return 0
+	case "pid-sleep": // say our pid, then like sleep
+		fmt.Println(os.Getpid())
+		time.Sleep(time.Hour)
+		return 0
 	case "ignore-term": // ignore stdin and SIGTERM
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("ready")

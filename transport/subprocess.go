@@ -72,6 +72,12 @@ type Subprocess struct {
 	// TermTimeout is how long Close waits after SIGTERM before it sends
 	// SIGKILL. Zero means 3s.
 	TermTimeout time.Duration
+
+	// ExitCodeSignals says that Path is an intermediary (a shell, docker
+	// exec, kubectl exec) that reports a worker killed by signal N as exit
+	// status 128+N: Exit then reports such a status as Signal N, with a
+	// Reason saying so. [Command] sets it; see there for the trade-off.
+	ExitCodeSignals bool
 }
 
 // Start starts the worker. ctx bounds only the start: cancelling it later
@@ -134,6 +140,7 @@ func (s *Subprocess) newProcess(cmd *exec.Cmd, stdin, stdout, stderr *os.File) *
 		stdout:       stdout,
 		stderr:       stderr,
 		tail:         newTailBuffer(s.TailSize),
+		signalCodes:  s.ExitCodeSignals,
 		closeTimeout: s.CloseTimeout,
 		termTimeout:  s.TermTimeout,
 		stderrGrace:  stderrGrace,
@@ -167,6 +174,7 @@ type subprocess struct {
 	tail                      *tailBuffer
 	closeTimeout, termTimeout time.Duration
 	stderrGrace               time.Duration
+	signalCodes               bool // decode 128+N exit statuses as signal N
 
 	stderrDone chan struct{} // closed when the stderr drainer returned
 	done       chan struct{} // closed when the worker is reaped and stderr drained
@@ -227,6 +235,9 @@ func (p *subprocess) wait() {
 		killGroup(p.pid, syscall.SIGKILL)
 	}
 	p.status = exitStatus(p.cmd.ProcessState, err)
+	if p.signalCodes {
+		p.status = decodeSignalExit(p.status, p.cmd.Path)
+	}
 	p.mu.Unlock()
 
 	timer := time.NewTimer(p.stderrGrace)

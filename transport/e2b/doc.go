@@ -62,6 +62,14 @@
 // sandbox, its environment, an error or a log (ForwardEnv and Env refuse
 // it).
 //
+// # Warm pool
+//
+// [Pool] keeps K sandboxes created with the worker uploaded and hands one
+// to each Start, so a session pays only for starting the worker process;
+// the session's Close kills its sandbox and the pool warms a replacement
+// in the background. A sandbox serves one session, never two. See
+// BenchmarkSessionOverhead for the saving.
+//
 // # Orphans
 //
 // Every sandbox carries the metadata tag TagKey=TagValue plus

@@ -308,4 +308,9 @@ type Timings struct {
 	Uploaded bool
 	// Start is starting the worker process until envd reported its pid.
 	Start time.Duration
+	// Pooled is true when the sandbox came warm from a Pool: Create and
+	// Upload happened before the session asked, and are zero here.
+	Pooled bool
+	// Wait is how long a Pool's Start waited for a warm sandbox.
+	Wait time.Duration
 }

@@ -83,8 +83,12 @@ func (c *client) startWorker(ctx context.Context, sb *sandbox, sum string, env m
 		return nil, err
 	}
 	tm.Upload, tm.Uploaded = time.Since(t0), uploaded
+	return c.launch(ctx, sb, env, tm)
+}
 
-	t0 = time.Now()
+// launch starts the worker, already in place, in sb.
+func (c *client) launch(ctx context.Context, sb *sandbox, env map[string]string, tm *Timings) (*Process, error) {
+	t0 := time.Now()
 	// The stream outlives ctx, which bounds only the start.
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stopStart := context.AfterFunc(ctx, cancel)

@@ -1,0 +1,283 @@
+package e2b
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tproxy/tproxy/transport"
+)
+
+// ErrPoolClosed is returned by Pool.Start once the pool is closed.
+var ErrPoolClosed = errors.New("e2b: pool closed")
+
+// maxRefillBackoff caps the wait between failed attempts to warm a
+// sandbox.
+const maxRefillBackoff = 30 * time.Second
+
+// Pool is a [transport.Transport] that keeps Size sandboxes warm — created,
+// with the worker uploaded — so that a session pays only for starting the
+// worker process. Each Start takes one warm sandbox, starts a fresh worker
+// in it and, in the background, warms a replacement. A sandbox serves one
+// session only: the session's Process.Close ends the worker and kills the
+// sandbox, as with [E2B], so nothing a session left behind (files, stray
+// processes) reaches the next one, and two sessions never share one.
+//
+// The pool refreshes the timeout of its idle sandboxes every
+// RefreshInterval, so they wait as long as needed; a failed warm-up is
+// retried with backoff, and logged to E2B.Logger. Close kills the idle
+// sandboxes; sandboxes handed out are killed by their Process's Close.
+//
+// A Pool may be used from several goroutines, by host.RunManifest and
+// host.RunMany unchanged.
+type Pool struct {
+	t    *E2B
+	c    *client
+	sum  string
+	size int
+
+	ctx    context.Context // ends at Close; bounds warm-ups and refreshes
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+
+	ready chan *sandbox // warm sandboxes, in the order they became warm
+
+	mu      sync.Mutex
+	idle    map[string]*sandbox // warm and not handed out
+	closed  bool
+	lastErr error // the last failed warm-up, for a Start that times out
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ transport.Transport = (*Pool)(nil)
+
+// NewPool starts size sandboxes configured by t (size < 1 means 1) and
+// returns once all are warm. ctx bounds the uploads; a sandbox creation
+// under way is not cut short, so that no sandbox is left without its id
+// (each is bounded by two minutes). If the warm-up fails, every sandbox
+// created is killed. t must not be changed while the
+// pool is in use.
+func NewPool(ctx context.Context, t *E2B, size int) (*Pool, error) {
+	c, err := t.client()
+	if err != nil {
+		return nil, err
+	}
+	if t.Binary == "" {
+		return nil, errors.New("e2b: E2B.Binary (the worker executable) is empty")
+	}
+	if _, err := c.workerEnv(); err != nil {
+		return nil, err
+	}
+	sum, err := fileSHA256(t.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("e2b: worker binary: %w", err)
+	}
+	size = max(size, 1)
+	p := &Pool{t: t, c: c, sum: sum, size: size, ready: make(chan *sandbox, size), idle: map[string]*sandbox{}}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+
+	errs := make([]error, size)
+	var wg sync.WaitGroup
+	for i := range size {
+		wg.Go(func() {
+			sb, err := p.warm(ctx)
+			if err == nil {
+				p.put(sb)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, errors.Join(fmt.Errorf("e2b: warming the pool: %w", err), p.Close())
+	}
+	p.bg.Go(p.refreshIdle)
+	return p, nil
+}
+
+// Size is the number of sandboxes the pool keeps warm.
+func (p *Pool) Size() int { return p.size }
+
+// Idle is the number of warm sandboxes waiting for a session.
+func (p *Pool) Idle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
+// createTimeout bounds a sandbox creation, which is not cancelled with
+// the pool: a creation cut short after the control plane acted would leave
+// a sandbox nobody knows the id of. Close waits for it instead, and kills
+// the sandbox.
+const createTimeout = 2 * time.Minute
+
+// warm creates a sandbox and puts the worker in it; on failure the
+// sandbox is killed.
+func (p *Pool) warm(ctx context.Context) (*sandbox, error) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	sb, err := p.c.create(cctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if _, err = p.c.ensureWorker(ctx, sb, p.sum); err != nil {
+		p.killNow(sb)
+		return nil, err
+	}
+	return sb, nil
+}
+
+func (p *Pool) killNow(sb *sandbox) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return p.c.kill(ctx, sb.ID)
+}
+
+// put makes sb available, or kills it if the pool has closed.
+func (p *Pool) put(sb *sandbox) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.killNow(sb)
+		return
+	}
+	p.idle[sb.ID] = sb
+	p.mu.Unlock()
+	p.ready <- sb // never blocks: at most size sandboxes are idle
+}
+
+// refill warms one replacement, retrying with backoff until it succeeds
+// or the pool closes.
+func (p *Pool) refill() {
+	backoff := p.c.retry.base
+	for {
+		sb, err := p.warm(p.ctx)
+		if err == nil {
+			p.put(sb)
+			return
+		}
+		if p.ctx.Err() != nil {
+			return
+		}
+		p.mu.Lock()
+		p.lastErr = err
+		p.mu.Unlock()
+		if p.t.Logger != nil {
+			p.t.Logger.Warn("e2b: warming a pool sandbox failed; retrying", "err", err, "backoff", backoff)
+		}
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxRefillBackoff)
+	}
+}
+
+// refreshIdle keeps the idle sandboxes from expiring.
+func (p *Pool) refreshIdle() {
+	every := p.t.RefreshInterval
+	if every <= 0 {
+		every = time.Duration(p.t.timeoutSeconds()) * time.Second / 3
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		p.mu.Lock()
+		ids := make([]string, 0, len(p.idle))
+		for id := range p.idle {
+			ids = append(ids, id)
+		}
+		p.mu.Unlock()
+		for _, id := range ids {
+			ctx, cancel := context.WithTimeout(p.ctx, every)
+			err := p.c.setTimeout(ctx, id, p.t.timeoutSeconds())
+			cancel()
+			if err != nil && p.ctx.Err() == nil && p.t.Logger != nil {
+				p.t.Logger.Warn("e2b: refreshing an idle pool sandbox's timeout failed", "sandbox", id, "err", err)
+			}
+		}
+	}
+}
+
+// Start takes a warm sandbox, waiting for one if all are in use, starts a
+// fresh worker in it and returns its *Process; a replacement is warmed in
+// the background. ctx bounds the wait and the start. If the worker cannot
+// be started, the sandbox is killed.
+func (p *Pool) Start(ctx context.Context) (transport.Process, error) {
+	env, err := p.c.workerEnv()
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	var sb *sandbox
+	for sb == nil {
+		select {
+		case sb = <-p.ready:
+		case <-p.ctx.Done():
+			return nil, ErrPoolClosed
+		case <-ctx.Done():
+			p.mu.Lock()
+			last := p.lastErr
+			p.mu.Unlock()
+			if last != nil {
+				return nil, fmt.Errorf("e2b: waiting for a warm sandbox: %w (the last warm-up failed: %w)", ctx.Err(), last)
+			}
+			return nil, fmt.Errorf("e2b: waiting for a warm sandbox: %w", ctx.Err())
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrPoolClosed
+		}
+		if _, ok := p.idle[sb.ID]; !ok {
+			sb = nil // not ours any more; cannot happen while open
+		} else {
+			delete(p.idle, sb.ID)
+			p.bg.Go(p.refill)
+		}
+		p.mu.Unlock()
+	}
+	tm := Timings{Pooled: true, Wait: time.Since(t0)}
+	proc, err := p.c.launch(ctx, sb, env, &tm)
+	if err != nil {
+		if kerr := p.killNow(sb); kerr != nil {
+			err = errors.Join(err, fmt.Errorf("e2b: and killing sandbox %s after the failed start failed too: %w", sb.ID, kerr))
+		}
+		return nil, err
+	}
+	return proc, nil
+}
+
+// Close stops warming, kills the idle sandboxes and waits for warm-ups in
+// flight, whose sandboxes it kills too. Sandboxes handed out to sessions
+// are left to their Process's Close. Close is idempotent; every call
+// returns the same error.
+func (p *Pool) Close() error {
+	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		idle := p.idle
+		p.idle = map[string]*sandbox{}
+		p.mu.Unlock()
+		p.cancel()
+		p.bg.Wait()
+		var errs []error
+		for _, sb := range idle {
+			if err := p.killNow(sb); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		p.closeErr = errors.Join(errs...)
+	})
+	return p.closeErr
+}
