@@ -149,6 +149,13 @@ func ParseResponse(frame []byte) (id uint64, result, errObj []byte, ok bool) {
 	}
 	if errObj != nil {
 		result = nil
+		// Error responses are rare: let encoding/json judge the object,
+		// so that one jsonrpc2 would refuse (a string code, say) takes
+		// the slow path and its protocol error.
+		var e jsonrpc2.Error
+		if json.Unmarshal(errObj, &e) != nil {
+			return 0, nil, nil, false
+		}
 	}
 	return id, result, errObj, seenID && (result != nil || errObj != nil)
 }
