@@ -180,10 +180,12 @@ func (s *Stream) readLine() ([]byte, error) {
 			return nil, s.tooLarge(s.line[:n], n)
 		}
 		return s.line[:n], nil
+	case err == io.EOF && len(s.line) > s.max:
+		// Over the cap even if blank, as a terminated line would be and
+		// whatever the buffer size was.
+		return nil, s.tooLarge(s.line, len(s.line))
 	case err == io.EOF && len(bytes.TrimSpace(s.line)) == 0:
 		return nil, io.EOF
-	case err == io.EOF && len(s.line) > s.max:
-		return nil, s.tooLarge(s.line, len(s.line))
 	case err == io.EOF:
 		return nil, &FrameError{Op: "read", Reason: "stream ended inside a frame",
 			Size: len(s.line), Quote: quote(s.line), Err: io.ErrUnexpectedEOF}
