@@ -2,6 +2,7 @@ package tproxy
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -94,7 +95,7 @@ func (m Manifest) Order() ([]StepSpec, error) {
 	// An input must come from a step that has run: one the consumer needs.
 	for _, st := range m.Steps {
 		anc := ancestors(m.Steps, index, st.ID)
-		for _, name := range sortedKeys(st.Inputs) {
+		for _, name := range slices.Sorted(maps.Keys(st.Inputs)) {
 			ref := st.Inputs[name]
 			switch _, known := index[ref.FromStep]; {
 			case ref.FromStep == "" || ref.Key == "":
@@ -113,15 +114,6 @@ func uniq(s []string) []string {
 	out := slices.Clone(s)
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // findCycle returns the ids of a dependency cycle, first id repeated at the

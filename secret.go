@@ -129,6 +129,21 @@ func (m *Masker) Config(cfg map[string]any) map[string]any {
 	if m == nil || cfg == nil {
 		return cfg
 	}
+	m.Learn(cfg)
+	// Mask a private deep copy: setPointer writes in place.
+	out, _ := m.Value(deepCopy(cfg)).(map[string]any)
+	for _, toks := range m.pointers {
+		setPointer(out, toks, Masked)
+	}
+	return out
+}
+
+// Learn makes m mask the secret values of cfg (under secret keys, at m's
+// pointers) from now on, without copying cfg.
+func (m *Masker) Learn(cfg map[string]any) {
+	if m == nil || cfg == nil {
+		return
+	}
 	var found []string
 	collectSecrets(m, cfg, false, &found)
 	for _, toks := range m.pointers {
@@ -137,12 +152,6 @@ func (m *Masker) Config(cfg map[string]any) map[string]any {
 		}
 	}
 	m.learn(found)
-	// Mask a private deep copy: setPointer writes in place.
-	out, _ := m.Value(deepCopy(cfg)).(map[string]any)
-	for _, toks := range m.pointers {
-		setPointer(out, toks, Masked)
-	}
-	return out
 }
 
 // AddValues makes m mask each of values as a secret.

@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tproxy/tproxy"
@@ -193,7 +194,7 @@ func (r *Run) prepare(ctx context.Context) error {
 		return err
 	}
 	r.masker = m
-	m.Config(r.spec.Config)
+	m.Learn(r.spec.Config)
 	masked := r.spec.Manifest
 	masked.Steps = slices.Clone(masked.Steps)
 	for i := range masked.Steps {
@@ -377,14 +378,12 @@ func (r *Run) skipReason(a tproxy.Artifact) string {
 		if ok, _ := path.Match(pat, a.Path); ok {
 			return ""
 		}
-		if ok, _ := path.Match(pat, path.Base(a.Path)); ok && !containsSlash(pat) {
+		if ok, _ := path.Match(pat, path.Base(a.Path)); ok && !strings.Contains(pat, "/") {
 			return ""
 		}
 	}
 	return "matches no include pattern"
 }
-
-func containsSlash(s string) bool { return slices.Contains([]byte(s), '/') }
 
 func (r *Run) fetchOne(ctx context.Context, root *os.Root, stepID string, a tproxy.Artifact) error {
 	if d := path.Dir(a.Path); d != "." {

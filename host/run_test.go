@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -143,7 +144,7 @@ func TestRunParity(t *testing.T) {
 		t.Errorf("artifacts differ (-in-process +subprocess):\n%s", d)
 	}
 	if got := memFiles["report/deep/er/notes.txt"]; got != "ok" {
-		t.Errorf("report/deep/er/notes.txt = %q; artifacts: %v", got, slices.Sorted(mapsKeys(memFiles)))
+		t.Errorf("report/deep/er/notes.txt = %q; artifacts: %v", got, slices.Sorted(maps.Keys(memFiles)))
 	}
 	if got := memFiles["transform/cleaned_config.json"]; !strings.Contains(got, `"min_amount": 20`) {
 		t.Errorf("transform/cleaned_config.json = %q", got)
@@ -175,16 +176,6 @@ func phase(l map[string]any) string {
 		return ":" + p
 	}
 	return ""
-}
-
-func mapsKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // TestRunInvalidManifest: each fails before any step runs, names the

@@ -76,9 +76,9 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 		return nil, invalidParams(tproxy.MethodPrepare, err)
 	}
 	// Learn every secret the session will see before anything is sent.
-	masker.Config(p.Config)
+	masker.Learn(p.Config)
 	for _, st := range p.Manifest.Steps {
-		masker.Config(st.Config)
+		masker.Learn(st.Config)
 	}
 	var level slog.Level
 	if p.LogLevel != "" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -128,14 +129,14 @@ func filterAggregate(ctx context.Context, s *worker.Step) error {
 		min *big.Rat
 	}
 	var conds []cond
-	for _, k := range sortedKeys(cfg.Where) {
+	for _, k := range slices.Sorted(maps.Keys(cfg.Where)) {
 		i, err := t.column(k)
 		if err != nil {
 			return fmt.Errorf("filter_aggregate: where: %w", err)
 		}
 		conds = append(conds, cond{col: i, val: cfg.Where[k]})
 	}
-	for _, k := range sortedKeys(cfg.Min) {
+	for _, k := range slices.Sorted(maps.Keys(cfg.Min)) {
 		i, err := t.column(k)
 		if err != nil {
 			return fmt.Errorf("filter_aggregate: min: %w", err)
@@ -199,7 +200,7 @@ rows:
 	for _, sm := range cfg.Sum {
 		out.Header = append(out.Header, sm.As)
 	}
-	for _, key := range sortedKeys(counts) {
+	for _, key := range slices.Sorted(maps.Keys(counts)) {
 		row := []string{key, fmt.Sprint(counts[key])}
 		for j, v := range sums[key] {
 			row = append(row, decimal(v, cfg.Sum[j].Decimals))
@@ -252,13 +253,4 @@ func csvWrite(ctx context.Context, s *worker.Step) error {
 	s.Metric("rows_written", float64(len(t.Rows)), worker.Unit("rows"))
 	s.SetRows(int64(len(t.Rows)))
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
