@@ -303,6 +303,15 @@ func TestRemoteErrors(t *testing.T) {
 	if got := code(err); got != tproxy.CodeMethodNotFound {
 		t.Errorf("unknown method: code %d", got)
 	}
+	// Params that cannot be encoded fail the call before anything is
+	// written; the connection goes on.
+	var ute *json.UnsupportedTypeError
+	if err := c.Call(ctx, "ping", map[string]any{"f": func() {}}, nil); !errors.As(err, &ute) || !strings.Contains(err.Error(), "ping: encoding params") {
+		t.Errorf("unencodable params: %v, want a *json.UnsupportedTypeError naming the method", err)
+	}
+	if _, err := c.Ping(ctx, "after"); err != nil {
+		t.Errorf("ping after unencodable params: %v", err)
+	}
 }
 
 // fakeWorker serves the host with hand-written bytes: it answers the first
