@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
 
@@ -30,8 +31,9 @@ func artifactDir(dir, stepID string) string { return filepath.Join(dir, "artifac
 // writeCleanedConfig writes the masked config as the step's first artifact.
 // A file already holding exactly those bytes (the same step run again) is
 // left as it is: rewriting it costs far more than reading it (on ext4 a
-// truncating rewrite cost ~200 µs against ~12 µs for the read).
-func writeCleanedConfig(dir string, cfg map[string]any) error {
+// truncating rewrite cost ~200 µs against ~12 µs for the read), and a
+// file whose stamp in hashes is unchanged need not even be read.
+func writeCleanedConfig(dir string, cfg map[string]any, hashes hashCache) error {
 	if cfg == nil {
 		cfg = map[string]any{}
 	}
@@ -40,6 +42,13 @@ func writeCleanedConfig(dir string, cfg map[string]any) error {
 		return err
 	}
 	b = append(b, '\n')
+	name := filepath.Join(dir, CleanedConfigFile)
+	if fi, err := os.Lstat(name); err == nil && fi.Mode().IsRegular() {
+		sum := sha256.Sum256(b)
+		if old, ok := hashes.lookup(name, fi); ok && old == hex.EncodeToString(sum[:]) {
+			return nil
+		}
+	}
 	// Through os.Root: a symlink a driver left in the directory cannot
 	// redirect the write outside it.
 	root, err := os.OpenRoot(dir)
@@ -56,8 +65,9 @@ func writeCleanedConfig(dir string, cfg map[string]any) error {
 // listArtifacts describes the regular files under dir, sorted by path. A
 // symlink is listed only when it resolves to a regular file inside dir;
 // one that points elsewhere is refused: refuse is called with its path and
-// the reason, and it is left out.
-func listArtifacts(dir string, refuse func(path, reason string)) ([]tproxy.Artifact, error) {
+// the reason, and it is left out. Hashes are looked up in, and added to,
+// hashes.
+func listArtifacts(dir string, refuse func(path, reason string), hashes hashCache) ([]tproxy.Artifact, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
@@ -85,7 +95,7 @@ func listArtifacts(dir string, refuse func(path, reason string)) ([]tproxy.Artif
 			refuse(p, "not a regular file")
 			return nil
 		}
-		a, err := describe(root, p)
+		a, err := describe(root, dir, p, hashes)
 		if err != nil {
 			return err
 		}
@@ -96,18 +106,37 @@ func listArtifacts(dir string, refuse func(path, reason string)) ([]tproxy.Artif
 	return out, err
 }
 
-func describe(root *os.Root, p string) (tproxy.Artifact, error) {
+// describe hashes file p of root, which is directory dir, unless hashes
+// knows it unchanged.
+func describe(root *os.Root, dir, p string, hashes hashCache) (tproxy.Artifact, error) {
+	key := filepath.Join(dir, p)
+	if fi, err := root.Stat(p); err == nil && fi.Mode().IsRegular() {
+		if sum, ok := hashes.lookup(key, fi); ok {
+			return tproxy.Artifact{Path: p, Size: fi.Size(), SHA256: sum}, nil
+		}
+	}
+	before := time.Now()
 	f, err := root.Open(p)
 	if err != nil {
 		return tproxy.Artifact{}, err
 	}
 	defer f.Close()
+	// The stamp of the file opened, taken before reading it: a change
+	// during the read leaves a stamp that no longer matches.
+	fi, err := f.Stat()
+	if err != nil {
+		return tproxy.Artifact{}, err
+	}
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
 		return tproxy.Artifact{}, fmt.Errorf("hashing artifact %s: %w", p, err)
 	}
-	return tproxy.Artifact{Path: p, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+	sum := hex.EncodeToString(h.Sum(nil))
+	if n == fi.Size() {
+		hashes.store(key, fi, sum, before)
+	}
+	return tproxy.Artifact{Path: p, Size: n, SHA256: sum}, nil
 }
 
 // fetchArtifact serves one chunk of an artifact of a step of the session.

@@ -38,6 +38,7 @@ type session struct {
 	executed  int // steps that succeeded
 	totalRows int64
 	outputs   map[string]map[string]any // step id → output key → value
+	hashes    hashCache                 // of the files under dir
 }
 
 func (ss *session) removeDir(log *slog.Logger) {
@@ -47,7 +48,7 @@ func (ss *session) removeDir(log *slog.Logger) {
 	if err := os.RemoveAll(ss.dir); err != nil {
 		log.Warn("tproxy/worker: removing the session directory failed", "dir", ss.dir, "err", err)
 	}
-	ss.dir = ""
+	ss.dir, ss.hashes = "", nil
 }
 
 func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.PrepareResult, error) {
@@ -91,7 +92,7 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 		if err != nil {
 			return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("creating the session directory: %v", err)}
 		}
-		ss.dir = dir
+		ss.dir, ss.hashes = dir, hashCache{}
 	}
 	ss.id, ss.prepared, ss.cleaned = p.SessionID, true, false
 	ss.manifest, ss.config, ss.level, ss.masker = p.Manifest, p.Config, level, masker
@@ -175,7 +176,7 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	}
 	cleaned := ss.masker.Config(p.Config)
 	s.setMasker(ss.masker) // the step's config may have named new secrets
-	if err := writeCleanedConfig(artDir, cleaned); err != nil {
+	if err := writeCleanedConfig(artDir, cleaned, ss.hashes); err != nil {
 		return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("step %q: writing %s: %v", p.StepID, CleanedConfigFile, err)}
 	}
 
@@ -350,7 +351,7 @@ func (s *server) artifacts(ctx context.Context, stepID, dir string) []tproxy.Art
 		sink.Event(ctx, tproxy.Event{Name: "artifact_refused", Timestamp: time.Now().UTC(), StepID: stepID,
 			Data: map[string]any{"path": path, "reason": reason}})
 	}
-	arts, err := listArtifacts(dir, refuse)
+	arts, err := listArtifacts(dir, refuse, s.sess.hashes)
 	if err != nil {
 		refuse(".", fmt.Sprintf("listing the artifact directory: %v", err))
 	}
