@@ -304,6 +304,31 @@ func (s *Stream) WriteFrame(frame []byte) error {
 	return s.queueLocked(frame)
 }
 
+// WriteFrames writes one or more already-encoded messages at once: frames
+// is their lines, each a single line of JSON ending in a newline. They go
+// out together, in one Write with whatever else is queued, so a peer
+// reading them wakes once for all. Each frame is checked against the cap
+// first; if one is over it, nothing is written and the FrameError names
+// it.
+func (s *Stream) WriteFrames(frames []byte) error {
+	if len(frames) == 0 {
+		return nil
+	}
+	if frames[len(frames)-1] != '\n' {
+		return &FrameError{Op: "write", Reason: "frames do not end in a newline", Size: len(frames), Quote: quote(frames)}
+	}
+	for rest := frames; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		if i > s.max {
+			return &FrameError{Op: "write", Reason: "frame too large", Size: i, Limit: s.max, Quote: quote(rest), Err: ErrFrameTooLarge}
+		}
+		rest = rest[i+1:]
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.enqueueLocked(frames)
+}
+
 // WriteNotification queues the JSON-RPC 2.0 notification of method with
 // params: the same bytes that jsonrpc2's Conn.Notify writes through
 // WriteObject, encoded by AppendNotification without jsonrpc2's maps. It
@@ -369,6 +394,11 @@ func (s *Stream) queueLocked(line []byte) error {
 	if n := len(line) - 1; n > s.max {
 		return &FrameError{Op: "write", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(line), Err: ErrFrameTooLarge}
 	}
+	return s.enqueueLocked(line)
+}
+
+// enqueueLocked is queueLocked for frames already checked against the cap.
+func (s *Stream) enqueueLocked(line []byte) error {
 	if s.werr != nil {
 		return s.werr
 	}

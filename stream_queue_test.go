@@ -140,3 +140,33 @@ func TestStreamGrowsReadBuffer(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamWriteFrames: several frames go out in one Write; a frame over
+// the cap, or bytes not ending in a newline, write nothing.
+func TestStreamWriteFrames(t *testing.T) {
+	w := &slowWriter{}
+	s := tproxy.NewStream(w, 16)
+	if err := s.WriteFrames([]byte("{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n")); err != nil {
+		t.Fatal(err)
+	}
+	if w.buf.String() != "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n" || w.writes != 1 {
+		t.Errorf("wrote %q in %d writes, want the three frames in one", w.buf.String(), w.writes)
+	}
+	for _, bad := range []string{
+		"{\"a\":1}\n{\"big\":\"0123456789\"}\n{\"c\":3}\n",
+		"{\"a\":1}\n{\"b\":2}",
+	} {
+		err := s.WriteFrames([]byte(bad))
+		var fe *tproxy.FrameError
+		if !errors.As(err, &fe) || fe.Op != "write" {
+			t.Errorf("WriteFrames(%q) = %v, want a write FrameError", bad, err)
+		}
+	}
+	if err := s.WriteFrames([]byte("{\"a\":1}\n{\"big\":\"0123456789\"}\n")); !errors.Is(err, tproxy.ErrFrameTooLarge) ||
+		!strings.Contains(err.Error(), "cap 16") {
+		t.Errorf("oversize frame: %v, want ErrFrameTooLarge naming the cap", err)
+	}
+	if w.writes != 1 {
+		t.Errorf("refused frames were written: %d writes, %q", w.writes, w.buf.String())
+	}
+}

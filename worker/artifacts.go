@@ -32,8 +32,8 @@ func artifactDir(dir, stepID string) string { return filepath.Join(dir, "artifac
 // A file already holding exactly those bytes (the same step run again) is
 // left as it is: rewriting it costs far more than reading it (on ext4 a
 // truncating rewrite cost ~200 µs against ~12 µs for the read), and a
-// file whose stamp in hashes is unchanged need not even be read.
-func writeCleanedConfig(dir string, cfg map[string]any, hashes hashCache) error {
+// file whose stamp in cache is unchanged need not even be read.
+func writeCleanedConfig(dir string, cfg map[string]any, cache *artifactCache) error {
 	if cfg == nil {
 		cfg = map[string]any{}
 	}
@@ -45,7 +45,7 @@ func writeCleanedConfig(dir string, cfg map[string]any, hashes hashCache) error 
 	name := filepath.Join(dir, CleanedConfigFile)
 	if fi, err := os.Lstat(name); err == nil && fi.Mode().IsRegular() {
 		sum := sha256.Sum256(b)
-		if old, ok := hashes.lookup(name, fi); ok && old == hex.EncodeToString(sum[:]) {
+		if old, ok := cache.hash(name, fi); ok && old == hex.EncodeToString(sum[:]) {
 			return nil
 		}
 	}
@@ -65,78 +65,109 @@ func writeCleanedConfig(dir string, cfg map[string]any, hashes hashCache) error 
 // listArtifacts describes the regular files under dir, sorted by path. A
 // symlink is listed only when it resolves to a regular file inside dir;
 // one that points elsewhere is refused: refuse is called with its path and
-// the reason, and it is left out. Hashes are looked up in, and added to,
-// hashes.
-func listArtifacts(dir string, refuse func(path, reason string), hashes hashCache) ([]tproxy.Artifact, error) {
+// the reason, and it is left out. What cache knows unchanged is not looked
+// at again; what is learnt is added to it.
+func listArtifacts(dir string, refuse func(path, reason string), cache *artifactCache) ([]tproxy.Artifact, error) {
+	if arts, ok := cache.listing(dir); ok {
+		return arts, nil
+	}
+	before := time.Now()
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
-	var out []tproxy.Artifact
+	var (
+		out     []tproxy.Artifact
+		walked  []stamped
+		refused bool
+	)
+	stamp := func(p string, isDir bool, fi fs.FileInfo) {
+		if st, ok := stampOf(fi); ok {
+			walked = append(walked, stamped{path: filepath.Join(dir, p), dir: isDir, stamp: st})
+		} else {
+			refused = true // nothing to go on: do not remember the listing
+		}
+	}
 	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		switch {
 		case d.IsDir():
+			// Stamped before its entries are read: an entry added
+			// meanwhile moves the stamp.
+			fi, err := root.Lstat(p)
+			if err != nil {
+				return err
+			}
+			stamp(p, true, fi)
 			return nil
 		case d.Type()&fs.ModeSymlink != 0:
 			fi, err := root.Stat(p)
 			if err != nil {
+				refused = true
 				refuse(p, fmt.Sprintf("symlink does not resolve inside the artifact directory: %v", err))
 				return nil
 			}
 			if !fi.Mode().IsRegular() {
+				refused = true
 				refuse(p, "symlink to something other than a regular file")
 				return nil
 			}
 		case !d.Type().IsRegular():
+			refused = true
 			refuse(p, "not a regular file")
 			return nil
 		}
-		a, err := describe(root, dir, p, hashes)
+		a, fi, err := describe(root, dir, p, cache)
 		if err != nil {
 			return err
 		}
+		stamp(p, false, fi)
 		out = append(out, a)
 		return nil
 	})
 	slices.SortFunc(out, func(a, b tproxy.Artifact) int { return strings.Compare(a.Path, b.Path) })
+	if err == nil && !refused {
+		// A listing with refusals is made again, to report them again.
+		cache.rememberListing(dir, walked, out, before)
+	}
 	return out, err
 }
 
-// describe hashes file p of root, which is directory dir, unless hashes
-// knows it unchanged.
-func describe(root *os.Root, dir, p string, hashes hashCache) (tproxy.Artifact, error) {
+// describe hashes file p of root, which is directory dir, unless cache
+// knows it unchanged. It returns the file's stat, taken before it was
+// read.
+func describe(root *os.Root, dir, p string, cache *artifactCache) (tproxy.Artifact, fs.FileInfo, error) {
 	key := filepath.Join(dir, p)
 	if fi, err := root.Stat(p); err == nil && fi.Mode().IsRegular() {
-		if sum, ok := hashes.lookup(key, fi); ok {
-			return tproxy.Artifact{Path: p, Size: fi.Size(), SHA256: sum}, nil
+		if sum, ok := cache.hash(key, fi); ok {
+			return tproxy.Artifact{Path: p, Size: fi.Size(), SHA256: sum}, fi, nil
 		}
 	}
 	before := time.Now()
 	f, err := root.Open(p)
 	if err != nil {
-		return tproxy.Artifact{}, err
+		return tproxy.Artifact{}, nil, err
 	}
 	defer f.Close()
 	// The stamp of the file opened, taken before reading it: a change
 	// during the read leaves a stamp that no longer matches.
 	fi, err := f.Stat()
 	if err != nil {
-		return tproxy.Artifact{}, err
+		return tproxy.Artifact{}, nil, err
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
-		return tproxy.Artifact{}, fmt.Errorf("hashing artifact %s: %w", p, err)
+		return tproxy.Artifact{}, nil, fmt.Errorf("hashing artifact %s: %w", p, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if n == fi.Size() {
-		hashes.store(key, fi, sum, before)
+		cache.rememberHash(key, fi, sum, before)
 	}
-	return tproxy.Artifact{Path: p, Size: n, SHA256: sum}, nil
+	return tproxy.Artifact{Path: p, Size: n, SHA256: sum}, fi, nil
 }
 
 // fetchArtifact serves one chunk of an artifact of a step of the session.

@@ -3,11 +3,14 @@ package worker
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func sha(s string) string {
@@ -15,57 +18,72 @@ func sha(s string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// TestHashCache: a file's hash is remembered once the file has been left
-// alone for racyWindow, and recomputed whenever its content changed, even
-// to the same size, and however soon after it was described.
-func TestHashCache(t *testing.T) {
+// TestArtifactCache: hashes and listings are remembered once what they
+// describe has been left alone for racyWindow, and made again whenever a
+// file's content or a directory's entries changed, even to the same size,
+// and however soon after they were described.
+func TestArtifactCache(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("file stamps are read on Linux only; elsewhere nothing is cached")
 	}
 	dir := t.TempDir()
-	name := filepath.Join(dir, "a.txt")
-	write := func(s string) {
+	write := func(name, s string) {
 		t.Helper()
-		if err := os.WriteFile(name, []byte(s), 0o644); err != nil {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	hashes := hashCache{}
-	list := func(want string) {
+	cache := &artifactCache{}
+	list := func(want ...string) { // path, content, path, content...
 		t.Helper()
-		arts, err := listArtifacts(dir, func(p, r string) { t.Errorf("refused %s: %s", p, r) }, hashes)
+		arts, err := listArtifacts(dir, func(p, r string) { t.Errorf("refused %s: %s", p, r) }, cache)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(arts) != 1 || arts[0].SHA256 != sha(want) || arts[0].Size != int64(len(want)) {
-			t.Fatalf("artifacts %+v, want a.txt holding %q", arts, want)
+		var got, exp []string
+		for _, a := range arts {
+			got = append(got, fmt.Sprintf("%s %d %s", a.Path, a.Size, a.SHA256))
+		}
+		for i := 0; i < len(want); i += 2 {
+			exp = append(exp, fmt.Sprintf("%s %d %s", want[i], len(want[i+1]), sha(want[i+1])))
+		}
+		if d := cmp.Diff(exp, got); d != "" {
+			t.Fatalf("artifacts (-want +got):\n%s", d)
 		}
 	}
+	settle := func() { time.Sleep(racyWindow + 50*time.Millisecond) }
 
 	// Changed again and again within the racy window: never trusted.
 	for _, s := range []string{"one", "two", "six"} {
-		write(s)
-		list(s)
-		if _, ok := hashes[name]; ok {
-			t.Fatalf("hash of a file changed just now was remembered")
+		write("a.txt", s)
+		write("sub/b.txt", s)
+		list("a.txt", s, "sub/b.txt", s)
+		if len(cache.files)+len(cache.lists) != 0 {
+			t.Fatalf("something changed just now was remembered: %+v", cache)
 		}
 	}
-	// Left alone: remembered, and then found by its stamp.
-	time.Sleep(racyWindow + 50*time.Millisecond)
-	list("six")
-	if h, ok := hashes[name]; !ok || h.sum != sha("six") {
-		t.Fatalf("hash of a file left alone for %v not remembered: %+v", racyWindow, hashes)
+	// Left alone: remembered. A planted hash shows the next listing is
+	// the remembered one.
+	settle()
+	list("a.txt", "six", "sub/b.txt", "six")
+	l := cache.lists[dir]
+	if l == nil || len(cache.files) != 2 {
+		t.Fatalf("listing and hashes of files left alone for %v not remembered: %+v", racyWindow, cache)
 	}
-	// Planting a wrong hash shows that the next listing uses the cache.
-	h := hashes[name]
-	h.sum = sha("planted")
-	hashes[name] = h
-	arts, err := listArtifacts(dir, nil, hashes)
-	if err != nil || len(arts) != 1 || arts[0].SHA256 != sha("planted") {
-		t.Fatalf("listing did not use the remembered hash: %+v, %v", arts, err)
+	l.artifacts[0].SHA256 = sha("planted")
+	if arts, _ := listArtifacts(dir, nil, cache); arts[0].SHA256 != sha("planted") {
+		t.Fatalf("listing not taken from the cache: %+v", arts)
 	}
-	// Changed in place to the same size: the stamp moved, the hash is new.
-	f, err := os.OpenFile(name, os.O_WRONLY, 0)
+	// A file added in a subdirectory moves only that directory's stamp.
+	write("sub/c.txt", "new")
+	list("a.txt", "six", "sub/b.txt", "six", "sub/c.txt", "new")
+	// Changed in place to the same size: its stamp moved.
+	settle()
+	list("a.txt", "six", "sub/b.txt", "six", "sub/c.txt", "new")
+	f, err := os.OpenFile(filepath.Join(dir, "a.txt"), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,17 +91,23 @@ func TestHashCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	list("ten")
-	// Replaced by another file with the same content and times: a new
-	// inode, so hashed again.
-	other := filepath.Join(t.TempDir(), "b")
-	if err := os.WriteFile(other, []byte("new"), 0o644); err != nil {
+	list("a.txt", "ten", "sub/b.txt", "six", "sub/c.txt", "new")
+	// Replaced by another file: a new inode.
+	settle()
+	list("a.txt", "ten", "sub/b.txt", "six", "sub/c.txt", "new")
+	other := filepath.Join(t.TempDir(), "x")
+	if err := os.WriteFile(other, []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(other, name); err != nil {
+	if err := os.Rename(other, filepath.Join(dir, "sub", "b.txt")); err != nil {
 		t.Fatal(err)
 	}
-	list("new")
+	list("a.txt", "ten", "sub/b.txt", "old", "sub/c.txt", "new")
+	// Removed.
+	if err := os.Remove(filepath.Join(dir, "sub", "c.txt")); err != nil {
+		t.Fatal(err)
+	}
+	list("a.txt", "ten", "sub/b.txt", "old")
 }
 
 // TestWriteCleanedConfigUsesStamp: once cleaned_config.json's hash is
@@ -95,26 +119,26 @@ func TestWriteCleanedConfigUsesStamp(t *testing.T) {
 	}
 	dir := t.TempDir()
 	name := filepath.Join(dir, CleanedConfigFile)
-	hashes := hashCache{}
+	cache := &artifactCache{}
 	cfg := map[string]any{"k": "v"}
 	want := "{\n  \"k\": \"v\"\n}\n"
-	if err := writeCleanedConfig(dir, cfg, hashes); err != nil {
+	if err := writeCleanedConfig(dir, cfg, cache); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(racyWindow + 50*time.Millisecond)
-	if _, err := listArtifacts(dir, nil, hashes); err != nil {
+	if _, err := listArtifacts(dir, nil, cache); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := hashes[name]; !ok {
+	if _, ok := cache.files[name]; !ok {
 		t.Fatal("cleaned_config.json's hash not remembered")
 	}
 	// A planted hash shows the file is not read back: its stamp is
 	// unchanged, so the remembered hash is taken as its content's.
 	other := map[string]any{"k": "w"}
-	h := hashes[name]
+	h := cache.files[name]
 	h.sum = sha("{\n  \"k\": \"w\"\n}\n")
-	hashes[name] = h
-	if err := writeCleanedConfig(dir, other, hashes); err != nil {
+	cache.files[name] = h
+	if err := writeCleanedConfig(dir, other, cache); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(name); string(b) != want {
@@ -126,7 +150,7 @@ func TestWriteCleanedConfigUsesStamp(t *testing.T) {
 	if err := os.WriteFile(name, edited, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeCleanedConfig(dir, cfg, hashes); err != nil {
+	if err := writeCleanedConfig(dir, cfg, cache); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(name); string(b) != want {

@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -61,6 +63,53 @@ func (c connSink) Metric(ctx context.Context, m tproxy.Metric) error {
 
 // Flush is a no-op: each notification is written when it is emitted.
 func (c connSink) Flush() error { return nil }
+
+// batchSink collects notifications, encoded, to be written later in one
+// go with the response they precede (see server.reply). The runtime sends
+// what it emits after a step's driver has returned (artifact refusals,
+// the step's metrics, step_complete or step_failed) through one, so that
+// the host reads the end of a step and its response in one wake-up
+// instead of one per message. No driver code runs between those
+// notifications and the response: a driver's own notifications are
+// written as it emits them. It is used by the executor goroutine only.
+type batchSink struct {
+	buf []byte
+	max int // the stream's frame cap
+}
+
+func (b *batchSink) add(method string, params any) error {
+	n := len(b.buf)
+	buf, err := tproxy.AppendNotification(b.buf, method, params)
+	if err != nil {
+		return fmt.Errorf("tproxy: encode message: %w", err)
+	}
+	if size := len(buf) - n - 1; size > b.max {
+		b.buf = buf[:n]
+		return &tproxy.FrameError{Op: "write", Reason: "frame too large", Size: size, Limit: b.max,
+			Quote: bytes.Clone(buf[n : n+min(size, 64)]), Err: tproxy.ErrFrameTooLarge}
+	}
+	b.buf = buf
+	return nil
+}
+
+// take returns what was collected and empties the sink; the returned
+// bytes are valid until the sink is next written to.
+func (b *batchSink) take() []byte {
+	buf := b.buf
+	b.buf = buf[:0]
+	return buf
+}
+
+func (b *batchSink) Event(_ context.Context, e tproxy.Event) error {
+	return b.add(tproxy.MethodEvent, e)
+}
+
+func (b *batchSink) Metric(_ context.Context, m tproxy.Metric) error {
+	return b.add(tproxy.MethodMetric, m)
+}
+
+// Flush is a no-op: server.reply writes what was collected.
+func (b *batchSink) Flush() error { return nil }
 
 // logHandler is a slog.Handler that sends records to the host as log
 // notifications.

@@ -42,7 +42,8 @@ type server struct {
 	readErr  error
 	connSet  chan struct{} // closed once conn is set
 
-	sess session // the executor's
+	sess session   // the executor's
+	tail batchSink // the executor's: notifications to send with the reply
 
 	onMasker func(*tproxy.Masker)   // told the session's masker; may be nil
 	beatStep atomic.Pointer[string] // the step a heartbeat names, if any
@@ -61,10 +62,12 @@ type job struct {
 }
 
 func newServer(w *Worker, rwc io.ReadWriteCloser) *server {
+	stream := tproxy.NewStream(rwc, w.MaxFrameSize)
 	return &server{
 		w:        w,
 		rwc:      rwc,
-		stream:   tproxy.NewStream(rwc, w.MaxFrameSize),
+		stream:   stream,
+		tail:     batchSink{max: stream.MaxFrameSize()},
 		log:      w.logger(),
 		inflight: map[jsonrpc2.ID]context.CancelFunc{},
 		drained:  make(chan struct{}),
@@ -168,7 +171,7 @@ func (s *server) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.
 	}
 	if req.Method == tproxy.MethodPing {
 		res, err := s.ping(req.Params)
-		s.reply(conn, req.ID, res, err)
+		s.reply(req.ID, res, err, nil)
 		return
 	}
 	jctx, cancel := context.WithCancel(s.ctx)
@@ -225,7 +228,7 @@ func (s *server) execute() {
 		// result to encode) from a hung worker.
 		stopBeat := s.heartbeats(s.ctx)
 		res, err := s.dispatch(j)
-		s.reply(s.conn.Conn, j.req.ID, res, err)
+		s.reply(j.req.ID, res, err, s.tail.take())
 		stopBeat()
 		s.beatStep.Store(nil)
 		j.cancel()
@@ -289,21 +292,42 @@ func errCancelled(method string) *jsonrpc2.Error {
 	return &jsonrpc2.Error{Code: tproxy.CodeRequestCancelled, Message: method + " cancelled by the host"}
 }
 
-func (s *server) reply(conn *jsonrpc2.Conn, id jsonrpc2.ID, res any, err error) {
+// reply sends the response to request id, after tail: notifications
+// already encoded, which go out in the same write as a successful
+// response. A result that cannot be encoded, or is over the frame cap, is
+// answered with an internal error instead, so that the host is not left
+// waiting.
+func (s *server) reply(id jsonrpc2.ID, res any, err error, tail []byte) {
+	if s.conn.closed() {
+		return
+	}
 	var sendErr error
+	if err == nil {
+		n := len(tail)
+		buf, encErr := tproxy.AppendResponse(tail, id, res)
+		switch {
+		case encErr != nil:
+			err = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("encoding the result: %v", encErr)}
+		case len(buf)-n-1 > s.stream.MaxFrameSize():
+			err = &jsonrpc2.Error{Code: tproxy.CodeInternalError,
+				Message: fmt.Sprintf("the result is %d bytes, over the frame cap of %d", len(buf)-n-1, s.stream.MaxFrameSize())}
+			tail = buf[:n]
+		default:
+			// What conn.Reply writes, without its re-encoding of the result.
+			sendErr = s.stream.WriteFrames(buf)
+		}
+	}
 	if err != nil {
+		if len(tail) > 0 {
+			sendErr = s.stream.WriteFrames(tail)
+		}
 		var rpcErr *jsonrpc2.Error
 		if !errors.As(err, &rpcErr) {
 			rpcErr = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: err.Error()}
 		}
-		sendErr = conn.ReplyWithError(s.ctx, id, rpcErr)
-	} else if s.conn.closed() {
-		sendErr = jsonrpc2.ErrClosed
-	} else {
-		// What conn.Reply writes, without its re-encoding of the result.
-		sendErr = s.stream.WriteResponse(id, res)
+		sendErr = errors.Join(sendErr, s.conn.Conn.ReplyWithError(s.ctx, id, rpcErr))
 	}
-	if sendErr != nil && !errors.Is(sendErr, jsonrpc2.ErrClosed) {
+	if sendErr != nil && !errors.Is(sendErr, jsonrpc2.ErrClosed) && !s.conn.closed() {
 		s.log.Error("tproxy/worker: sending a response failed", "id", id.String(), "err", sendErr)
 	}
 }

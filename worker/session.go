@@ -38,7 +38,7 @@ type session struct {
 	executed  int // steps that succeeded
 	totalRows int64
 	outputs   map[string]map[string]any // step id → output key → value
-	hashes    hashCache                 // of the files under dir
+	artifacts artifactCache             // of the files under dir
 }
 
 func (ss *session) removeDir(log *slog.Logger) {
@@ -48,7 +48,7 @@ func (ss *session) removeDir(log *slog.Logger) {
 	if err := os.RemoveAll(ss.dir); err != nil {
 		log.Warn("tproxy/worker: removing the session directory failed", "dir", ss.dir, "err", err)
 	}
-	ss.dir, ss.hashes = "", nil
+	ss.dir, ss.artifacts = "", artifactCache{}
 }
 
 func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.PrepareResult, error) {
@@ -92,7 +92,7 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 		if err != nil {
 			return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("creating the session directory: %v", err)}
 		}
-		ss.dir, ss.hashes = dir, hashCache{}
+		ss.dir = dir
 	}
 	ss.id, ss.prepared, ss.cleaned = p.SessionID, true, false
 	ss.manifest, ss.config, ss.level, ss.masker = p.Manifest, p.Config, level, masker
@@ -176,7 +176,7 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	}
 	cleaned := ss.masker.Config(p.Config)
 	s.setMasker(ss.masker) // the step's config may have named new secrets
-	if err := writeCleanedConfig(artDir, cleaned, ss.hashes); err != nil {
+	if err := writeCleanedConfig(artDir, cleaned, &ss.artifacts); err != nil {
 		return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("step %q: writing %s: %v", p.StepID, CleanedConfigFile, err)}
 	}
 
@@ -200,7 +200,9 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	durMS := elapsed.Milliseconds()
 	end := time.Now().UTC()
 
-	artifacts := s.artifacts(ctx, p.StepID, artDir)
+	// From here on, what the runtime sends goes out with the response.
+	sink = logsink.Mask(&s.tail, ss.masker)
+	artifacts := s.artifacts(ctx, sink, p.StepID, artDir)
 	if runErr != nil {
 		msg := ss.masker.String(runErr.Error())
 		failure := tproxy.StepFailure{StepID: p.StepID, ErrorType: errorType(runErr), Message: msg, Artifacts: artifacts}
@@ -343,15 +345,15 @@ func (s *server) sink() logsink.Sink {
 }
 
 // artifacts lists a finished step's artifacts. A file it cannot describe
-// is reported in an artifact_refused event rather than failing the step.
-func (s *server) artifacts(ctx context.Context, stepID, dir string) []tproxy.Artifact {
-	sink := s.sink()
+// is reported in an artifact_refused event to sink rather than failing the
+// step.
+func (s *server) artifacts(ctx context.Context, sink logsink.Sink, stepID, dir string) []tproxy.Artifact {
 	refuse := func(path, reason string) {
 		s.log.Warn("tproxy/worker: artifact refused", "step_id", stepID, "path", path, "reason", reason)
 		sink.Event(ctx, tproxy.Event{Name: "artifact_refused", Timestamp: time.Now().UTC(), StepID: stepID,
 			Data: map[string]any{"path": path, "reason": reason}})
 	}
-	arts, err := listArtifacts(dir, refuse, s.sess.hashes)
+	arts, err := listArtifacts(dir, refuse, &s.sess.artifacts)
 	if err != nil {
 		refuse(".", fmt.Sprintf("listing the artifact directory: %v", err))
 	}
