@@ -294,34 +294,38 @@ func errorType(err error) string {
 }
 
 // heartbeats sends a heartbeat every interval, naming the step in
-// beatStep if any, until the returned stop is called; stop returns once the
-// sender has exited.
+// beatStep if any, until the returned stop is called. It runs on a timer,
+// not a goroutine of its own: a request costs no goroutine start and no
+// hand-off to stop it. A beat already being sent when stop is called may
+// still go out; the host takes a late beat as a sign of life, nothing
+// more.
 func (s *server) heartbeats(ctx context.Context) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(s.w.heartbeat())
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				var stepID string
-				if id := s.beatStep.Load(); id != nil {
-					stepID = *id
-				}
-				s.conn.Notify(ctx, tproxy.MethodHeartbeat, tproxy.Heartbeat{Timestamp: now.UTC(), StepID: stepID})
-			}
+	interval := s.w.heartbeat()
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	beat := func() {
+		var stepID string
+		if id := s.beatStep.Load(); id != nil {
+			stepID = *id
 		}
-	}()
+		s.conn.Notify(ctx, tproxy.MethodHeartbeat, tproxy.Heartbeat{Timestamp: time.Now().UTC(), StepID: stepID})
+		mu.Lock()
+		if !stopped && ctx.Err() == nil {
+			t.Reset(interval)
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	t = time.AfterFunc(interval, beat)
+	mu.Unlock()
 	return func() {
-		close(done)
-		wg.Wait()
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
 	}
 }
 
