@@ -354,6 +354,13 @@ func (c *Client) wait(ctx context.Context, ch chan response, result any) error {
 	if result == nil || r.result == nil { // no result member: null
 		return nil
 	}
+	if u, ok := result.(json.Unmarshaler); ok {
+		// r.result is one valid JSON value (the read loop's parser, or
+		// jsonrpc2's decoder, checked it), which is all json.Unmarshal
+		// would add: it would scan it again first, taking longer than
+		// tproxy.PingResult's decoder itself.
+		return u.UnmarshalJSON(r.result)
+	}
 	return json.Unmarshal(r.result, result)
 }
 
