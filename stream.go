@@ -355,6 +355,58 @@ func (s *Stream) WriteNotification(method string, params any) error {
 	return s.queueLocked(line)
 }
 
+// QueueNotification is WriteNotification without the wait: it returns
+// once the notification is queued. If no write is in progress it starts
+// one, in a goroutine of its own that writes whatever is queued until
+// nothing is, so that an idle peer still gets the notification at once
+// and notifications queued meanwhile share a Write. Every other write
+// waits for what was queued before it, so a response never overtakes a
+// queued notification; Flush waits for all of it.
+//
+// The price of not waiting: a notification still queued when the process
+// ends abruptly (os.Exit, a crash, SIGKILL) is lost. A write error is
+// returned by the next call.
+func (s *Stream) QueueNotification(method string, params any) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for len(s.pending) >= maxQueued && s.werr == nil {
+		s.waitLocked()
+	}
+	if s.werr != nil {
+		return s.werr
+	}
+	line, err := AppendNotification(s.nbuf[:0], method, params)
+	if err != nil {
+		return fmt.Errorf("tproxy: encode message: %w", err)
+	}
+	s.nbuf = line[:0]
+	if n := len(line) - 1; n > s.max {
+		return &FrameError{Op: "write", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(line), Err: ErrFrameTooLarge}
+	}
+	s.pending = append(s.pending, line...)
+	s.queued += int64(len(line))
+	if !s.writing {
+		s.writing = true
+		go func() {
+			s.wmu.Lock()
+			defer s.wmu.Unlock()
+			s.drainLocked()
+		}()
+	}
+	return nil
+}
+
+// Flush waits until everything queued has been written, and returns the
+// first write error, if any.
+func (s *Stream) Flush() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for (s.writing || s.written < s.queued) && s.werr == nil {
+		s.waitLocked()
+	}
+	return s.werr
+}
+
 // WriteRequest writes req: the same bytes WriteObject writes for it,
 // encoded by AppendRequest (without jsonrpc2's map) when it can.
 func (s *Stream) WriteRequest(req *jsonrpc2.Request) error {

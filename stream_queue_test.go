@@ -170,3 +170,54 @@ func TestStreamWriteFrames(t *testing.T) {
 		t.Errorf("refused frames were written: %d writes, %q", w.writes, w.buf.String())
 	}
 }
+
+// TestStreamQueueNotification: queued notifications return before they
+// are written, share writes, and stay ahead of every frame written after
+// them; Flush waits for them; a write error reaches the next call.
+func TestStreamQueueNotification(t *testing.T) {
+	w := &slowWriter{}
+	s := tproxy.NewStream(w, 0)
+	const n = 2000
+	for i := range n {
+		if err := s.QueueNotification(tproxy.MethodHeartbeat, tproxy.Heartbeat{StepID: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.WriteFrame([]byte(`{"last":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	out, writes := w.buf.String(), w.writes
+	w.mu.Unlock()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != n+1 || lines[n] != `{"last":true}` {
+		t.Fatalf("%d lines, last %q; want %d notifications then the frame", len(lines), lines[len(lines)-1], n)
+	}
+	for i, l := range lines[:n] {
+		if !strings.HasSuffix(l, fmt.Sprintf(`"step_id":"%d"}}`, i)) {
+			t.Fatalf("line %d is %q: out of order", i, l)
+		}
+	}
+	if writes >= n/2 {
+		t.Errorf("%d writes for %d queued notifications: they were not coalesced", writes, n)
+	}
+
+	boom := errors.New("broken pipe")
+	bad := tproxy.NewStream(&slowWriter{fail: boom}, 0)
+	if err := bad.QueueNotification(tproxy.MethodHeartbeat, tproxy.Heartbeat{}); err != nil {
+		t.Fatalf("queueing: %v", err)
+	}
+	if err := bad.Flush(); !errors.Is(err, boom) {
+		t.Errorf("Flush after a failed write = %v, want %v", err, boom)
+	}
+	if err := bad.QueueNotification(tproxy.MethodHeartbeat, tproxy.Heartbeat{}); !errors.Is(err, boom) {
+		t.Errorf("QueueNotification after a failed write = %v, want %v", err, boom)
+	}
+	big := tproxy.NewStream(&slowWriter{}, 32)
+	if err := big.QueueNotification(tproxy.MethodHeartbeat, tproxy.Heartbeat{StepID: strings.Repeat("x", 40)}); !errors.Is(err, tproxy.ErrFrameTooLarge) {
+		t.Errorf("oversize notification: %v, want ErrFrameTooLarge", err)
+	}
+}

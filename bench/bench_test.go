@@ -149,8 +149,14 @@ func BenchmarkRawStreamToFile(b *testing.B) {
 // BenchmarkStreamEvents streams b.N events from one step in a worker
 // subprocess into events.jsonl; ExecStep returns once all are flushed.
 // x_raw is the rate's ratio to the raw stream's (goal ≥ 0.5).
-func BenchmarkStreamEvents(b *testing.B) {
-	h, err := bench.StartHost(b.TempDir())
+func BenchmarkStreamEvents(b *testing.B) { streamEvents(b, bench.StartHost) }
+
+// BenchmarkStreamEventsAsync is BenchmarkStreamEvents with the worker's
+// AsyncNotify.
+func BenchmarkStreamEventsAsync(b *testing.B) { streamEvents(b, bench.StartAsyncHost) }
+
+func streamEvents(b *testing.B, start func(string) (*bench.Host, error)) {
+	h, err := start(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -218,7 +224,7 @@ func TestSuiteRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Sessions.Sessions != 5 || r.HostRSS.PeakRSS <= 0 || r.EventsPerSec <= 0 {
+	if r.Sessions.Sessions != 5 || r.HostRSS.PeakRSS <= 0 || r.EventsPerSec <= 0 || r.AsyncEventsPerSec <= 0 {
 		t.Errorf("implausible report: %+v", r)
 	}
 	r.Print(os.Stderr)

@@ -55,7 +55,14 @@ func (l *latencySink) EventRaw(ctx context.Context, e *tproxy.RawEvent) error {
 
 // StartHost starts the worker, performs the handshake and prepares a
 // session whose log files are in dir.
-func StartHost(dir string) (*Host, error) {
+func StartHost(dir string) (*Host, error) { return startHost(dir, "worker") }
+
+// StartAsyncHost is StartHost with a worker whose notifications are
+// queued rather than written before Event returns (worker.Worker's
+// AsyncNotify).
+func StartAsyncHost(dir string) (*Host, error) { return startHost(dir, "worker-async") }
+
+func startHost(dir, role string) (*Host, error) {
 	ctx := context.Background()
 	exe, err := os.Executable()
 	if err != nil {
@@ -65,7 +72,7 @@ func StartHost(dir string) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &transport.Subprocess{Path: exe, Env: append(os.Environ(), roleEnv+"=worker"), Stderr: os.Stderr}
+	t := &transport.Subprocess{Path: exe, Env: append(os.Environ(), roleEnv+"="+role), Stderr: os.Stderr}
 	lat := &latencySink{Files: sink}
 	c, err := host.Start(ctx, t, host.WithSink(lat))
 	if err != nil {

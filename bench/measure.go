@@ -38,8 +38,10 @@ type Report struct {
 	// after a millisecond of idleness, to the host's sink receiving it.
 	IdleEventLatency             time.Duration
 	RawLinesPerSec, EventsPerSec float64
-	HostRSS, RawRSS              RSS
-	Sessions                     Sessions
+	// AsyncEventsPerSec is EventsPerSec with the worker's AsyncNotify.
+	AsyncEventsPerSec float64
+	HostRSS, RawRSS   RSS
+	Sessions          Sessions
 }
 
 // Run measures everything in cfg. Temporary files go under dir.
@@ -47,7 +49,7 @@ func Run(cfg Config, dir string) (*Report, error) {
 	var (
 		r                      Report
 		raw, ping, step, idleL []time.Duration
-		rawRate, evRate        []float64
+		rawRate, evRate, async []float64
 	)
 	for range cfg.Count {
 		d, err := os.MkdirTemp(dir, "run")
@@ -59,15 +61,15 @@ func Run(cfg Config, dir string) (*Report, error) {
 			return nil, err
 		}
 		raw, ping, step, idleL = append(raw, rp), append(ping, pg), append(step, st), append(idleL, il)
-		rr, er, err := streams(cfg.Events, d)
+		rr, er, ar, err := streams(cfg.Events, d)
 		if err != nil {
 			return nil, err
 		}
-		rawRate, evRate = append(rawRate, rr), append(evRate, er)
+		rawRate, evRate, async = append(rawRate, rr), append(evRate, er), append(async, ar)
 
 	}
 	r.RawPingPong, r.Ping, r.EmptyStep, r.IdleEventLatency = median(raw), median(ping), median(step), median(idleL)
-	r.RawLinesPerSec, r.EventsPerSec = median(rawRate), median(evRate)
+	r.RawLinesPerSec, r.EventsPerSec, r.AsyncEventsPerSec = median(rawRate), median(evRate), median(async)
 	var err error
 	if r.RawRSS, err = RawRSS(cfg.RSSEvents); err != nil {
 		return nil, err
@@ -104,25 +106,36 @@ func roundTrips(cfg Config, dir string) (raw, ping, step, idle time.Duration, er
 	return raw, ping, step, idle, errors.Join(err, h.Close())
 }
 
-func streams(n int, dir string) (rawRate, evRate float64, err error) {
+func streams(n int, dir string) (rawRate, evRate, asyncRate float64, err error) {
 	rs, err := StartRawStream(dir)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	t0 := time.Now()
 	err = rs.Stream(n)
 	rawRate = float64(n) / time.Since(t0).Seconds()
 	if err = errors.Join(err, rs.Close()); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	h, err := StartHost(dir)
-	if err != nil {
-		return 0, 0, err
+	rate := func(start func(string) (*Host, error)) (float64, error) {
+		d, err := os.MkdirTemp(dir, "events")
+		if err != nil {
+			return 0, err
+		}
+		h, err := start(d)
+		if err != nil {
+			return 0, err
+		}
+		t0 := time.Now()
+		err = h.Stream(n)
+		r := float64(n) / time.Since(t0).Seconds()
+		return r, errors.Join(err, h.Close())
 	}
-	t0 = time.Now()
-	err = h.Stream(n)
-	evRate = float64(n) / time.Since(t0).Seconds()
-	return rawRate, evRate, errors.Join(err, h.Close())
+	if evRate, err = rate(StartHost); err != nil {
+		return 0, 0, 0, err
+	}
+	asyncRate, err = rate(StartAsyncHost)
+	return rawRate, evRate, asyncRate, err
 }
 
 // Time runs f n times and returns the mean time per call.
@@ -161,6 +174,9 @@ func (r *Report) Print(w io.Writer) {
 	er := r.EventsPerSec / r.RawLinesPerSec
 	row("events → events.jsonl (vs raw pipe → file)", fmt.Sprintf("%.0f lines/s", r.RawLinesPerSec),
 		fmt.Sprintf("%.0f events/s", r.EventsPerSec), er, "≥ 0.5×", er >= 0.5)
+	ar := r.AsyncEventsPerSec / r.RawLinesPerSec
+	row("same, worker.AsyncNotify (opt-in)", fmt.Sprintf("%.0f lines/s", r.RawLinesPerSec),
+		fmt.Sprintf("%.0f events/s", r.AsyncEventsPerSec), ar, "≥ 0.5×", ar >= 0.5)
 	mib := func(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 	row(fmt.Sprintf("host peak RSS, %d events", r.HostRSS.Events), mib(r.RawRSS.PeakRSS), mib(r.HostRSS.PeakRSS),
 		float64(r.HostRSS.PeakRSS)/float64(r.RawRSS.PeakRSS), "≤ 32 MiB", r.HostRSS.PeakRSS <= 32<<20)

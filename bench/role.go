@@ -38,6 +38,10 @@ func RunRole() {
 		err = rawStream()
 	case "worker":
 		worker.Main(Worker())
+	case "worker-async":
+		w := Worker()
+		w.AsyncNotify = true
+		worker.Main(w)
 	case "host-rss":
 		err = hostRSSChild(arg)
 	case "raw-rss":

@@ -23,6 +23,7 @@ import (
 type rpcConn struct {
 	*jsonrpc2.Conn
 	stream *tproxy.Stream
+	async  bool // Worker.AsyncNotify: queue notifications, do not wait
 }
 
 // Notify sends a notification, as jsonrpc2's Conn.Notify does.
@@ -33,7 +34,11 @@ func (c *rpcConn) Notify(ctx context.Context, method string, params any, opts ..
 	if c.closed() {
 		return jsonrpc2.ErrClosed
 	}
-	err := c.stream.WriteNotification(method, params)
+	write := c.stream.WriteNotification
+	if c.async {
+		write = c.stream.QueueNotification
+	}
+	err := write(method, params)
 	if err != nil && c.closed() {
 		return jsonrpc2.ErrClosed
 	}

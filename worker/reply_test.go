@@ -146,3 +146,50 @@ func TestUnsendableResults(t *testing.T) {
 		t.Errorf("ping after: %v", resp)
 	}
 }
+
+// TestAsyncNotify: with AsyncNotify, a driver's events still all arrive,
+// in emission order, between step_start and step_complete and before the
+// response.
+func TestAsyncNotify(t *testing.T) {
+	w := worker.New("t", "1")
+	w.AsyncNotify = true
+	const n = 5000
+	w.RegisterFunc("many", func(ctx context.Context, s *worker.Step) error {
+		for i := range n {
+			if err := s.Event("tick", map[string]any{"i": i}); err != nil {
+				return err
+			}
+		}
+		s.Logger().Info("done")
+		return nil
+	})
+	h := serveRaw(t, w)
+	call(t, h, 1, "prepare", map[string]any{"session_id": "s"})
+	notifs, resp := call(t, h, 2, "exec_step", map[string]any{"step_id": "a", "driver": "many"})
+	if resp["result"] == nil {
+		t.Fatalf("response %v", resp)
+	}
+	var got []string
+	next := 0
+	for _, m := range notifs {
+		p, _ := m["params"].(map[string]any)
+		switch {
+		case m["method"] == "heartbeat":
+		case p["name"] == "tick":
+			if i := p["data"].(map[string]any)["i"]; i != float64(next) {
+				t.Fatalf("tick %v arrived where %d was due", i, next)
+			}
+			next++
+		case m["method"] == "log":
+			got = append(got, "log:"+p["message"].(string))
+		default:
+			got = append(got, m["method"].(string)+":"+p["name"].(string))
+		}
+	}
+	if next != n {
+		t.Errorf("%d ticks arrived, want %d", next, n)
+	}
+	if g, want := strings.Join(got, " "), "event:step_start log:done metric:step_duration_ms event:step_complete"; g != want {
+		t.Errorf("runtime notifications %q, want %q", g, want)
+	}
+}

@@ -79,7 +79,7 @@ func (s *server) serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.ctx = ctx
-	s.conn = &rpcConn{stream: s.stream}
+	s.conn = &rpcConn{stream: s.stream, async: s.w.AsyncNotify}
 	s.conn.Conn = jsonrpc2.NewConn(ctx, (*drainingStream)(s), s, jsonrpc2.SetLogger(discardLogger{}))
 	close(s.connSet)
 
@@ -89,6 +89,7 @@ func (s *server) serve(ctx context.Context) error {
 	s.stopped = true
 	s.mu.Unlock()
 	s.execWG.Wait()
+	s.stream.Flush() // a queued heartbeat's writer, if any, has ended
 	s.sess.removeDir(s.log)
 
 	s.mu.Lock()

@@ -38,6 +38,18 @@ type Worker struct {
 	// tproxy.DefaultMaxFrameSize when zero.
 	MaxFrameSize int
 
+	// AsyncNotify makes the notifications a step sends (events,
+	// metrics, logs, heartbeats) return once queued instead of once
+	// written (tproxy.Stream.QueueNotification): a writer goroutine
+	// writes them, several per write while the host keeps up, so a step
+	// that emits many events spends less time in write(2). The price: a
+	// notification still queued when the worker process ends abruptly (a
+	// driver calling os.Exit, a crash outside a driver, SIGKILL) is lost,
+	// where by default every notification is in the pipe before the call
+	// that sent it returns. A step's response, and Serve's return, still
+	// wait for everything queued before them.
+	AsyncNotify bool
+
 	// WorkDir is where session directories are created; os.TempDir()
 	// when empty. A session's directory is removed by cleanup.
 	WorkDir string
