@@ -28,7 +28,8 @@ const CleanedConfigFile = "cleaned_config.json"
 // artifactDir is where step id's artifacts live in session directory dir.
 func artifactDir(dir, stepID string) string { return filepath.Join(dir, "artifacts", stepID) }
 
-// writeCleanedConfig writes the masked config as the step's first artifact.
+// writeCleanedConfig writes the masked config as the step's first artifact,
+// creating dir if it does not exist.
 // A file already holding exactly those bytes (the same step run again) is
 // left as it is: rewriting it costs far more than reading it (on ext4 a
 // truncating rewrite cost ~200 µs against ~12 µs for the read), and a
@@ -52,8 +53,13 @@ func writeCleanedConfig(dir string, cfg map[string]any, cache *artifactCache) er
 	// Through os.Root: a symlink a driver left in the directory cannot
 	// redirect the write outside it.
 	root, err := os.OpenRoot(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(dir, 0o755); err == nil {
+			root, err = os.OpenRoot(dir)
+		}
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("creating the artifact directory: %w", err)
 	}
 	defer root.Close()
 	if old, err := root.ReadFile(CleanedConfigFile); err == nil && bytes.Equal(old, b) {

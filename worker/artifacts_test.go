@@ -236,3 +236,32 @@ func TestSecretsNeverOnTheWire(t *testing.T) {
 		t.Errorf("cleaned_config.json (-want +got):\n%s", d)
 	}
 }
+
+// TestStepDirectories: Step.Dir exists once asked for, and only then; the
+// artifact directory exists at every run, even after a driver removed it.
+func TestStepDirectories(t *testing.T) {
+	w := worker.New("t", "1")
+	var seen []string
+	w.RegisterFunc("look", func(ctx context.Context, s *worker.Step) error {
+		base := filepath.Dir(filepath.Dir(s.ArtifactDir())) // the session directory
+		_, err := os.Stat(filepath.Join(base, s.ID()))
+		seen = append(seen, fmt.Sprintf("before Dir: exists=%v", err == nil))
+		if fi, err := os.Stat(s.Dir()); err != nil || !fi.IsDir() {
+			return fmt.Errorf("Dir() %s: %v", s.Dir(), err)
+		}
+		if _, err := os.Stat(filepath.Join(s.ArtifactDir(), worker.CleanedConfigFile)); err != nil {
+			return err
+		}
+		return os.RemoveAll(s.ArtifactDir())
+	})
+	h := serveRaw(t, w)
+	call(t, h, 1, "prepare", map[string]any{"session_id": "s"})
+	for id := 2; id <= 3; id++ {
+		if _, resp := call(t, h, id, "exec_step", map[string]any{"step_id": "a", "driver": "look"}); resp["result"] == nil {
+			t.Fatalf("run %d: %v", id-1, resp)
+		}
+	}
+	if got, want := strings.Join(seen, "; "), "before Dir: exists=false; before Dir: exists=true"; got != want {
+		t.Errorf("step directory %s, want %s", got, want)
+	}
+}

@@ -167,13 +167,8 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(ss.dir, p.StepID)
-	artDir := artifactDir(ss.dir, p.StepID)
-	for _, d := range []string{dir, artDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("step %q: creating its directory: %v", p.StepID, err)}
-		}
-	}
+	dir := filepath.Join(ss.dir, p.StepID)  // created by Step.Dir
+	artDir := artifactDir(ss.dir, p.StepID) // created by writeCleanedConfig
 	cleaned := ss.masker.Config(p.Config)
 	s.setMasker(ss.masker) // the step's config may have named new secrets
 	if err := writeCleanedConfig(artDir, cleaned, &ss.artifacts); err != nil {

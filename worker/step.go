@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"sync"
 	"time"
 
@@ -30,6 +31,7 @@ type Step struct {
 	sessionID   string
 	sessionCfg  map[string]any
 	dir         string
+	dirOnce     sync.Once // creates dir on the first call of Dir
 	artifactDir string
 	sink        logsink.Sink
 	logger      *slog.Logger
@@ -77,8 +79,18 @@ func (s *Step) Input(name string) (any, bool) {
 }
 
 // Dir returns a directory the step may write files to; it lives inside the
-// session directory, which cleanup removes.
-func (s *Step) Dir() string { return s.dir }
+// session directory, which cleanup removes. It is created by the first
+// call of each run, so that a step that writes no files costs no
+// filesystem calls for it; if that fails, the failure is logged to the
+// host and the driver's own file operations report it.
+func (s *Step) Dir() string {
+	s.dirOnce.Do(func() {
+		if err := os.MkdirAll(s.dir, 0o755); err != nil {
+			s.logger.Error("tproxy/worker: creating the step directory failed", "dir", s.dir, "err", err)
+		}
+	})
+	return s.dir
+}
 
 // ArtifactDir returns the directory for the step's artifacts: files the
 // host fetches into its session directory once the step ends, successful
