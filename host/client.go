@@ -39,8 +39,8 @@ type Client struct {
 
 	nextID    atomic.Uint64
 	lastBeat  atomic.Int64 // unix nanoseconds
-	lastHeard atomic.Int64 // unix nanoseconds of the last message from the worker
-	pending   atomic.Int32 // calls waiting for their response
+	lastHeard atomic.Int64 // when the last message from the worker arrived: see heard
+	wd        watchdog
 
 	mu      sync.Mutex
 	readErr error // first frame the worker sent that broke the protocol
@@ -55,7 +55,7 @@ type Client struct {
 	resMu sync.Mutex
 	calls map[uint64]chan response // calls waiting for their response, by id
 
-	bg        sync.WaitGroup // cancel notifications being sent
+	bg        sync.WaitGroup // cancel notifications being sent, a silent worker being killed
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -94,8 +94,7 @@ func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client,
 	}
 	c.info = *res
 	if cfg.heartbeatTimeout > 0 {
-		c.bg.Add(1)
-		go c.watch(cfg.heartbeatTimeout)
+		c.watch(cfg.heartbeatTimeout)
 	}
 	return c, nil
 }
@@ -214,6 +213,7 @@ func (c *Client) Close() error {
 		c.mu.Lock()
 		c.closing = true
 		c.mu.Unlock()
+		c.stopWatch()
 		c.conn.Close()
 		err := c.proc.Close()
 		c.bg.Wait()
