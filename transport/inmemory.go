@@ -22,8 +22,11 @@ var errKilled = errors.New("transport: in-memory worker killed")
 //
 // Serve plays the worker's main: it reads the host's bytes from rw and
 // writes its replies to rw. Closing rw closes only the worker-to-host
-// direction, so the host reads EOF. Serve's ctx is not the ctx passed to
-// Start; it is cancelled by Close, the in-memory equivalent of SIGTERM.
+// direction, so the host reads EOF; rw's CloseRead method ends the other
+// direction, failing a read in progress (the worker runtime reads on
+// Serve's goroutine and calls it when its ctx ends). Serve's ctx is not the
+// ctx passed to Start; it is cancelled by Close, the in-memory equivalent
+// of SIGTERM.
 //
 // When Serve returns, the Process is Done and Exit reports code 0 for a nil
 // error, code 1 with the error's text as Reason for an error, and code 2
@@ -107,6 +110,10 @@ type workerRW struct {
 
 func (rw workerRW) Write(b []byte) (int, error) { return rw.w.Write(b) }
 func (rw workerRW) Close() error                { return rw.w.Close() }
+
+// CloseRead ends the worker's input: its reads, the one in progress
+// included, fail with io.ErrClosedPipe, and so do the host's writes.
+func (rw workerRW) CloseRead() error { return rw.PipeReader.Close() }
 
 func (p *inMemory) serve(ctx context.Context, serve func(context.Context, io.ReadWriteCloser) error) {
 	// If Serve neither returns nor panics, it called runtime.Goexit.

@@ -12,33 +12,48 @@ import (
 	"github.com/tproxy/tproxy"
 )
 
-// rpcConn is the worker's connection: jsonrpc2's Conn, with Notify taking a
-// fast path. Notifications are encoded by tproxy.AppendNotification (no
-// maps, no reflection for the hot ones) and queued on the stream
-// (Stream.WriteNotification), the same bytes Conn.Notify would write.
-// Responses (server.reply) go to the same Stream, which writes everything
-// in the order it was queued and makes a response wait for the
-// notifications queued before it: a step's notifications stay ahead of its
-// response.
+// rpcConn is the worker's end of the connection: what jsonrpc2's Conn
+// would write, written to the Stream directly. Notifications are encoded by
+// tproxy.AppendNotification (no maps, no reflection for the hot ones) and
+// queued on the stream (Stream.WriteNotification), the same bytes
+// Conn.Notify would write. Responses (server.reply) go to the same Stream,
+// which writes everything in the order it was queued and makes a response
+// wait for the notifications queued before it: a step's notifications stay
+// ahead of its response. The server reads the host's messages itself
+// (server.read), so a connection costs no goroutine of its own.
 type rpcConn struct {
-	*jsonrpc2.Conn
 	stream *tproxy.Stream
-	async  bool // Worker.AsyncNotify: queue notifications, do not wait
+	async  bool          // Worker.AsyncNotify: queue notifications, do not wait
+	done   chan struct{} // closed once the connection is closed
 }
 
 // Notify sends a notification, as jsonrpc2's Conn.Notify does.
-func (c *rpcConn) Notify(ctx context.Context, method string, params any, opts ...jsonrpc2.CallOption) error {
-	if len(opts) > 0 || params == nil {
-		return c.Conn.Notify(ctx, method, params, opts...)
-	}
+func (c *rpcConn) Notify(_ context.Context, method string, params any) error {
 	if c.closed() {
 		return jsonrpc2.ErrClosed
 	}
-	write := c.stream.WriteNotification
-	if c.async {
-		write = c.stream.QueueNotification
+	var err error
+	switch {
+	case params == nil:
+		err = c.stream.WriteObject(&jsonrpc2.Request{Method: method, Notif: true})
+	case c.async:
+		err = c.stream.QueueNotification(method, params)
+	default:
+		err = c.stream.WriteNotification(method, params)
 	}
-	err := write(method, params)
+	if err != nil && c.closed() {
+		return jsonrpc2.ErrClosed
+	}
+	return err
+}
+
+// ReplyWithError sends a response with an error, as jsonrpc2's
+// Conn.ReplyWithError does.
+func (c *rpcConn) ReplyWithError(_ context.Context, id jsonrpc2.ID, respErr *jsonrpc2.Error) error {
+	if c.closed() {
+		return jsonrpc2.ErrClosed
+	}
+	err := c.stream.WriteObject(&jsonrpc2.Response{ID: id, Error: respErr})
 	if err != nil && c.closed() {
 		return jsonrpc2.ErrClosed
 	}
@@ -47,7 +62,7 @@ func (c *rpcConn) Notify(ctx context.Context, method string, params any, opts ..
 
 func (c *rpcConn) closed() bool {
 	select {
-	case <-c.DisconnectNotify():
+	case <-c.done:
 		return true
 	default:
 		return false

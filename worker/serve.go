@@ -16,12 +16,14 @@ import (
 	"github.com/tproxy/tproxy"
 )
 
-// server is one connection's runtime. The read loop (jsonrpc2's) answers
+// server is one connection's runtime. The read loop (server.read) answers
 // ping and $/cancelRequest at once and queues every other request; an
 // executor goroutine runs the queue in arrival order, so session state is
 // touched by one goroutine at a time and a cancel is never stuck behind the
-// step it cancels. The executor runs only while there is work: an idle
-// session costs no goroutine of its own.
+// step it cancels. The executor runs only while there is work, and the read
+// loop runs on Serve's goroutine when the connection's reads can be
+// interrupted (see serve): an idle session then costs no goroutine beyond
+// the one that called Serve.
 type server struct {
 	w      *Worker
 	rwc    io.ReadWriteCloser
@@ -40,7 +42,9 @@ type server struct {
 	eof      bool // the host closed its end
 	drained  chan struct{}
 	readErr  error
-	connSet  chan struct{} // closed once conn is set
+
+	closeRead func() error // the connection's CloseRead, if reads are on serve's goroutine
+	closeOnce sync.Once
 
 	sess session   // the executor's
 	tail batchSink // the executor's: notifications to send with the reply
@@ -71,19 +75,34 @@ func newServer(w *Worker, rwc io.ReadWriteCloser) *server {
 		log:      w.logger(),
 		inflight: map[jsonrpc2.ID]context.CancelFunc{},
 		drained:  make(chan struct{}),
-		connSet:  make(chan struct{}),
 	}
 }
 
+// serve reads and handles the host's messages until the connection ends.
+// A connection with a CloseRead method (transport.InMemory's, a TCP or Unix
+// socket) is read on this goroutine: the end of ctx closes the connection
+// and interrupts the read with CloseRead. Any other (the process's stdin,
+// whose blocking read nothing interrupts) is read on a goroutine of its
+// own, so that serve can return when ctx ends; that goroutine ends when its
+// read fails.
 func (s *server) serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.ctx = ctx
-	s.conn = &rpcConn{stream: s.stream, async: s.w.AsyncNotify}
-	s.conn.Conn = jsonrpc2.NewConn(ctx, (*drainingStream)(s), s, jsonrpc2.SetLogger(discardLogger{}))
-	close(s.connSet)
+	s.conn = &rpcConn{stream: s.stream, async: s.w.AsyncNotify, done: make(chan struct{})}
+	cr, inline := s.rwc.(interface{ CloseRead() error })
+	if inline {
+		s.closeRead = cr.CloseRead
+	}
+	stop := context.AfterFunc(ctx, s.close) // as jsonrpc2's Conn does
+	defer stop()
+	if inline {
+		s.read()
+	} else {
+		go s.read()
+		<-s.conn.done
+	}
 
-	<-s.conn.DisconnectNotify()
 	cancel()
 	s.mu.Lock()
 	s.stopped = true
@@ -101,17 +120,51 @@ func (s *server) serve(ctx context.Context) error {
 	return nil
 }
 
-// drainingStream is the server's ObjectStream. When the host closes its
-// end, it reports EOF only once every request already received has been
-// answered, because jsonrpc2 stops writing as soon as a read fails.
-type drainingStream server
+// close closes the connection: nothing more is written, the host reads
+// EOF, and a read in progress on serve's goroutine is interrupted.
+func (s *server) close() {
+	s.closeOnce.Do(func() {
+		close(s.conn.done)
+		s.rwc.Close()
+		if s.closeRead != nil {
+			s.closeRead()
+		}
+	})
+}
 
-func (d *drainingStream) ReadObject(v any) error {
-	s := (*server)(d)
-	err := s.readObject(v)
-	if err == nil {
-		return nil
+// read reads the host's messages and handles them in arrival order until
+// a read fails or the connection is closed, then closes the connection.
+// Requests in the common shape (tproxy.ParseRequest) are taken as they
+// are; any other message is decoded as jsonrpc2's Conn decodes it. When
+// the host closes its end, read closes the connection only once every
+// request already received has been answered.
+func (s *server) read() {
+	for {
+		frame, err := s.stream.ReadFrame()
+		if err == nil {
+			if req, ok := tproxy.ParseRequest(frame); ok {
+				s.handle(req)
+				continue
+			}
+			var m message
+			if err = tproxy.DecodeFrame(frame, &m); err == nil {
+				if m.req != nil {
+					s.handle(m.req)
+				}
+				continue
+			}
+		}
+		if !s.conn.closed() {
+			s.readEnded(err)
+		}
+		s.close()
+		return
 	}
+}
+
+// readEnded records why reading ended and, at the end of the host's input,
+// waits until every request received has been answered.
+func (s *server) readEnded(err error) {
 	s.mu.Lock()
 	s.eof = true
 	if !errors.Is(err, io.EOF) {
@@ -123,36 +176,40 @@ func (d *drainingStream) ReadObject(v any) error {
 	s.mu.Unlock()
 	if !errors.Is(err, io.EOF) {
 		s.log.Error("tproxy/worker: protocol error from host; closing the connection", "err", err)
-		return err
+		return
 	}
 	select {
 	case <-s.drained:
 	case <-s.ctx.Done():
 	}
-	return err
 }
 
-// readObject reads the next message for jsonrpc2. Requests in the common
-// shape (tproxy.ParseRequest) never reach jsonrpc2, whose decoding builds
-// maps: they are handed to Handle here, in the read loop, exactly as
-// jsonrpc2's read loop would, and readObject goes on to the next frame.
-func (s *server) readObject(v any) error {
-	<-s.connSet // jsonrpc2 starts reading before NewConn returns
-	for {
-		frame, err := s.stream.ReadFrame()
-		if err != nil {
-			return err
-		}
-		if req, ok := tproxy.ParseRequest(frame); ok {
-			s.Handle(s.ctx, s.conn.Conn, req)
-			continue
-		}
-		return tproxy.DecodeFrame(frame, v)
+// message is a message from the host in a shape tproxy.ParseRequest does
+// not take, decoded as jsonrpc2's Conn decodes one: a request, or a
+// response, which the worker (making no calls) drops. Anything else is a
+// protocol error.
+type message struct{ req *jsonrpc2.Request }
+
+func (m *message) UnmarshalJSON(data []byte) error {
+	var kind struct {
+		Method *string         `json:"method"`
+		Result json.RawMessage `json:"result"` // "null" for an explicit null
+		Error  any             `json:"error"`
+	}
+	if err := json.Unmarshal(data, &kind); err != nil {
+		return err
+	}
+	isRequest, isResponse := kind.Method != nil, kind.Result != nil || kind.Error != nil
+	switch {
+	case isRequest && !isResponse:
+		m.req = new(jsonrpc2.Request)
+		return json.Unmarshal(data, m.req)
+	case isResponse && !isRequest:
+		return json.Unmarshal(data, new(jsonrpc2.Response))
+	default:
+		return errors.New("jsonrpc2: unable to determine message type (request or response)")
 	}
 }
-
-func (d *drainingStream) WriteObject(v any) error { return d.stream.WriteObject(v) }
-func (d *drainingStream) Close() error            { return d.rwc.Close() }
 
 func (s *server) closeDrainedLocked() {
 	select {
@@ -162,8 +219,8 @@ func (s *server) closeDrainedLocked() {
 	}
 }
 
-// Handle implements jsonrpc2.Handler. It runs in the read loop.
-func (s *server) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
+// handle handles one request. It runs in the read loop.
+func (s *server) handle(req *jsonrpc2.Request) {
 	if req.Notif {
 		if req.Method == tproxy.MethodCancelRequest {
 			s.cancelRequest(req)
@@ -326,7 +383,7 @@ func (s *server) reply(id jsonrpc2.ID, res any, err error, tail []byte) {
 		if !errors.As(err, &rpcErr) {
 			rpcErr = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: err.Error()}
 		}
-		sendErr = errors.Join(sendErr, s.conn.Conn.ReplyWithError(s.ctx, id, rpcErr))
+		sendErr = errors.Join(sendErr, s.conn.ReplyWithError(s.ctx, id, rpcErr))
 	}
 	if sendErr != nil && !errors.Is(sendErr, jsonrpc2.ErrClosed) && !s.conn.closed() {
 		s.log.Error("tproxy/worker: sending a response failed", "id", id.String(), "err", sendErr)
@@ -352,9 +409,3 @@ func (s *server) ping(params *json.RawMessage) (*tproxy.PingResult, error) {
 func invalidParams(method string, err error) *jsonrpc2.Error {
 	return &jsonrpc2.Error{Code: tproxy.CodeInvalidParams, Message: fmt.Sprintf("%s: invalid params: %v", method, err)}
 }
-
-// discardLogger silences jsonrpc2's own logging; the server reports what
-// matters through the Worker's logger.
-type discardLogger struct{}
-
-func (discardLogger) Printf(string, ...any) {}
