@@ -141,6 +141,20 @@ func (s *Stream) MaxFrameSize() int { return s.max }
 // io.ErrUnexpectedEOF.
 func (s *Stream) ReadFrame() ([]byte, error) {
 	for {
+		if s.grow > 0 && s.r.Buffered() >= s.r.Size()/2 {
+			s.growBuffer()
+		}
+		if s.r.Buffered() == 0 {
+			// Wait for the peer here, in a shallow call (Peek fills
+			// the buffer as readLine would have): a read loop waiting
+			// on an idle connection then parks a short stack, which
+			// the runtime shrinks. Parked inside readLine, the read
+			// loops of an idle in-memory session kept 8 KiB stacks
+			// instead of 4.
+			if _, err := s.r.Peek(1); err != nil {
+				return nil, err
+			}
+		}
 		frame, err := s.readLine()
 		if err != nil {
 			return nil, err
@@ -154,9 +168,6 @@ func (s *Stream) ReadFrame() ([]byte, error) {
 }
 
 func (s *Stream) readLine() ([]byte, error) {
-	if s.grow > 0 && s.r.Buffered() >= s.r.Size()/2 {
-		s.growBuffer()
-	}
 	chunk, err := s.r.ReadSlice('\n')
 	if err == nil {
 		// Fast path: the whole line is in the reader's buffer.

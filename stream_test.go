@@ -244,3 +244,23 @@ type readOnly struct{ io.Reader }
 
 func (readOnly) Write(p []byte) (int, error) { return 0, io.ErrClosedPipe }
 func (readOnly) Close() error                { return nil }
+
+// TestStreamOneBigMessageAtATime: a peer sending big messages one at a
+// time (a prepare with a long manifest), each arriving on its own, is not
+// busy: the read buffer stays small, each line reassembled.
+func TestStreamOneBigMessageAtATime(t *testing.T) {
+	line := `{"pad":"` + strings.Repeat("p", 1500) + `"}` + "\n"
+	s := tproxy.NewStream(&chunks{data: []byte(strings.Repeat(line, 10)), sizes: []int{len(line)}}, 0)
+	for i := range 10 {
+		f, err := s.ReadFrame()
+		if err != nil || string(f)+"\n" != line {
+			t.Fatalf("frame %d: %d bytes, %v", i, len(f), err)
+		}
+	}
+	if _, err := s.ReadFrame(); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want io.EOF", err)
+	}
+	if got := tproxy.ReadBufferSize(s); got != 2<<10 {
+		t.Errorf("read buffer of %d bytes, want 2 KiB", got)
+	}
+}
