@@ -30,6 +30,7 @@ type server struct {
 	stream *tproxy.Stream
 	log    *slog.Logger
 	ctx    context.Context // the connection's; ends when Serve ends
+	cancel context.CancelFunc
 	conn   *rpcConn
 
 	mu       sync.Mutex
@@ -45,6 +46,7 @@ type server struct {
 
 	closeRead func() error // the connection's CloseRead, if reads are on serve's goroutine
 	closeOnce sync.Once
+	stopClose func() bool // stops ctx's end from closing the connection
 
 	sess session   // the executor's
 	tail batchSink // the executor's: notifications to send with the reply
@@ -86,24 +88,37 @@ func newServer(w *Worker, rwc io.ReadWriteCloser) *server {
 // own, so that serve can return when ctx ends; that goroutine ends when its
 // read fails.
 func (s *server) serve(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	s.ctx = ctx
-	s.conn = &rpcConn{stream: s.stream, async: s.w.AsyncNotify, done: make(chan struct{})}
-	cr, inline := s.rwc.(interface{ CloseRead() error })
-	if inline {
-		s.closeRead = cr.CloseRead
-	}
-	stop := context.AfterFunc(ctx, s.close) // as jsonrpc2's Conn does
-	defer stop()
-	if inline {
+	// The read loop runs under this frame for the whole session, so the
+	// work before and after it is in open and shut: an idle session's
+	// stack is then small enough for the runtime to shrink (see
+	// Stream.ReadFrame).
+	if s.open(ctx) {
 		s.read()
 	} else {
 		go s.read()
 		<-s.conn.done
 	}
+	return s.shut()
+}
 
-	cancel()
+// open sets the connection up and reports whether to read it on serve's
+// goroutine.
+func (s *server) open(ctx context.Context) (inline bool) {
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	s.conn = &rpcConn{stream: s.stream, async: s.w.AsyncNotify, done: make(chan struct{})}
+	cr, inline := s.rwc.(interface{ CloseRead() error })
+	if inline {
+		s.closeRead = cr.CloseRead
+	}
+	s.stopClose = context.AfterFunc(s.ctx, s.close) // as jsonrpc2's Conn does
+	return inline
+}
+
+// shut ends the session once the connection is closed: the calls in
+// flight are cancelled and waited for, the session's directory removed.
+func (s *server) shut() error {
+	s.stopClose()
+	s.cancel()
 	s.mu.Lock()
 	s.stopped = true
 	s.mu.Unlock()
