@@ -114,10 +114,12 @@ func (s *server) open(ctx context.Context) (inline bool) {
 	return inline
 }
 
-// shut ends the session once the connection is closed: the calls in
+// shut ends the session once reading has ended: the connection is closed
+// (by the time shut returns, whoever began closing it), the calls in
 // flight are cancelled and waited for, the session's directory removed.
 func (s *server) shut() error {
 	s.stopClose()
+	s.close()
 	s.cancel()
 	s.mu.Lock()
 	s.stopped = true

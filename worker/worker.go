@@ -148,6 +148,12 @@ func (w *Worker) workDir() string {
 // connection fails, or ctx ends. Once the host's end is closed, the calls
 // already received are finished and answered before Serve returns nil.
 // Serve closes rwc before it returns.
+//
+// If rwc has a CloseRead method (transport.InMemory's worker end does, and
+// so do TCP and Unix connections), Serve reads rwc on the calling goroutine
+// and calls CloseRead when ctx ends: an idle session then costs no
+// goroutine but the caller's. Otherwise it reads rwc on a goroutine of its
+// own, which can outlive Serve until a read of rwc returns.
 func (w *Worker) Serve(ctx context.Context, rwc io.ReadWriteCloser) error {
 	return newServer(w, rwc).serve(ctx)
 }
