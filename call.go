@@ -198,7 +198,13 @@ func AppendResponse(dst []byte, id jsonrpc2.ID, result any) ([]byte, error) {
 		dst = strconv.AppendUint(dst, id.Num, 10)
 	}
 	dst = append(dst, `,"result":`...)
-	dst, err := appendMarshal(dst, result)
+	var err error
+	switch r := result.(type) {
+	case *PingResult:
+		dst, err = appendPingResult(dst, r)
+	default:
+		dst, err = appendMarshal(dst, result)
+	}
 	if err != nil {
 		return dst[:start], err
 	}

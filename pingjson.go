@@ -152,3 +152,40 @@ func jsonStrings(v []byte) ([]string, bool) {
 }
 
 var _ json.Unmarshaler = (*PingResult)(nil)
+
+// appendPingResult appends r as encoding/json encodes it, without its
+// reflection: the worker answers every ping with one.
+func appendPingResult(dst []byte, r *PingResult) ([]byte, error) {
+	if r == nil {
+		return append(dst, "null"...), nil
+	}
+	dst = append(dst, `{"status":`...)
+	dst = appendJSONString(dst, r.Status)
+	dst = append(dst, `,"echo":`...)
+	dst = appendJSONString(dst, r.Echo)
+	dst = append(dst, `,"timestamp":`...)
+	dst, err := appendTime(dst, r.Timestamp)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, `,"protocol":`...)
+	dst = strconv.AppendInt(dst, int64(r.Protocol), 10)
+	dst = append(dst, `,"worker":{"name":`...)
+	dst = appendJSONString(dst, r.Worker.Name)
+	dst = append(dst, `,"version":`...)
+	dst = appendJSONString(dst, r.Worker.Version)
+	dst = append(dst, `,"drivers":`...)
+	if r.Worker.Drivers == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, '[')
+		for i, d := range r.Worker.Drivers {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, d)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}', '}'), nil
+}
