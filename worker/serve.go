@@ -44,9 +44,10 @@ type server struct {
 	drained  chan struct{}
 	readErr  error
 
-	closeRead func() error // the connection's CloseRead, if reads are on serve's goroutine
-	closeOnce sync.Once
-	stopClose func() bool // stops ctx's end from closing the connection
+	closeRead  func() error // the connection's CloseRead, if reads are on serve's goroutine
+	becomeExec bool         // read loop only: this reader is to run the executor (see handle)
+	closeOnce  sync.Once
+	stopClose  func() bool // stops ctx's end from closing the connection
 
 	sess session   // the executor's
 	tail batchSink // the executor's: notifications to send with the reply
@@ -159,14 +160,23 @@ func (s *server) read() {
 	for {
 		frame, err := s.stream.ReadFrame()
 		if err == nil {
-			if req, ok := tproxy.ParseRequest(frame); ok {
-				s.handle(req)
-				continue
+			req, ok := tproxy.ParseRequest(frame)
+			if !ok {
+				var m message
+				err = tproxy.DecodeFrame(frame, &m)
+				req = m.req
 			}
-			var m message
-			if err = tproxy.DecodeFrame(frame, &m); err == nil {
-				if m.req != nil {
-					s.handle(m.req)
+			if err == nil {
+				if req != nil {
+					s.handle(req)
+				}
+				if s.becomeExec {
+					// This goroutine runs the request it just read,
+					// with no hand-off; a new one reads on.
+					s.becomeExec = false
+					go s.read()
+					s.execute()
+					return
 				}
 				continue
 			}
@@ -261,9 +271,19 @@ func (s *server) handle(req *jsonrpc2.Request) {
 		s.execWG.Add(1)
 	}
 	s.mu.Unlock()
-	if start {
-		go s.execute()
+	if !start {
+		return
 	}
+	if s.closeRead == nil {
+		// Reading is on a goroutine of its own: that goroutine runs the
+		// executor and starts another to read (read does both), so the
+		// request starts at once on the thread that read it, and the
+		// new goroutine's start-up is off the request's path. Serve's
+		// own goroutine, when it reads, stays the reader.
+		s.becomeExec = true
+		return
+	}
+	go s.execute()
 }
 
 func (s *server) cancelRequest(req *jsonrpc2.Request) {
