@@ -80,7 +80,8 @@ func (e *FrameError) Unwrap() error { return e.Err }
 // may come from any number: they are queued in order, and one writer at a
 // time writes everything queued so far in a single Write, so frames queued
 // while a Write is in progress are coalesced into the next one. Every
-// write returns once its frame is written.
+// write returns once its frame is written, except QueueNotification's,
+// which returns once it is queued.
 type Stream struct {
 	rwc  io.ReadWriteCloser
 	r    *bufio.Reader
