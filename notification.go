@@ -348,10 +348,7 @@ func appendEvent(dst []byte, e *Event) ([]byte, error) {
 	if err != nil {
 		return dst, err
 	}
-	if e.StepID != "" {
-		dst = append(dst, `,"step_id":`...)
-		dst = appendJSONString(dst, e.StepID)
-	}
+	dst = appendOptString(dst, `,"step_id":`, e.StepID)
 	if len(e.Data) > 0 {
 		dst = append(dst, `,"data":`...)
 		if dst, err = appendMap(dst, e.Data); err != nil {
@@ -374,20 +371,14 @@ func appendMetric(dst []byte, m *Metric) ([]byte, error) {
 	if err != nil {
 		return dst, err
 	}
-	if m.StepID != "" {
-		dst = append(dst, `,"step_id":`...)
-		dst = appendJSONString(dst, m.StepID)
-	}
+	dst = appendOptString(dst, `,"step_id":`, m.StepID)
 	if len(m.Tags) > 0 {
 		dst = append(dst, `,"tags":`...)
 		if dst, err = appendMap(dst, m.Tags); err != nil {
 			return dst, err
 		}
 	}
-	if m.Unit != "" {
-		dst = append(dst, `,"unit":`...)
-		dst = appendJSONString(dst, m.Unit)
-	}
+	dst = appendOptString(dst, `,"unit":`, m.Unit)
 	return append(dst, '}'), nil
 }
 
@@ -397,11 +388,17 @@ func appendHeartbeat(dst []byte, h *Heartbeat) ([]byte, error) {
 	if err != nil {
 		return dst, err
 	}
-	if h.StepID != "" {
-		dst = append(dst, `,"step_id":`...)
-		dst = appendJSONString(dst, h.StepID)
-	}
+	dst = appendOptString(dst, `,"step_id":`, h.StepID)
 	return append(dst, '}'), nil
+}
+
+// appendOptString appends member (`,"key":`) and s, unless s is empty: an
+// omitempty string field.
+func appendOptString(dst []byte, member, s string) []byte {
+	if s == "" {
+		return dst
+	}
+	return appendJSONString(append(dst, member...), s)
 }
 
 // appendMap appends m as encoding/json does: keys sorted.

@@ -25,10 +25,9 @@ func (r *PingResult) fastUnmarshal(b []byte) bool {
 	if !ok {
 		return false
 	}
-	var (
-		out     PingResult
-		workerM []member
-	)
+	// Into a copy, kept only if every member decodes: members absent leave
+	// fields as they were, as with encoding/json.
+	out := *r
 	for _, m := range members {
 		switch m.key {
 		case "status":
@@ -40,7 +39,7 @@ func (r *PingResult) fastUnmarshal(b []byte) bool {
 		case "protocol":
 			out.Protocol, ok = jsonInt(m.value)
 		case "worker":
-			workerM, ok = workerInfo(m.value, &out.Worker)
+			ok = workerInfo(m.value, &out.Worker)
 		default:
 			ok = false
 		}
@@ -48,38 +47,15 @@ func (r *PingResult) fastUnmarshal(b []byte) bool {
 			return false
 		}
 	}
-	// What encoding/json does: members absent leave fields as they were.
-	for _, m := range members {
-		switch m.key {
-		case "status":
-			r.Status = out.Status
-		case "echo":
-			r.Echo = out.Echo
-		case "timestamp":
-			r.Timestamp = out.Timestamp
-		case "protocol":
-			r.Protocol = out.Protocol
-		case "worker":
-			for _, w := range workerM {
-				switch w.key {
-				case "name":
-					r.Worker.Name = out.Worker.Name
-				case "version":
-					r.Worker.Version = out.Worker.Version
-				case "drivers":
-					r.Worker.Drivers = out.Worker.Drivers
-				}
-			}
-		}
-	}
+	*r = out
 	return true
 }
 
-// workerInfo decodes the worker object v into w and returns its members.
-func workerInfo(v []byte, w *WorkerInfo) ([]member, bool) {
+// workerInfo decodes the worker object v into w's fields that it names.
+func workerInfo(v []byte, w *WorkerInfo) bool {
 	members, ok := scanObject(v, make([]member, 0, 4))
 	if !ok {
-		return nil, false
+		return false
 	}
 	for _, m := range members {
 		switch m.key {
@@ -93,10 +69,10 @@ func workerInfo(v []byte, w *WorkerInfo) ([]member, bool) {
 			ok = false
 		}
 		if !ok {
-			return nil, false
+			return false
 		}
 	}
-	return members, true
+	return true
 }
 
 // jsonString decodes v, which must be exactly one JSON string.
@@ -105,16 +81,11 @@ func jsonString(v []byte) (string, bool) {
 	return s, end == len(v)
 }
 
-// jsonInt decodes v if it is a plain integer that fits an int, as
-// encoding/json decodes it into an int.
+// jsonInt decodes v if it is a plain integer of at most 15 digits (see
+// scanNumber), which encoding/json decodes into an int as it is.
 func jsonInt(v []byte) (int, bool) {
-	if len(v) == 0 || len(v) > 18 {
+	if end, small := scanNumber(v, 0, false); end != len(v) || !small {
 		return 0, false
-	}
-	for i, c := range v {
-		if !isDigit(c) && !(i == 0 && c == '-') {
-			return 0, false
-		}
 	}
 	n, err := strconv.Atoi(string(v))
 	return n, err == nil

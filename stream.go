@@ -331,14 +331,14 @@ func (s *Stream) WriteFrames(frames []byte) error {
 	}
 	for rest := frames; len(rest) > 0; {
 		i := bytes.IndexByte(rest, '\n')
-		if i > s.max {
-			return &FrameError{Op: "write", Reason: "frame too large", Size: i, Limit: s.max, Quote: quote(rest), Err: ErrFrameTooLarge}
+		if err := s.checkSize(rest, i); err != nil {
+			return err
 		}
 		rest = rest[i+1:]
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	return s.enqueueLocked(frames)
+	return s.enqueueLocked(frames, true)
 }
 
 // WriteNotification queues the JSON-RPC 2.0 notification of method with
@@ -352,19 +352,7 @@ func (s *Stream) WriteFrames(frames []byte) error {
 // Notifications from several goroutines that queue while a write is in
 // progress go out together in the next one.
 func (s *Stream) WriteNotification(method string, params any) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	// Wait for room before encoding: nbuf is shared, and waiting lets
-	// other writers in.
-	for len(s.pending) >= maxQueued && s.werr == nil {
-		s.waitLocked()
-	}
-	line, err := AppendNotification(s.nbuf[:0], method, params)
-	if err != nil {
-		return fmt.Errorf("tproxy: encode message: %w", err)
-	}
-	s.nbuf = line[:0]
-	return s.queueLocked(line)
+	return s.notify(method, params, true)
 }
 
 // QueueNotification is WriteNotification without the wait: it returns
@@ -379,33 +367,28 @@ func (s *Stream) WriteNotification(method string, params any) error {
 // ends abruptly (os.Exit, a crash, SIGKILL) is lost. A write error is
 // returned by the next call.
 func (s *Stream) QueueNotification(method string, params any) error {
+	return s.notify(method, params, false)
+}
+
+// notify encodes and queues a notification, waiting for it to be written
+// if wait is set.
+func (s *Stream) notify(method string, params any, wait bool) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	// Wait for room before encoding: nbuf is shared, and waiting lets
+	// other writers in.
 	for len(s.pending) >= maxQueued && s.werr == nil {
 		s.waitLocked()
-	}
-	if s.werr != nil {
-		return s.werr
 	}
 	line, err := AppendNotification(s.nbuf[:0], method, params)
 	if err != nil {
 		return fmt.Errorf("tproxy: encode message: %w", err)
 	}
 	s.nbuf = line[:0]
-	if n := len(line) - 1; n > s.max {
-		return &FrameError{Op: "write", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(line), Err: ErrFrameTooLarge}
+	if err := s.checkSize(line, len(line)-1); err != nil {
+		return err
 	}
-	s.pending = append(s.pending, line...)
-	s.queued += int64(len(line))
-	if !s.writing {
-		s.writing = true
-		go func() {
-			s.wmu.Lock()
-			defer s.wmu.Unlock()
-			s.drainLocked()
-		}()
-	}
-	return nil
+	return s.enqueueLocked(line, wait)
 }
 
 // Flush waits until everything queued has been written, and returns the
@@ -450,19 +433,30 @@ func (s *Stream) WriteResponse(id jsonrpc2.ID, result any) error {
 // maxQueued bounds the bytes queued by WriteNotification.
 const maxQueued = 256 << 10
 
-// queueLocked queues line (one frame and its newline) for writing and
-// returns once it is written: by this goroutine, with everything queued
-// before it, if no write is in progress; else by the writer in progress,
-// in its next Write (group commit).
-func (s *Stream) queueLocked(line []byte) error {
-	if n := len(line) - 1; n > s.max {
-		return &FrameError{Op: "write", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(line), Err: ErrFrameTooLarge}
+// checkSize refuses to write a frame of n bytes (frame is where it
+// starts) over the cap.
+func (s *Stream) checkSize(frame []byte, n int) error {
+	if n > s.max {
+		return &FrameError{Op: "write", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(frame), Err: ErrFrameTooLarge}
 	}
-	return s.enqueueLocked(line)
+	return nil
 }
 
-// enqueueLocked is queueLocked for frames already checked against the cap.
-func (s *Stream) enqueueLocked(line []byte) error {
+// queueLocked queues line (one frame and its newline) and returns once it
+// is written: by this goroutine, with everything queued before it, if no
+// write is in progress; else by the writer in progress, in its next Write
+// (group commit).
+func (s *Stream) queueLocked(line []byte) error {
+	if err := s.checkSize(line, len(line)-1); err != nil {
+		return err
+	}
+	return s.enqueueLocked(line, true)
+}
+
+// enqueueLocked queues frames already checked against the cap. If no write
+// is in progress it starts one: in this goroutine when wait is set, else
+// in a goroutine of its own. With wait, it returns once they are written.
+func (s *Stream) enqueueLocked(line []byte, wait bool) error {
 	if s.werr != nil {
 		return s.werr
 	}
@@ -471,7 +465,18 @@ func (s *Stream) enqueueLocked(line []byte) error {
 	end := s.queued
 	if !s.writing {
 		s.writing = true
+		if !wait {
+			go func() {
+				s.wmu.Lock()
+				defer s.wmu.Unlock()
+				s.drainLocked()
+			}()
+			return nil
+		}
 		s.drainLocked()
+	}
+	if !wait {
+		return nil
 	}
 	for s.written < end && s.werr == nil {
 		s.waitLocked()

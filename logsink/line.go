@@ -39,18 +39,23 @@ type field struct {
 }
 
 func (e *lineEncoder) event(ts time.Time, seq uint64, session string, ev *tproxy.Event) []byte {
-	e.begin(ts, seq, session)
-	e.key("event")
-	e.appendString(ev.Name)
-	if ev.StepID != "" {
-		e.key("step_id")
-		e.appendString(ev.StepID)
-	}
+	e.eventHead(ts, seq, session, ev.Name, ev.StepID)
 	for _, f := range order(e, ev.Data) {
 		e.key(f.name)
 		e.appendValue(ev.Data[f.key])
 	}
 	return e.end()
+}
+
+// eventHead begins an event's line: the fields before its data.
+func (e *lineEncoder) eventHead(ts time.Time, seq uint64, session, name, stepID string) {
+	e.begin(ts, seq, session)
+	e.key("event")
+	e.appendString(name)
+	if stepID != "" {
+		e.key("step_id")
+		e.appendString(stepID)
+	}
 }
 
 // rawEvent writes the same line as event does for the Event that
@@ -59,13 +64,7 @@ func (e *lineEncoder) event(ts time.Time, seq uint64, session string, ev *tproxy
 // strings, small integers, literals) is copied; others are decoded and
 // written as event writes them.
 func (e *lineEncoder) rawEvent(ts time.Time, seq uint64, session string, ev *tproxy.RawEvent) []byte {
-	e.begin(ts, seq, session)
-	e.key("event")
-	e.appendString(ev.Name)
-	if ev.StepID != "" {
-		e.key("step_id")
-		e.appendString(ev.StepID)
-	}
+	e.eventHead(ts, seq, session, ev.Name, ev.StepID)
 	for _, f := range orderRaw(e, ev.Data) {
 		e.key(f.name)
 		e.appendRaw(ev.Data[f.idx].Value)

@@ -84,16 +84,16 @@ func listArtifacts(dir string, refuse func(path, reason string), cache *artifact
 	}
 	defer root.Close()
 	var (
-		out     []tproxy.Artifact
-		walked  []stamped
-		refused bool
+		out    []tproxy.Artifact
+		walked []stamped
+		// keep: the listing may be remembered. Not with refusals (they
+		// are to be reported again), nor without stamps to go on.
+		keep = true
 	)
 	stamp := func(p string, isDir bool, fi fs.FileInfo) {
-		if st, ok := stampOf(fi); ok {
-			walked = append(walked, stamped{path: filepath.Join(dir, p), dir: isDir, stamp: st})
-		} else {
-			refused = true // nothing to go on: do not remember the listing
-		}
+		st, ok := stampOf(fi)
+		keep = keep && ok
+		walked = append(walked, stamped{path: filepath.Join(dir, p), dir: isDir, stamp: st})
 	}
 	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -112,17 +112,17 @@ func listArtifacts(dir string, refuse func(path, reason string), cache *artifact
 		case d.Type()&fs.ModeSymlink != 0:
 			fi, err := root.Stat(p)
 			if err != nil {
-				refused = true
+				keep = false
 				refuse(p, fmt.Sprintf("symlink does not resolve inside the artifact directory: %v", err))
 				return nil
 			}
 			if !fi.Mode().IsRegular() {
-				refused = true
+				keep = false
 				refuse(p, "symlink to something other than a regular file")
 				return nil
 			}
 		case !d.Type().IsRegular():
-			refused = true
+			keep = false
 			refuse(p, "not a regular file")
 			return nil
 		}
@@ -135,8 +135,7 @@ func listArtifacts(dir string, refuse func(path, reason string), cache *artifact
 		return nil
 	})
 	slices.SortFunc(out, func(a, b tproxy.Artifact) int { return strings.Compare(a.Path, b.Path) })
-	if err == nil && !refused {
-		// A listing with refusals is made again, to report them again.
+	if err == nil && keep {
 		cache.rememberListing(dir, walked, out, before)
 	}
 	return out, err

@@ -44,10 +44,9 @@ type server struct {
 	drained  chan struct{}
 	readErr  error
 
-	closeRead  func() error // the connection's CloseRead, if reads are on serve's goroutine
-	becomeExec bool         // read loop only: this reader is to run the executor (see handle)
-	closeOnce  sync.Once
-	stopClose  func() bool // stops ctx's end from closing the connection
+	closeRead func() error // the connection's CloseRead, if reads are on serve's goroutine
+	closeOnce sync.Once
+	stopClose func() bool // stops ctx's end from closing the connection
 
 	sess session   // the executor's
 	tail batchSink // the executor's: notifications to send with the reply
@@ -167,13 +166,9 @@ func (s *server) read() {
 				req = m.req
 			}
 			if err == nil {
-				if req != nil {
-					s.handle(req)
-				}
-				if s.becomeExec {
+				if req != nil && s.handle(req) {
 					// This goroutine runs the request it just read,
 					// with no hand-off; a new one reads on.
-					s.becomeExec = false
 					go s.read()
 					s.execute()
 					return
@@ -246,18 +241,19 @@ func (s *server) closeDrainedLocked() {
 	}
 }
 
-// handle handles one request. It runs in the read loop.
-func (s *server) handle(req *jsonrpc2.Request) {
+// handle handles one request. It runs in the read loop, and reports
+// whether the read loop's goroutine is to run the executor.
+func (s *server) handle(req *jsonrpc2.Request) (runExecutor bool) {
 	if req.Notif {
 		if req.Method == tproxy.MethodCancelRequest {
 			s.cancelRequest(req)
 		}
-		return
+		return false
 	}
 	if req.Method == tproxy.MethodPing {
 		res, err := s.ping(req.Params)
 		s.reply(req.ID, res, err, nil)
-		return
+		return false
 	}
 	jctx, cancel := context.WithCancel(s.ctx)
 	j := &job{ctx: jctx, cancel: cancel, req: req}
@@ -272,7 +268,7 @@ func (s *server) handle(req *jsonrpc2.Request) {
 	}
 	s.mu.Unlock()
 	if !start {
-		return
+		return false
 	}
 	if s.closeRead == nil {
 		// Reading is on a goroutine of its own: that goroutine runs the
@@ -280,10 +276,10 @@ func (s *server) handle(req *jsonrpc2.Request) {
 		// request starts at once on the thread that read it, and the
 		// new goroutine's start-up is off the request's path. Serve's
 		// own goroutine, when it reads, stays the reader.
-		s.becomeExec = true
-		return
+		return true
 	}
 	go s.execute()
+	return false
 }
 
 func (s *server) cancelRequest(req *jsonrpc2.Request) {
