@@ -60,6 +60,27 @@ func (c *rpcConn) ReplyWithError(_ context.Context, id jsonrpc2.ID, respErr *jso
 	return err
 }
 
+// replyError sends an error response to id, or with "id": null when
+// hasID is false: JSON-RPC 2.0's answer to a message whose id could not be
+// read.
+func (c *rpcConn) replyError(hasID bool, id jsonrpc2.ID, respErr *jsonrpc2.Error) error {
+	if hasID {
+		return c.ReplyWithError(context.Background(), id, respErr)
+	}
+	if c.closed() {
+		return jsonrpc2.ErrClosed
+	}
+	err := c.stream.WriteObject(&struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      *jsonrpc2.ID    `json:"id"` // always null
+		Error   *jsonrpc2.Error `json:"error"`
+	}{JSONRPC: "2.0", Error: respErr})
+	if err != nil && c.closed() {
+		return jsonrpc2.ErrClosed
+	}
+	return err
+}
+
 func (c *rpcConn) closed() bool {
 	select {
 	case <-c.done:

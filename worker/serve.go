@@ -152,29 +152,39 @@ func (s *server) close() {
 // read reads the host's messages and handles them in arrival order until
 // a read fails or the connection is closed, then closes the connection.
 // Requests in the common shape (tproxy.ParseRequest) are taken as they
-// are; any other message is decoded as jsonrpc2's Conn decodes it. When
-// the host closes its end, read closes the connection only once every
-// request already received has been answered.
+// are; any other frame is decoded by decodeMessage. A frame that is not a
+// request is answered as docs/protocol.md section 12 says, and reading
+// goes on. When the host closes its end, read closes the connection only
+// once every request already received has been answered.
 func (s *server) read() {
 	for {
 		frame, err := s.stream.ReadFrame()
 		if err == nil {
 			req, ok := tproxy.ParseRequest(frame)
 			if !ok {
-				var m message
-				err = tproxy.DecodeFrame(frame, &m)
-				req = m.req
-			}
-			if err == nil {
-				if req != nil && s.handle(req) {
-					// This goroutine runs the request it just read,
-					// with no hand-off; a new one reads on.
-					go s.read()
-					s.execute()
-					return
+				var bad *badMessage
+				if req, bad = decodeMessage(frame); bad != nil {
+					s.refuse(bad, frame)
+					continue
 				}
-				continue
 			}
+			if req != nil && s.handle(req) {
+				// This goroutine runs the request it just read,
+				// with no hand-off; a new one reads on.
+				go s.read()
+				s.execute()
+				return
+			}
+			continue
+		}
+		if errors.Is(err, tproxy.ErrFrameTooLarge) && !s.conn.closed() {
+			// The stream skipped the frame without buffering it and
+			// can go on.
+			var fe *tproxy.FrameError
+			errors.As(err, &fe)
+			s.refuse(&badMessage{code: tproxy.CodeInvalidRequest, msg: fmt.Sprintf(
+				"invalid request: the frame is %d bytes, over this worker's cap of %d", fe.Size, fe.Limit)}, nil)
+			continue
 		}
 		if !s.conn.closed() {
 			s.readEnded(err)
@@ -182,6 +192,27 @@ func (s *server) read() {
 		s.close()
 		return
 	}
+}
+
+// refuse answers a frame that is not a request, and logs it.
+func (s *server) refuse(bad *badMessage, frame []byte) {
+	s.log.Warn("tproxy/worker: refused a message from the host", "code", bad.code, "reason", bad.msg,
+		"frame", truncate(frame, 200))
+	id := jsonrpc2.ID{}
+	if bad.id != nil {
+		id = *bad.id
+	}
+	err := s.conn.replyError(bad.id != nil, id, &jsonrpc2.Error{Code: bad.code, Message: bad.msg})
+	if err != nil && !s.conn.closed() {
+		s.log.Error("tproxy/worker: sending a response failed", "err", err)
+	}
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	return string(b[:n]) + "..."
 }
 
 // readEnded records why reading ended and, at the end of the host's input,
@@ -203,33 +234,6 @@ func (s *server) readEnded(err error) {
 	select {
 	case <-s.drained:
 	case <-s.ctx.Done():
-	}
-}
-
-// message is a message from the host in a shape tproxy.ParseRequest does
-// not take, decoded as jsonrpc2's Conn decodes one: a request, or a
-// response, which the worker (making no calls) drops. Anything else is a
-// protocol error.
-type message struct{ req *jsonrpc2.Request }
-
-func (m *message) UnmarshalJSON(data []byte) error {
-	var kind struct {
-		Method *string         `json:"method"`
-		Result json.RawMessage `json:"result"` // "null" for an explicit null
-		Error  any             `json:"error"`
-	}
-	if err := json.Unmarshal(data, &kind); err != nil {
-		return err
-	}
-	isRequest, isResponse := kind.Method != nil, kind.Result != nil || kind.Error != nil
-	switch {
-	case isRequest && !isResponse:
-		m.req = new(jsonrpc2.Request)
-		return json.Unmarshal(data, m.req)
-	case isResponse && !isRequest:
-		return json.Unmarshal(data, new(jsonrpc2.Response))
-	default:
-		return errors.New("jsonrpc2: unable to determine message type (request or response)")
 	}
 }
 
