@@ -9,6 +9,9 @@ import (
 type PingParams struct {
 	// Data is echoed back in PingResult.Echo.
 	Data string `json:"data,omitempty"`
+	// Protocol is the host's protocol major version. It informs: the
+	// worker answers with its own, and the host decides.
+	Protocol int `json:"protocol,omitempty"`
 }
 
 // PingResult is the result of MethodPing. The host's first call is a ping;
@@ -33,6 +36,16 @@ type WorkerInfo struct {
 type Manifest struct {
 	Pipeline map[string]any `json:"pipeline,omitempty"`
 	Steps    []StepSpec     `json:"steps"`
+}
+
+// MarshalJSON encodes the manifest with its steps always an array, as the
+// contract requires, even when there are none.
+func (m Manifest) MarshalJSON() ([]byte, error) {
+	type plain Manifest // without this method
+	if m.Steps == nil {
+		m.Steps = []StepSpec{}
+	}
+	return json.Marshal(plain(m))
 }
 
 // StepSpec is one step of a Manifest.
@@ -95,9 +108,11 @@ type ExecStepResult struct {
 	RowsProcessed int64  `json:"rows_processed,omitempty"`
 	// Outputs holds a summary of each output the step kept in the worker,
 	// by key. The outputs themselves stay in the worker.
-	Outputs    map[string]any `json:"outputs,omitempty"`
-	DurationMS int64          `json:"duration_ms"`
-	Artifacts  []Artifact     `json:"artifacts,omitempty"`
+	Outputs map[string]any `json:"outputs,omitempty"`
+	// DurationMS is how long the driver ran, in milliseconds; a worker
+	// may send fractions.
+	DurationMS float64    `json:"duration_ms"`
+	Artifacts  []Artifact `json:"artifacts,omitempty"`
 }
 
 // Artifact describes a file a step wrote under its artifact directory.

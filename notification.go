@@ -146,7 +146,8 @@ type RawField struct {
 // ParseEvent decodes the params of an event notification into e, reusing
 // e.Data's storage. It handles params that are a JSON object whose members
 // are among "name", "timestamp", "step_id" (strings) and "data" (an
-// object), each at most once, whose data keys are distinct, and whose
+// object), each at most once, with a non-empty name and a timestamp (the
+// contract requires both), whose data keys are distinct, and whose
 // numbers all fit a float64. For those, e holds exactly what json.Unmarshal
 // into an Event gives, with each Data value left as JSON text. It returns
 // false for anything else, valid or not; use json.Unmarshal then.
@@ -171,11 +172,7 @@ func parseEventAt(b []byte, i int, e *RawEvent) int {
 		return -1
 	}
 	var seen [4]bool
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return i + 1
-	}
-	for ; ; i++ {
+	for i++; ; i++ {
 		i = skipSpace(b, i)
 		end, escaped := scanString(b, i)
 		if end < 0 || escaped {
@@ -225,6 +222,9 @@ func parseEventAt(b []byte, i int, e *RawEvent) int {
 			return -1
 		}
 		if b[i] == '}' {
+			if !seen[0] || !seen[1] || e.Name == "" {
+				return -1 // the contract requires a name and a timestamp
+			}
 			return i + 1
 		}
 		if b[i] != ',' {
@@ -551,7 +551,9 @@ func appendJSONFloat(dst []byte, f float64) []byte {
 // the strings m held before where they are the same. It handles params
 // that are a JSON object whose members are among "name", "timestamp",
 // "step_id", "unit" (strings), "value" (a number that fits a float64) and
-// "tags" (an object of strings with distinct keys), each at most once. For
+// "tags" (an object of strings with distinct keys), each at most once,
+// with a non-empty name, a value and a timestamp (the contract requires
+// them). For
 // those, m holds exactly what json.Unmarshal into a Metric gives. It
 // returns false for anything else, valid or not; use json.Unmarshal then.
 func ParseMetric(params []byte, m *Metric) bool {
@@ -565,11 +567,7 @@ func ParseMetric(params []byte, m *Metric) bool {
 		return false
 	}
 	var seen [6]bool
-	i = skipSpace(params, i+1)
-	if i < len(params) && params[i] == '}' {
-		return skipSpace(params, i+1) == len(params)
-	}
-	for ; ; i++ {
+	for i++; ; i++ {
 		i = skipSpace(params, i)
 		end, escaped := scanString(params, i)
 		if end < 0 || escaped {
@@ -638,7 +636,8 @@ func ParseMetric(params []byte, m *Metric) bool {
 			return false
 		}
 	}
-	return skipSpace(params, i+1) == len(params)
+	// The contract requires a name, a value and a timestamp.
+	return seen[0] && seen[1] && seen[2] && m.Name != "" && skipSpace(params, i+1) == len(params)
 }
 
 // parseTags decodes the tags object at b[i] into m.Tags and returns the

@@ -16,7 +16,15 @@ func (r *PingResult) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	type plain PingResult // without this method
-	return json.Unmarshal(b, (*plain)(r))
+	v := struct {
+		*plain
+		Protocol integer `json:"protocol"`
+	}{plain: (*plain)(r), Protocol: integer(r.Protocol)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	r.Protocol = int(v.Protocol)
+	return nil
 }
 
 func (r *PingResult) fastUnmarshal(b []byte) bool {

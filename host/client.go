@@ -38,6 +38,8 @@ type Client struct {
 	info   tproxy.PingResult
 
 	nextID    atomic.Uint64
+	dropped   atomic.Int64 // notifications that broke the protocol: see dropNotification
+	skipped   atomic.Int64 // lines before the protocol began: see skippedLine
 	lastBeat  atomic.Int64 // unix nanoseconds
 	lastHeard atomic.Int64 // when the last message from the worker arrived: see heard
 	wd        watchdog
@@ -122,7 +124,7 @@ func (c *Client) LastHeartbeat() time.Time {
 // Ping asks the worker to echo data.
 func (c *Client) Ping(ctx context.Context, data string) (*tproxy.PingResult, error) {
 	var res tproxy.PingResult
-	if err := c.call(ctx, tproxy.MethodPing, tproxy.PingParams{Data: data}, &res); err != nil {
+	if err := c.call(ctx, tproxy.MethodPing, tproxy.PingParams{Data: data, Protocol: tproxy.ProtocolVersion}, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
@@ -134,6 +136,9 @@ func (c *Client) Prepare(ctx context.Context, p tproxy.PrepareParams) (*tproxy.P
 	if err := c.flushAfter(c.call(ctx, tproxy.MethodPrepare, p, &res)); err != nil {
 		return nil, err
 	}
+	if res.SessionID != p.SessionID {
+		return nil, mismatch(tproxy.MethodPrepare, "session_id", res.SessionID, p.SessionID)
+	}
 	return &res, nil
 }
 
@@ -143,7 +148,14 @@ func (c *Client) Prepare(ctx context.Context, p tproxy.PrepareParams) (*tproxy.P
 func (c *Client) ExecStep(ctx context.Context, p tproxy.ExecStepParams) (*tproxy.ExecStepResult, error) {
 	var res tproxy.ExecStepResult
 	if err := c.flushAfter(c.call(ctx, tproxy.MethodExecStep, p, &res)); err != nil {
+		var se *StepError
+		if errors.As(err, &se) && se.StepID == "" {
+			se.StepID = p.StepID // the worker's failure data did not name it
+		}
 		return nil, err
+	}
+	if res.StepID != p.StepID {
+		return nil, mismatch(tproxy.MethodExecStep, "step_id", res.StepID, p.StepID)
 	}
 	return &res, nil
 }
@@ -253,7 +265,7 @@ func (c *Client) callRaw(ctx context.Context, method string, params, result any)
 		// The silence clock starts once the request is written: writing
 		// a big one takes as long as the worker takes to read it.
 		c.heard()
-		err = c.wait(ctx, ch, result)
+		err = c.wait(ctx, method, ch, result)
 	}
 	if err == nil {
 		return nil
@@ -261,8 +273,12 @@ func (c *Client) callRaw(ctx context.Context, method string, params, result any)
 	var (
 		rpcErr *jsonrpc2.Error
 		fe     *tproxy.FrameError
+		pe     *ProtocolError
 	)
 	switch {
+	case errors.As(err, &pe):
+		// A result that breaks the protocol: the framing is intact.
+		return err
 	case errors.As(err, &fe) && fe.Op == "write":
 		// Refused before anything was written: the connection is intact.
 		return fmt.Errorf("tproxy/host: %s: %w", method, err)
@@ -335,7 +351,7 @@ func (c *Client) onRecv(_ *jsonrpc2.Request, resp *jsonrpc2.Response) {
 }
 
 // wait waits for the response on ch and decodes its result into result.
-func (c *Client) wait(ctx context.Context, ch chan response, result any) error {
+func (c *Client) wait(ctx context.Context, method string, ch chan response, result any) error {
 	var r response
 	select {
 	case r = <-ch:
@@ -351,17 +367,13 @@ func (c *Client) wait(ctx context.Context, ch chan response, result any) error {
 	if r.err != nil {
 		return r.err
 	}
-	if result == nil || r.result == nil { // no result member: null
+	if result == nil {
 		return nil
 	}
-	if u, ok := result.(json.Unmarshaler); ok {
-		// r.result is one valid JSON value (the read loop's parser, or
-		// jsonrpc2's decoder, checked it), which is all json.Unmarshal
-		// would add: it would scan it again first, taking longer than
-		// tproxy.PingResult's decoder itself.
-		return u.UnmarshalJSON(r.result)
+	if r.result == nil { // no result member: null
+		r.result = []byte("null")
 	}
-	return json.Unmarshal(r.result, result)
+	return decodeResult(method, r.result, result)
 }
 
 func remoteError(method string, e *jsonrpc2.Error) error {
@@ -370,10 +382,18 @@ func remoteError(method string, e *jsonrpc2.Error) error {
 		re.Data = *e.Data
 	}
 	if e.Code == tproxy.CodeStepFailed {
+		// The code alone says the step failed (docs/protocol.md section
+		// 7); the data adds what the worker sent of the details.
 		var f tproxy.StepFailure
-		if err := json.Unmarshal(re.Data, &f); err == nil && f.StepID != "" {
-			return &StepError{StepID: f.StepID, ErrorType: f.ErrorType, Message: f.Message, Remote: re}
+		json.Unmarshal(re.Data, &f) // what decodes is kept
+		se := &StepError{StepID: f.StepID, ErrorType: f.ErrorType, Message: f.Message, Remote: re}
+		if se.ErrorType == "" {
+			se.ErrorType = "unknown"
 		}
+		if se.Message == "" {
+			se.Message = e.Message
+		}
+		return se
 	}
 	return re
 }
@@ -473,59 +493,8 @@ func (c *Client) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.
 	c.notification(ctx, req.Method, params)
 }
 
-// notification handles one notification from the worker. It runs in the
-// connection's read loop: from Handle, or from hostStream's fast path.
-func (c *Client) notification(ctx context.Context, method string, params []byte) {
-	var err error
-	switch method {
-	case tproxy.MethodEvent:
-		if c.cfg.sink == nil {
-			err = json.Unmarshal(params, new(tproxy.Event)) // only to report a malformed one
-			break
-		}
-		if rs, ok := c.cfg.sink.(logsink.RawEventSink); ok && tproxy.ParseEvent(params, &c.rawEvent) {
-			c.noteSinkErr(rs.EventRaw(ctx, &c.rawEvent))
-			break
-		}
-		var e tproxy.Event
-		if err = json.Unmarshal(params, &e); err == nil {
-			c.noteSinkErr(c.cfg.sink.Event(ctx, e))
-		}
-	case tproxy.MethodMetric:
-		if c.cfg.sink == nil {
-			err = json.Unmarshal(params, new(tproxy.Metric)) // only to report a malformed one
-			break
-		}
-		if tproxy.ParseMetric(params, &c.metric) {
-			c.noteSinkErr(c.cfg.sink.Metric(ctx, c.metric))
-			break
-		}
-		var m tproxy.Metric
-		if err = json.Unmarshal(params, &m); err == nil {
-			c.noteSinkErr(c.cfg.sink.Metric(ctx, m))
-		}
-	case tproxy.MethodLog:
-		var r tproxy.LogRecord
-		if err = json.Unmarshal(params, &r); err == nil {
-			c.logRecord(ctx, r)
-		}
-	case tproxy.MethodHeartbeat:
-		var h tproxy.Heartbeat
-		if err = json.Unmarshal(params, &h); err == nil {
-			c.lastBeat.Store(time.Now().UnixNano())
-			if c.cfg.onHeartbeat != nil {
-				c.cfg.onHeartbeat(h)
-			}
-		}
-	default:
-		c.cfg.logger.Warn("tproxy/host: unknown notification from the worker ignored", "method", method)
-	}
-	if err != nil {
-		c.cfg.logger.Warn("tproxy/host: malformed notification from the worker ignored",
-			"method", method, "err", err, "params", truncate(params, 200))
-	}
-}
-
+// noteSinkErr keeps the first failure to persist a notification, which
+// the next call reports.
 func (c *Client) noteSinkErr(err error) {
 	if err == nil {
 		return
@@ -535,22 +504,6 @@ func (c *Client) noteSinkErr(err error) {
 		c.sinkErr = err
 	}
 	c.mu.Unlock()
-}
-
-func (c *Client) logRecord(ctx context.Context, r tproxy.LogRecord) {
-	var level slog.Level
-	if level.UnmarshalText([]byte(r.Level)) != nil {
-		level = slog.LevelInfo
-	}
-	attrs := make([]slog.Attr, 0, len(r.Attrs)+2)
-	attrs = append(attrs, slog.String("source", "worker"))
-	if r.StepID != "" {
-		attrs = append(attrs, slog.String("step_id", r.StepID))
-	}
-	for k, v := range r.Attrs {
-		attrs = append(attrs, slog.Any(k, v))
-	}
-	c.cfg.logger.LogAttrs(ctx, level, r.Message, attrs...)
 }
 
 func truncate(b []byte, n int) string {
@@ -639,8 +592,7 @@ func (h *hostStream) banner(frame []byte, err error) bool {
 	if h.bannerLines > maxBannerLines || h.bannerBytes > maxBannerBytes {
 		return false
 	}
-	h.c.cfg.logger.Warn("tproxy/host: skipping output before the worker's first protocol message",
-		"line", truncate(frame, 200), "reason", fe.Reason)
+	h.c.skippedLine(frame, fe.Reason)
 	return true
 }
 

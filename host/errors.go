@@ -54,16 +54,32 @@ func (e *StepError) Error() string {
 // Unwrap returns the RemoteError.
 func (e *StepError) Unwrap() error { return e.Remote }
 
-// ProtocolError reports bytes from the worker that break the protocol: an
-// oversize frame, a line that is not JSON or not JSON-RPC. The connection is
-// closed after one.
+// ProtocolError reports a worker that broke the protocol. Either bytes
+// that break the framing (an oversize frame, a line that is not JSON or not
+// JSON-RPC; Method is empty): the connection is closed after one. Or a
+// call's result that does not have the method's shape (Method and Field
+// say where): the framing is intact and the connection stays usable.
 type ProtocolError struct {
+	// Method is the call whose result was malformed; empty for a framing
+	// violation.
+	Method string
+	// Field is the result member at fault, dotted for nested members
+	// (worker.drivers), or empty when the result as a whole is at fault.
+	Field string
 	// Err is what broke the protocol.
 	Err error
 }
 
 // Error names what broke the protocol.
-func (e *ProtocolError) Error() string { return "tproxy/host: protocol violation: " + e.Err.Error() }
+func (e *ProtocolError) Error() string {
+	switch {
+	case e.Method == "":
+		return "tproxy/host: protocol violation: " + e.Err.Error()
+	case e.Field == "":
+		return fmt.Sprintf("tproxy/host: %s: the worker's result breaks the protocol: %v", e.Method, e.Err)
+	}
+	return fmt.Sprintf("tproxy/host: %s: the worker's result breaks the protocol: %s: %v", e.Method, e.Field, e.Err)
+}
 
 // Unwrap returns the underlying error, typically a *tproxy.FrameError.
 func (e *ProtocolError) Unwrap() error { return e.Err }

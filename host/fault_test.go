@@ -16,6 +16,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
@@ -317,7 +318,8 @@ func TestRemoteErrors(t *testing.T) {
 // fakeWorker serves the host with hand-written bytes: it answers the first
 // request's id with answer(id) and then writes after, raw.
 func fakeWorker(answer func(id string) string, after string) *transport.InMemory {
-	return &transport.InMemory{Serve: func(ctx context.Context, rw io.ReadWriteCloser) error {
+	// The fake's frames are wrong on purpose; the host's are validated.
+	return &transport.InMemory{Serve: wiretest.Serve(nil, func(ctx context.Context, rw io.ReadWriteCloser) error {
 		defer rw.Close()
 		r := bufio.NewReader(rw)
 		for first := true; ; first = false {
@@ -332,7 +334,7 @@ func fakeWorker(answer func(id string) string, after string) *transport.InMemory
 			id = id[:strings.IndexAny(id, ",}")]
 			io.WriteString(rw, answer(id)+"\n"+after)
 		}
-	}}
+	}, wiretest.HostFrames)}
 }
 
 func pong(version int) func(string) string {
@@ -424,7 +426,8 @@ func TestHeartbeats(t *testing.T) {
 func scripted(before string, step func(id string) string) *transport.InMemory {
 	// A worker the host stopped reading is blocked writing: no need to wait
 	// long for it to notice its closed input.
-	return &transport.InMemory{CloseTimeout: 50 * time.Millisecond, TermTimeout: 50 * time.Millisecond, Serve: func(ctx context.Context, rw io.ReadWriteCloser) error {
+	// The fake's frames are wrong on purpose; the host's are validated.
+	return &transport.InMemory{CloseTimeout: 50 * time.Millisecond, TermTimeout: 50 * time.Millisecond, Serve: wiretest.Serve(nil, func(ctx context.Context, rw io.ReadWriteCloser) error {
 		defer rw.Close()
 		io.WriteString(rw, before)
 		sc := bufio.NewScanner(rw)
@@ -445,11 +448,11 @@ func scripted(before string, step func(id string) string) *transport.InMemory {
 			}
 		}
 		return nil
-	}}
+	}, wiretest.HostFrames)}
 }
 
 func stepOK(id string) string {
-	return `{"jsonrpc":"2.0","id":` + id + `,"result":{"status":"complete","step_id":"s"}}` + "\n"
+	return `{"jsonrpc":"2.0","id":` + id + `,"result":{"status":"complete","step_id":"d-step","duration_ms":0}}` + "\n"
 }
 
 // TestBannerBeforeHandshake: output before the worker's first protocol
@@ -516,7 +519,7 @@ func TestMidSessionViolations(t *testing.T) {
 			return `{"jsonrpc":"2.0","id":999,"result":{"status":"complete","step_id":"ghost"}}` + "\n" + stepOK(id)
 		}), &logsink.Memory{}, quiet()...)
 		res, err := exec(t.Context(), c, "d", nil)
-		if err != nil || res.StepID != "s" {
+		if err != nil || res.StepID != "d-step" {
 			t.Fatalf("a stray response broke the call: %+v, %v", res, err)
 		}
 		if _, err := c.Ping(t.Context(), "x"); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
@@ -31,14 +32,15 @@ func FuzzWorkerOutput(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, out []byte) {
-		tr := &transport.InMemory{Serve: func(ctx context.Context, rw io.ReadWriteCloser) error {
+		// The fuzzed worker's frames are anything; the host's are validated.
+		tr := &transport.InMemory{Serve: wiretest.Serve(t, func(ctx context.Context, rw io.ReadWriteCloser) error {
 			go func() {
 				rw.Write(out)
 				rw.Close() // the host reads EOF after out
 			}()
 			io.Copy(io.Discard, rw) // until the host closes the worker's stdin
 			return nil
-		}}
+		}, wiretest.HostFrames)}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		c, err := host.Start(ctx, tr, host.WithSink(&logsink.Memory{}), host.WithLogger(slog.New(slog.DiscardHandler)),

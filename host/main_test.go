@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tproxy/tproxy/internal/demo"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/worker"
 )
@@ -30,7 +31,10 @@ func TestMain(m *testing.M) {
 	if os.Getenv(workerEnv) != "" {
 		worker.Main(testWorker())
 	}
-	goleak.VerifyTestMain(m)
+	// wiretest.Main fails the run if a frame the host or the test worker
+	// wrote did not validate against docs/schema (see inMemory and
+	// subprocess).
+	goleak.VerifyTestMain(wiretest.Main(m))
 }
 
 // testWorker is the demo worker plus drivers that misbehave on purpose.
@@ -166,8 +170,21 @@ type bigSummary int
 
 func (b bigSummary) Summary() any { return strings.Repeat("s", int(b)) }
 
-// subprocess runs testWorker in a child process; stderr goes to w.
-func subprocess(stderr *syncBuffer) *transport.Subprocess {
+// tappedSubprocess is a Subprocess whose workers' frames, both ways, are
+// validated against docs/schema on the host's side of the pipe (the child
+// is the Go worker). Its fields configure the Subprocess as usual.
+type tappedSubprocess struct {
+	*transport.Subprocess
+	tapped transport.Transport
+}
+
+func (s tappedSubprocess) Start(ctx context.Context) (transport.Process, error) {
+	return s.tapped.Start(ctx)
+}
+
+// subprocess runs testWorker in a child process; stderr goes to w. Its
+// frames, both ways, are validated against docs/schema (tappedSubprocess).
+func subprocess(stderr *syncBuffer) tappedSubprocess {
 	exe, err := os.Executable()
 	if err != nil {
 		panic(err)
@@ -179,10 +196,11 @@ func subprocess(stderr *syncBuffer) *transport.Subprocess {
 	if stderr != nil {
 		t.Stderr = stderr
 	}
-	return t
+	return tappedSubprocess{t, wiretest.Transport(nil, t, wiretest.Both)}
 }
 
-// inMemory runs testWorker in this process.
+// inMemory runs testWorker in this process. Its frames, both ways, are
+// validated against docs/schema.
 func inMemory() *transport.InMemory {
-	return &transport.InMemory{Serve: testWorker().Serve}
+	return &transport.InMemory{Serve: wiretest.Serve(nil, testWorker().Serve, wiretest.Both)}
 }

@@ -101,7 +101,7 @@ func TestManyHostChild(t *testing.T) {
 		{ID: "emit", Driver: "emit", Config: map[string]any{"events": 500}},
 		{ID: "out", Driver: "files", Needs: []string{"emit"}, Config: map[string]any{"files": map[string]any{"out.txt": "done"}}},
 	}}
-	tr := fanoutWorker()
+	tr := fanoutWorker().Subprocess // untapped: the benchmark measures the host, not the tests' frame checks
 	jobs := make([]host.Job, sessions)
 	for i := range jobs {
 		jobs[i] = host.Job{Transport: tr, Spec: host.RunSpec{Dir: filepath.Join(base, fmt.Sprint(i)), Manifest: m, Options: quiet()}}

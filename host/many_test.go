@@ -22,7 +22,7 @@ import (
 // fanoutWorker is subprocess(nil) with the worker's default heartbeat
 // interval: a hundred workers beating every 20 ms would measure the
 // heartbeats.
-func fanoutWorker() *transport.Subprocess {
+func fanoutWorker() tappedSubprocess {
 	tr := subprocess(nil)
 	tr.Env = append(tr.Env, realBeatEnv+"=1")
 	return tr

@@ -437,6 +437,7 @@ func (r *Run) Collect(ctx context.Context) (*Status, error) {
 		exit := r.client.Process().Exit()
 		r.status.Exit = &exit
 		r.status.StderrTail = r.masker.String(string(r.client.Process().StderrTail()))
+		r.status.Protocol = r.client.ProtocolCounts()
 	}
 	r.status.Phases.CollectMS = msSince(start)
 	r.status.FinishedAt = time.Now().UTC()

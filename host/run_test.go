@@ -22,6 +22,7 @@ import (
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
 	"github.com/tproxy/tproxy/internal/demo"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
@@ -449,7 +450,8 @@ func TestRunRefusesEscapingArtifact(t *testing.T) {
 // lyingWorker answers the protocol by hand and lists artifact path in
 // exec_step's result.
 func lyingWorker(path string) *transport.InMemory {
-	return &transport.InMemory{Serve: func(ctx context.Context, rw io.ReadWriteCloser) error {
+	// The fake's frames are wrong on purpose; the host's are validated.
+	return &transport.InMemory{Serve: wiretest.Serve(nil, func(ctx context.Context, rw io.ReadWriteCloser) error {
 		defer rw.Close()
 		sc := bufio.NewScanner(rw)
 		for sc.Scan() {
@@ -479,7 +481,7 @@ func lyingWorker(path string) *transport.InMemory {
 			rw.Write(append(b, '\n'))
 		}
 		return nil
-	}}
+	}, wiretest.HostFrames)}
 }
 
 func TestFetchArtifactVerifies(t *testing.T) {

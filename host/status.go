@@ -32,7 +32,8 @@ const (
 	FailureInvalidManifest = "invalid_manifest" // a *tproxy.ManifestError
 	FailureStep            = "step_failed"      // a *StepError
 	FailureWorkerExited    = "worker_exited"    // the worker ended; Status.Exit says how
-	FailureProtocol        = "protocol"         // a *ProtocolError
+	FailureProtocol        = "protocol"         // a *ProtocolError that broke the framing
+	FailureInvalidResult   = "invalid_result"   // a *ProtocolError naming a call's malformed result
 	FailureVersion         = "version"          // a *VersionError
 	FailureCancelled       = "cancelled"        // the caller's context was cancelled
 	FailureTimeout         = "timeout"          // the caller's deadline passed
@@ -70,6 +71,21 @@ type Status struct {
 	StderrTail string `json:"stderr_tail,omitempty"`
 
 	Artifacts ArtifactTotals `json:"artifacts"`
+
+	// Protocol counts what the worker sent that the host could not use.
+	Protocol ProtocolCounts `json:"protocol"`
+}
+
+// ProtocolCounts count what a worker sent that the host could not use
+// (docs/protocol.md section 12). Each is also quoted, up to a cap, in a
+// protocol_warning event.
+type ProtocolCounts struct {
+	// DroppedNotifications are notifications with an unknown method or
+	// params that break the protocol; none of them was persisted.
+	DroppedNotifications int64 `json:"dropped_notifications"`
+	// SkippedLines are lines before the worker's first protocol message
+	// that were not protocol messages (a shell's banner, say).
+	SkippedLines int64 `json:"skipped_lines"`
 }
 
 // Failure says what ended a run.
@@ -91,7 +107,9 @@ type StepStatus struct {
 	Status        string `json:"status"`
 	ErrorType     string `json:"error_type,omitempty"`
 	RowsProcessed int64  `json:"rows_processed,omitempty"`
-	DurationMS    int64  `json:"duration_ms,omitempty"`
+	// DurationMS is how long the step's driver ran, in milliseconds, as
+	// the worker measured it.
+	DurationMS float64 `json:"duration_ms,omitempty"`
 	// Artifacts are the files fetched into artifacts/<id>/.
 	Artifacts []tproxy.Artifact `json:"artifacts,omitempty"`
 }
@@ -135,6 +153,9 @@ func failureKind(err error) string {
 	case errors.As(err, &me):
 		return FailureInvalidManifest
 	case errors.As(err, &pe):
+		if pe.Method != "" {
+			return FailureInvalidResult
+		}
 		return FailureProtocol
 	case errors.As(err, &ve):
 		return FailureVersion

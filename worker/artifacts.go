@@ -182,8 +182,8 @@ func (s *server) fetchArtifact(ctx context.Context, raw json.RawMessage) (*tprox
 		return nil, s.notPrepared(tproxy.MethodFetchArtifact)
 	}
 	var p tproxy.FetchArtifactParams
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, invalidParams(tproxy.MethodFetchArtifact, err)
+	if err := decodeParams(tproxy.MethodFetchArtifact, raw, &p, "step_id", "path", "offset", "length"); err != nil {
+		return nil, err
 	}
 	if err := tproxy.ValidateID("step id", p.StepID); err != nil {
 		return nil, invalidParams(tproxy.MethodFetchArtifact, err)
@@ -211,11 +211,19 @@ func (s *server) fetchArtifact(ctx context.Context, raw json.RawMessage) (*tprox
 			Message: fmt.Sprintf("fetch_artifact: step %q: %v", p.StepID, err)}
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		return nil, &jsonrpc2.Error{Code: tproxy.CodeInvalidParams,
+			Message: fmt.Sprintf("fetch_artifact: step %q: %s is not a regular file", p.StepID, p.Path)}
+	}
 	buf := make([]byte, n)
 	m, err := f.ReadAt(buf, p.Offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError,
 			Message: fmt.Sprintf("fetch_artifact: step %q: reading %s: %v", p.StepID, p.Path, err)}
 	}
-	return &tproxy.FetchArtifactResult{Data: buf[:m], EOF: errors.Is(err, io.EOF) || m < n}, nil
+	// eof says the chunk reaches the end: the host need not ask for an
+	// empty one to learn it.
+	eof := errors.Is(err, io.EOF) || m < n || fi != nil && p.Offset+int64(m) >= fi.Size()
+	return &tproxy.FetchArtifactResult{Data: buf[:m], EOF: eof}, nil
 }

@@ -96,7 +96,7 @@ func fetch(t *testing.T, h *rawHost, id *int, step, path string, n int) ([]byte,
 
 func TestArtifactsListedAndFetched(t *testing.T) {
 	h := serveRaw(t, artifactWorker())
-	call(t, h, 1, "prepare", map[string]any{"session_id": "s1"})
+	call(t, h, 1, "prepare", map[string]any{"session_id": "s1", "manifest": map[string]any{"steps": []any{}}})
 	notifs, resp := call(t, h, 2, "exec_step", map[string]any{"step_id": "w", "driver": "write", "config": map[string]any{"table": "users"}})
 	res := decode[tproxy.ExecStepResult](t, resp["result"])
 
@@ -135,7 +135,7 @@ func TestArtifactsListedAndFetched(t *testing.T) {
 
 func TestFailedStepListsArtifacts(t *testing.T) {
 	h := serveRaw(t, artifactWorker())
-	call(t, h, 1, "prepare", map[string]any{"session_id": "s1"})
+	call(t, h, 1, "prepare", map[string]any{"session_id": "s1", "manifest": map[string]any{"steps": []any{}}})
 	_, resp := call(t, h, 2, "exec_step", map[string]any{"step_id": "w", "driver": "write", "config": map[string]any{"fail": true}})
 	e := resp["error"].(map[string]any)
 	f := decode[tproxy.StepFailure](t, e["data"])
@@ -150,7 +150,7 @@ func TestFailedStepListsArtifacts(t *testing.T) {
 
 func TestFetchArtifactRefusesEscapes(t *testing.T) {
 	h := serveRaw(t, artifactWorker())
-	call(t, h, 1, "prepare", map[string]any{"session_id": "s1"})
+	call(t, h, 1, "prepare", map[string]any{"session_id": "s1", "manifest": map[string]any{"steps": []any{}}})
 	call(t, h, 2, "exec_step", map[string]any{"step_id": "w", "driver": "write"})
 	tests := []struct {
 		step, path, wantIn string
@@ -255,7 +255,7 @@ func TestStepDirectories(t *testing.T) {
 		return os.RemoveAll(s.ArtifactDir())
 	})
 	h := serveRaw(t, w)
-	call(t, h, 1, "prepare", map[string]any{"session_id": "s"})
+	call(t, h, 1, "prepare", map[string]any{"session_id": "s", "manifest": map[string]any{"steps": []any{}}})
 	for id := 2; id <= 3; id++ {
 		if _, resp := call(t, h, id, "exec_step", map[string]any{"step_id": "a", "driver": "look"}); resp["result"] == nil {
 			t.Fatalf("run %d: %v", id-1, resp)

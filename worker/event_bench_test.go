@@ -53,7 +53,7 @@ func BenchmarkStepEvent(b *testing.B) {
 		in.Flush()
 		<-conn.resp
 	}
-	send(`{"jsonrpc":"2.0","id":1,"method":"prepare","params":{"session_id":"b"}}`)
+	send(`{"jsonrpc":"2.0","id":1,"method":"prepare","params":{"session_id":"b","manifest":{"steps":[]}}}`)
 	b.ResetTimer()
 	send(`{"jsonrpc":"2.0","id":2,"method":"exec_step","params":{"step_id":"s","driver":"emit","config":{"n":"` + strconv.Itoa(b.N) + `"}}}`)
 	b.StopTimer()

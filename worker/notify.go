@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -50,31 +51,31 @@ func (c *rpcConn) Notify(_ context.Context, method string, params any) error {
 // ReplyWithError sends a response with an error, as jsonrpc2's
 // Conn.ReplyWithError does.
 func (c *rpcConn) ReplyWithError(_ context.Context, id jsonrpc2.ID, respErr *jsonrpc2.Error) error {
-	if c.closed() {
-		return jsonrpc2.ErrClosed
-	}
-	err := c.stream.WriteObject(&jsonrpc2.Response{ID: id, Error: respErr})
-	if err != nil && c.closed() {
-		return jsonrpc2.ErrClosed
-	}
-	return err
+	return c.replyError(true, id, respErr)
 }
 
 // replyError sends an error response to id, or with "id": null when
 // hasID is false: JSON-RPC 2.0's answer to a message whose id could not be
-// read.
+// read. An error too big for the frame cap (a long message, large data)
+// is sent cut short rather than not at all: the request is answered.
 func (c *rpcConn) replyError(hasID bool, id jsonrpc2.ID, respErr *jsonrpc2.Error) error {
-	if hasID {
-		return c.ReplyWithError(context.Background(), id, respErr)
-	}
 	if c.closed() {
 		return jsonrpc2.ErrClosed
 	}
-	err := c.stream.WriteObject(&struct {
-		JSONRPC string          `json:"jsonrpc"`
-		ID      *jsonrpc2.ID    `json:"id"` // always null
-		Error   *jsonrpc2.Error `json:"error"`
-	}{JSONRPC: "2.0", Error: respErr})
+	write := func(e *jsonrpc2.Error) error {
+		if hasID {
+			return c.stream.WriteObject(&jsonrpc2.Response{ID: id, Error: e})
+		}
+		return c.stream.WriteObject(&struct {
+			JSONRPC string          `json:"jsonrpc"`
+			ID      *jsonrpc2.ID    `json:"id"` // always null
+			Error   *jsonrpc2.Error `json:"error"`
+		}{JSONRPC: "2.0", Error: e})
+	}
+	err := write(respErr)
+	if errors.Is(err, tproxy.ErrFrameTooLarge) {
+		err = write(&jsonrpc2.Error{Code: respErr.Code, Message: truncate([]byte(respErr.Message), 100)})
+	}
 	if err != nil && c.closed() {
 		return jsonrpc2.ErrClosed
 	}

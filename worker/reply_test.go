@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/worker"
 )
 
@@ -63,7 +64,7 @@ func serveRecorded(t *testing.T, w *worker.Worker) (*writeRecorder, io.Writer) {
 	pr, pw := io.Pipe()
 	rec := &writeRecorder{r: pr, got: make(chan struct{}, 1)}
 	done := make(chan error, 1)
-	go func() { done <- w.Serve(context.Background(), rec) }()
+	go func() { done <- w.Serve(context.Background(), wiretest.Conn(t, rec, wiretest.WorkerFrames)) }()
 	t.Cleanup(func() {
 		pw.Close()
 		if err := <-done; err != nil {
@@ -81,7 +82,7 @@ func TestStepEndGoesOutWithResponse(t *testing.T) {
 	w := worker.New("t", "1")
 	w.RegisterFunc("one", func(ctx context.Context, s *worker.Step) error { return s.Event("mine", nil) })
 	rec, in := serveRecorded(t, w)
-	io.WriteString(in, `{"jsonrpc":"2.0","id":1,"method":"prepare","params":{"session_id":"s"}}`+"\n")
+	io.WriteString(in, `{"jsonrpc":"2.0","id":1,"method":"prepare","params":{"session_id":"s","manifest":{"steps":[]}}}`+"\n")
 	rec.waitFor(t, 1)
 	io.WriteString(in, `{"jsonrpc":"2.0","id":2,"method":"exec_step","params":{"step_id":"a","driver":"one"}}`+"\n")
 	ws := rec.waitFor(t, 2)
@@ -164,7 +165,7 @@ func TestAsyncNotify(t *testing.T) {
 		return nil
 	})
 	h := serveRaw(t, w)
-	call(t, h, 1, "prepare", map[string]any{"session_id": "s"})
+	call(t, h, 1, "prepare", map[string]any{"session_id": "s", "manifest": map[string]any{"steps": []any{}}})
 	notifs, resp := call(t, h, 2, "exec_step", map[string]any{"step_id": "a", "driver": "many"})
 	if resp["result"] == nil {
 		t.Fatalf("response %v", resp)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/worker"
 )
 
@@ -41,7 +42,8 @@ func FuzzServe(f *testing.F) {
 		hostR, workerW := io.Pipe()
 		done := make(chan error, 1)
 		go func() {
-			done <- w.Serve(context.Background(), pipeEnd{strings.NewReader(string(in)), workerW})
+			// Whatever the input, the worker's answers are valid frames.
+			done <- w.Serve(context.Background(), wiretest.Conn(t, pipeEnd{strings.NewReader(string(in)), workerW}, wiretest.WorkerFrames))
 		}()
 		go io.Copy(io.Discard, hostR)
 		select {

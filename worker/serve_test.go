@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/worker"
 )
 
@@ -62,6 +63,8 @@ func TestServeAnswersBadInput(t *testing.T) {
 		{`{"jsonrpc":"2.0","method":"$/cancelRequest","params":7}`, `"id":null,"error":{"code":-32600,`},
 		{`{"jsonrpc":"2.0","id":15,"method":"ping","params":{"data":"` + strings.Repeat("x", 512) + `"}}`, `"id":null,"error":{"code":-32600,"message":"invalid request: the frame is`},
 		{`{"jsonrpc":"2.0","id":16,"method":"ping"}`, `"id":16,"result":{"status":"pong"`},
+		// An error too big for the cap is sent cut short, not left out.
+		{`{"jsonrpc":"2.0","id":17,"method":"` + strings.Repeat(`\"`, 200) + `"}`, `"id":17,"error":{"code":-32601,`},
 	} {
 		host.send(c.send)
 		if c.want == "" {
@@ -93,7 +96,9 @@ func serveLines(t *testing.T, configure ...func(*worker.Worker)) *lineHost {
 		c(w)
 	}
 	h := &lineHost{t: t, w: hw, lines: bufio.NewReader(hr), done: make(chan error, 1)}
-	go func() { h.done <- w.Serve(context.Background(), pipeEnd{wr, ww}) }()
+	go func() {
+		h.done <- w.Serve(context.Background(), wiretest.Conn(t, pipeEnd{wr, ww}, wiretest.WorkerFrames))
+	}()
 	t.Cleanup(func() { hw.Close(); hr.Close() })
 	return h
 }

@@ -53,8 +53,11 @@ func (ss *session) removeDir(log *slog.Logger) {
 
 func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.PrepareResult, error) {
 	var p tproxy.PrepareParams
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, invalidParams(tproxy.MethodPrepare, err)
+	if err := decodeParams(tproxy.MethodPrepare, raw, &p, "session_id", "manifest"); err != nil {
+		return nil, err
+	}
+	if p.Manifest.Steps == nil {
+		return nil, invalidParams(tproxy.MethodPrepare, errors.New(`the manifest has no "steps" member`))
 	}
 	if err := tproxy.ValidateID("session id", p.SessionID); err != nil {
 		return nil, invalidParams(tproxy.MethodPrepare, err)
@@ -81,11 +84,9 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 	for _, st := range p.Manifest.Steps {
 		masker.Learn(st.Config)
 	}
-	var level slog.Level
-	if p.LogLevel != "" {
-		if err := level.UnmarshalText([]byte(p.LogLevel)); err != nil {
-			return nil, invalidParams(tproxy.MethodPrepare, fmt.Errorf("log_level: %w", err))
-		}
+	level, err := parseLogLevel(p.LogLevel)
+	if err != nil {
+		return nil, invalidParams(tproxy.MethodPrepare, err)
 	}
 	if ss.dir == "" {
 		dir, err := os.MkdirTemp(s.w.workDir(), "tproxy-"+p.SessionID+"-")
@@ -116,8 +117,8 @@ func (s *server) checkManifest(m tproxy.Manifest) ([]string, error) {
 	seen := map[string]bool{}
 	var drivers []string
 	for i, st := range m.Steps {
-		if err := tproxy.ValidateID("step id", st.ID); err != nil {
-			return nil, invalidParams(tproxy.MethodPrepare, fmt.Errorf("manifest step %d: %w", i, err))
+		if err := checkStep(tproxy.MethodPrepare, fmt.Sprintf("manifest step %d", i), st.ID, st.Driver, st.Inputs); err != nil {
+			return nil, err
 		}
 		if seen[st.ID] {
 			return nil, invalidParams(tproxy.MethodPrepare, fmt.Errorf("manifest step id %q appears twice", st.ID))
@@ -153,11 +154,11 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 		return nil, s.notPrepared(tproxy.MethodExecStep)
 	}
 	var p tproxy.ExecStepParams
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, invalidParams(tproxy.MethodExecStep, err)
+	if err := decodeParams(tproxy.MethodExecStep, raw, &p, "step_id", "driver"); err != nil {
+		return nil, err
 	}
-	if err := tproxy.ValidateID("step id", p.StepID); err != nil {
-		return nil, invalidParams(tproxy.MethodExecStep, err)
+	if err := checkStep(tproxy.MethodExecStep, "exec_step", p.StepID, p.Driver, p.Inputs); err != nil {
+		return nil, err
 	}
 	d, ok := s.w.drivers[p.Driver]
 	if !ok {
@@ -225,7 +226,7 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	}
 	sink.Event(ctx, tproxy.Event{Name: "step_complete", Timestamp: end, StepID: p.StepID, Data: data})
 
-	res := &tproxy.ExecStepResult{Status: "complete", StepID: p.StepID, RowsProcessed: rows, DurationMS: durMS, Artifacts: artifacts}
+	res := &tproxy.ExecStepResult{Status: "complete", StepID: p.StepID, RowsProcessed: rows, DurationMS: float64(durMS), Artifacts: artifacts}
 	if len(outputs) > 0 {
 		res.Outputs = make(map[string]any, len(outputs))
 		for k, v := range outputs {

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/worker"
 )
 
@@ -36,7 +37,11 @@ func serveRaw(t *testing.T, w *worker.Worker) *rawHost {
 	hr, ww := io.Pipe()
 	wr, hw := io.Pipe()
 	h := &rawHost{w: hw, lines: make(chan string, 1024), done: make(chan error, 1)}
-	go func() { h.done <- w.Serve(context.Background(), pipeEnd{wr, ww}) }()
+	// The test writes the host's frames by hand, some wrong on purpose;
+	// the worker's are validated against docs/schema.
+	go func() {
+		h.done <- w.Serve(context.Background(), wiretest.Conn(t, pipeEnd{wr, ww}, wiretest.WorkerFrames))
+	}()
 	go func() {
 		defer close(h.lines)
 		r := bufio.NewReader(hr)
@@ -113,9 +118,11 @@ func TestServeFinishesCallsAfterStdinEOF(t *testing.T) {
 	hr, ww := io.Pipe()
 	wr, hw := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- w.Serve(context.Background(), pipeEnd{wr, ww}) }()
 	go func() {
-		io.WriteString(hw, `{"jsonrpc":"2.0","id":1,"method":"prepare","params":{"session_id":"s"}}`+"\n")
+		done <- w.Serve(context.Background(), wiretest.Conn(t, pipeEnd{wr, ww}, wiretest.WorkerFrames))
+	}()
+	go func() {
+		io.WriteString(hw, `{"jsonrpc":"2.0","id":1,"method":"prepare","params":{"session_id":"s","manifest":{"steps":[]}}}`+"\n")
 		io.WriteString(hw, `{"jsonrpc":"2.0","id":2,"method":"exec_step","params":{"step_id":"a","driver":"sleep"}}`+"\n")
 		hw.Close()
 	}()
@@ -184,7 +191,7 @@ func TestCancelRequest(t *testing.T) {
 		return ctx.Err()
 	})
 	h := serveRaw(t, w)
-	h.send(t, `{"jsonrpc":"2.0","id":1,"method":"prepare","params":{"session_id":"s"}}`)
+	h.send(t, `{"jsonrpc":"2.0","id":1,"method":"prepare","params":{"session_id":"s","manifest":{"steps":[]}}}`)
 	h.recv(t, 1)
 	h.send(t, `{"jsonrpc":"2.0","id":2,"method":"exec_step","params":{"step_id":"a","driver":"wait"}}`)
 	<-started

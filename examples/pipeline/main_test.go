@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/worker"
 )
 
@@ -33,7 +34,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(wiretest.Main(m)) // a tap reporting after its test ended fails the run
 }
 
 // want is region_revenue.csv for testdata/orders.csv, computed

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tproxy/tproxy/internal/demo"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/transport/e2b"
 	"github.com/tproxy/tproxy/transport/e2b/e2btest"
@@ -47,7 +48,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "unknown %s %q\n", workerEnv, mode)
 		os.Exit(100)
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(wiretest.Main(m)) // a tap reporting after its test ended fails the run
 }
 
 // testWorker is the demo worker plus drivers that misbehave on purpose.

@@ -12,6 +12,7 @@ import (
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
 	"github.com/tproxy/tproxy/internal/demo"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/transport/e2b"
@@ -22,6 +23,7 @@ import (
 // examples/local does, and returns the worker's exit status.
 func runDemo(t *testing.T, tr transport.Transport, dir string, opts ...host.Option) transport.ExitStatus {
 	t.Helper()
+	tr = wiretest.Transport(t, tr, wiretest.Both) // the frames of the host and the Go worker, both ways
 	ctx := t.Context()
 	files, err := logsink.OpenDir(dir, "parity-1")
 	if err != nil {
