@@ -1,0 +1,1942 @@
+"""tproxy reference worker runtime for Python (stdlib only, Python 3.9+, POSIX).
+
+A tproxy host (Go) runs a pipeline's steps in a worker process and talks to it
+in JSON-RPC 2.0, one JSON object per line, over the worker's stdin and stdout.
+The wire contract is docs/protocol.md; this module implements the worker side
+of it so that a Python driver needs nothing but a function::
+
+    from tproxy_worker import Worker, main
+
+    w = Worker("my-worker", "1.0.0")
+
+    @w.driver("csv_extract")
+    def csv_extract(step):
+        rows = read_csv(step.config["path"])
+        step.event("progress", {"rows_read": len(rows)})
+        step.metric("rows_read", len(rows), unit="rows")
+        step.log.info("extracted %d rows", len(rows), extra={"rows": len(rows)})
+        step.set_rows(len(rows))
+        step.set_output("table", rows)      # stays in this process
+
+    if __name__ == "__main__":
+        main(w)
+
+A driver fails its step by raising. The step failure's ``error_type`` is the
+exception's ``error_type`` attribute when it has a non-empty string one (see
+:class:`StepError`), otherwise the exception's class name (``ValueError``).
+
+Running this file itself starts the conformance worker: the conformance
+drivers of docs/protocol.md section 13 (``conform.*``), for the conformance kit::
+
+    go run ./cmd/tproxy-conform -- python3 workers/python/tproxy_worker.py
+
+Configuration through the environment (read by :meth:`Worker.serve` when the
+matching :class:`Worker` attribute is ``None``):
+
+``TPROXY_MAX_FRAME_SIZE``
+    the frame cap in bytes, both directions (default 16 MiB);
+``TPROXY_HEARTBEAT_INTERVAL_MS``
+    the heartbeat interval in milliseconds (default 1500; the protocol
+    requires a heartbeat at least every 2000);
+``TPROXY_WORK_DIR``
+    where session directories are created (default: the system temp dir).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import collections.abc
+import datetime
+import hashlib
+import json
+import logging
+import math
+import numbers
+import os
+import re
+import shutil
+import signal
+import stat
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import types
+
+__all__ = [
+    "Worker",
+    "Step",
+    "Cancelled",
+    "StepError",
+    "StepFinished",
+    "InputMissing",
+    "RPCError",
+    "Masker",
+    "main",
+    "register_conformance_drivers",
+    "conformance_worker",
+    "summarize",
+    "validate_id",
+    "check_artifact_path",
+    "PROTOCOL_VERSION",
+    "MASKED",
+    "DEFAULT_SECRET_KEYS",
+]
+
+__version__ = "1.0.0"
+
+#: The protocol major version this runtime speaks (ping's ``protocol``).
+PROTOCOL_VERSION = 1
+#: The default frame cap: the largest message accepted or sent, in bytes.
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+#: How often a busy worker sends a heartbeat by default, in seconds: under
+#: the protocol's 2 s, so that scheduling jitter never stretches a gap past it.
+DEFAULT_HEARTBEAT_INTERVAL = 1.5
+#: The largest chunk fetch_artifact returns, in bytes.
+ARTIFACT_CHUNK = 1024 * 1024
+#: The artifact the runtime writes before each step: its config, masked.
+CLEANED_CONFIG_FILE = "cleaned_config.json"
+#: What a secret is replaced by.
+MASKED = "***MASKED***"
+#: Config key patterns whose values are secrets (docs/protocol.md section 11).
+DEFAULT_SECRET_KEYS = (
+    "password", "passwd", "secret", "token", "api_key", "apikey",
+    "access_key", "private_key", "credential",
+)
+#: Secrets shorter than this (in UTF-8 bytes) are masked as values but not
+#: searched for inside free text.
+MIN_SECRET_LEN = 4
+
+# Error codes (docs/protocol.md section 7).
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+REQUEST_CANCELLED = -32800
+NOT_PREPARED = -32001
+SESSION_MISMATCH = -32002
+UNKNOWN_DRIVER = -32003
+STEP_FAILED = -32004
+INPUT_UNAVAILABLE = -32005
+
+_PROTOCOL_METHODS = ("ping", "prepare", "exec_step", "cleanup", "fetch_artifact")
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_TERM_GRACE = 2.0  # seconds a step has to stop after SIGTERM before the process exits anyway
+_EXIT_GRACE = 3.0  # seconds main() gives interpreter shutdown before it forces the exit
+_MAX_TRACEBACK = 16 * 1024  # bytes of traceback kept in a step_failed event
+
+
+# ---------------------------------------------------------------------------
+# Exceptions
+
+
+class Cancelled(BaseException):
+    """Raised in a driver once its step is cancelled by the host.
+
+    The step's emitting methods (``event``, ``metric``, ``log``) and
+    :meth:`Step.check_cancelled` / :meth:`Step.sleep` raise it, so that a
+    driver loop that reports progress stops promptly. A driver may raise it
+    itself. The step then fails with ``error_type`` ``cancelled``.
+
+    Like :class:`asyncio.CancelledError`, it derives from ``BaseException``,
+    not ``Exception``: a driver's ``except Exception:`` does not swallow it.
+    Clean up in ``finally`` blocks or context managers.
+    """
+
+    def __init__(self, message="cancelled"):
+        super().__init__(message)
+
+
+class StepError(Exception):
+    """An exception with an explicit ``error_type``.
+
+    ``raise StepError("no such table", error_type="missing_table")`` fails
+    the step with that error type. Any exception class may instead carry an
+    ``error_type`` attribute (class or instance) holding a non-empty string.
+    """
+
+    def __init__(self, message, error_type=None):
+        super().__init__(message)
+        if error_type:
+            self.error_type = error_type
+
+
+class StepFinished(RuntimeError):
+    """Raised when a step's emitting methods are called after it ended:
+    everything a step emits reaches the host before its result."""
+
+
+class InputMissing(KeyError):
+    """The ``KeyError`` :meth:`Step.input` raises for an input the step does
+    not have. Its message is readable (no quotes) and its ``error_type`` is
+    ``KeyError``."""
+
+    error_type = "KeyError"
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else "input missing"
+
+
+class FrameTooLarge(ValueError):
+    """A message is over the frame cap and was not sent."""
+
+
+class RPCError(Exception):
+    """A JSON-RPC error a custom method handler (:meth:`Worker.handle`)
+    raises to answer with a code of its choosing."""
+
+    def __init__(self, code, message, data=None):
+        super().__init__(message)
+        self.code = int(code)
+        self.message = str(message)
+        self.data = data
+
+
+class _ParamsError(Exception):
+    """Invalid params: answered -32602."""
+
+
+_MISSING = object()
+
+
+# ---------------------------------------------------------------------------
+# Pure helpers
+
+
+def utc_now():
+    """The current time as an RFC 3339 UTC timestamp ending in ``Z``."""
+    return _timestamp(datetime.datetime.now(datetime.timezone.utc))
+
+
+def _timestamp(dt):
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=datetime.timezone.utc)
+    return dt.astimezone(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def validate_id(value, kind="id"):
+    """Check a session or step id (docs/protocol.md section 3): 1 to 128
+    characters from ``A-Z a-z 0-9 . _ -``, beginning with a letter or digit.
+    Raise ``ValueError`` naming ``kind`` if it is not one."""
+    if not isinstance(value, str):
+        raise ValueError("%s must be a string, not %s" % (kind, _json_type(value)))
+    if value == "":
+        raise ValueError("%s is empty" % kind)
+    if len(value) > 128:
+        raise ValueError("%s %r... is %d characters long, over the limit of 128" % (kind, value[:20], len(value)))
+    if not _ID_RE.match(value):
+        raise ValueError("%s %r: use letters, digits, '.', '_', '-', starting with a letter or digit" % (kind, value))
+    return value
+
+
+def check_artifact_path(p):
+    """Refuse an artifact path that is not clean and relative (section 10):
+    empty, absolute, with a ``.``, ``..`` or empty element, a backslash or a
+    NUL byte. Raise ``ValueError`` saying why."""
+    if not isinstance(p, str):
+        raise ValueError("artifact path must be a string, not %s" % _json_type(p))
+    if p == "":
+        raise ValueError("artifact path is empty")
+    if "\\" in p or "\x00" in p:
+        raise ValueError("artifact path %r contains a backslash or NUL byte" % p)
+    if p.startswith("/"):
+        raise ValueError("artifact path %r is absolute; artifact paths are relative to the step's artifact directory" % p)
+    if any(e in ("", ".", "..") for e in p.split("/")):
+        raise ValueError("artifact path %r is not a clean relative path (no '..', '.' or empty elements)" % p)
+    return p
+
+
+def summarize(value):
+    """Describe a step output without sending it, as the Go runtime does:
+    ``value.summary()`` if it has one; else ``{"type", "value"}`` for a
+    scalar (``bool``, ``int``, ``float``, ``None``); ``{"type", "len"}`` for
+    anything with a length (``str``, ``list``, ``dict``...); else ``{"type"}``."""
+    s = getattr(value, "summary", None)
+    if callable(s) and not isinstance(value, type):
+        return s()
+    out = {"type": type(value).__name__}
+    if value is None or isinstance(value, (bool, int, float)):
+        out["value"] = value
+        return out
+    try:
+        out["len"] = len(value)
+    except Exception:  # no len(), or a broken one
+        pass
+    return out
+
+
+def _json_type(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_integer(v):
+    """A JSON number with an integral value, in any notation (3, 3.0, 3e0)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, numbers.Integral):
+        return True
+    return isinstance(v, float) and math.isfinite(v) and v.is_integer()
+
+
+def _to_json(v, _depth=0):
+    """A JSON-encodable copy of v: dict keys become strings, tuples and sets
+    lists, non-finite floats null, datetimes RFC 3339 strings, and any other
+    object its str()."""
+    if _depth > 200:
+        return str(v)
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, dict) or isinstance(v, types.MappingProxyType):
+        return {str(k) if not isinstance(k, str) else k: _to_json(e, _depth + 1) for k, e in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_to_json(e, _depth + 1) for e in v]
+    if isinstance(v, (set, frozenset)):
+        return [_to_json(e, _depth + 1) for e in sorted(v, key=repr)]
+    if isinstance(v, datetime.datetime):
+        return _timestamp(v)
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode("utf-8", "replace")
+    if hasattr(v, "items") and callable(v.items):
+        try:
+            return {str(k): _to_json(e, _depth + 1) for k, e in v.items()}
+        except Exception:
+            pass
+    return str(v)
+
+
+def _encode(obj):
+    """One compact JSON line (without the newline), as UTF-8 bytes."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: escape them instead
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def _reject_constant(name):
+    raise ValueError("%s is not valid JSON" % name)
+
+
+# ---------------------------------------------------------------------------
+# Secrets
+
+
+def _normalize_key(k):
+    return k.lower().replace("-", "_")
+
+
+def _parse_pointer(p):
+    if not isinstance(p, str):
+        raise ValueError("secret pointer must be a string, not %s" % _json_type(p))
+    if p == "":
+        raise ValueError('secret pointer is empty (the whole config cannot be one secret; name the member, e.g. "/password")')
+    if not p.startswith("/"):
+        raise ValueError("secret pointer %r does not start with '/'" % p)
+    toks = p[1:].split("/")
+    for t in toks:
+        if re.search(r"~(?![01])", t):
+            raise ValueError("secret pointer %r: '~' must be followed by 0 or 1" % p)
+    return [t.replace("~1", "/").replace("~0", "~") for t in toks]
+
+
+def _lookup(v, toks):
+    for t in toks:
+        if isinstance(v, dict):
+            if t not in v:
+                return _MISSING
+            v = v[t]
+        elif isinstance(v, list):
+            if not t.isdigit() or int(t) >= len(v):
+                return _MISSING
+            v = v[int(t)]
+        else:
+            return _MISSING
+    return v
+
+
+class Masker:
+    """Replaces secrets by ``***MASKED***`` (docs/protocol.md section 11).
+
+    It learns secret values from the configs it is shown (:meth:`learn`,
+    :meth:`config`): values under keys matching a pattern (lower-cased, ``-``
+    read as ``_``, containing one of the patterns) and values at RFC 6901
+    pointers. It then masks them in values under secret keys wherever they
+    appear (:meth:`value`) and, for secrets of 4 bytes or more, as
+    substrings of any string (:meth:`string`). Safe for concurrent use.
+    """
+
+    def __init__(self, keys=None, pointers=None):
+        self._keys = []
+        for k in list(DEFAULT_SECRET_KEYS) + list(keys or ()):
+            if not isinstance(k, str):
+                raise ValueError("secret key pattern must be a string, not %s" % _json_type(k))
+            k = _normalize_key(k)
+            if k and k not in self._keys:
+                self._keys.append(k)
+        self._pointers = [_parse_pointer(p) for p in (pointers or ())]
+        self._values = []
+        self._re = None
+        self._lock = threading.Lock()
+
+    def secret_key(self, key):
+        """Whether config key ``key`` names a secret."""
+        k = _normalize_key(str(key))
+        return any(p in k for p in self._keys)
+
+    @property
+    def has_values(self):
+        """Whether any secret value is known for masking inside text."""
+        return self._re is not None
+
+    def learn(self, cfg):
+        """Remember the secret values of config ``cfg`` (a dict)."""
+        if not isinstance(cfg, dict):
+            return
+        found = []
+        self._collect(cfg, False, found)
+        for toks in self._pointers:
+            v = _lookup(cfg, toks)
+            if v is not _MISSING:
+                self._collect(v, True, found)
+        self.add_values(*found)
+
+    def add_values(self, *values):
+        """Mask each of ``values`` as a secret from now on."""
+        with self._lock:
+            changed = False
+            for v in values:
+                if isinstance(v, str) and len(v.encode("utf-8", "surrogatepass")) >= MIN_SECRET_LEN and v not in self._values:
+                    self._values.append(v)
+                    changed = True
+            if changed:
+                # Longest first, so that a secret containing another is masked whole.
+                self._values.sort(key=len, reverse=True)
+                self._re = re.compile("|".join(re.escape(v) for v in self._values))
+
+    def _collect(self, v, secret, out):
+        if isinstance(v, dict):
+            for k, e in v.items():
+                self._collect(e, secret or self.secret_key(k), out)
+        elif isinstance(v, (list, tuple)):
+            for e in v:
+                self._collect(e, secret, out)
+        elif not secret or v is None or isinstance(v, bool):
+            return
+        elif isinstance(v, str):
+            out.append(v)
+        else:
+            try:
+                out.append(json.dumps(v).strip('"'))
+            except (TypeError, ValueError):
+                out.append(str(v))
+
+    def string(self, s):
+        """``s`` with every known secret value replaced."""
+        r = self._re
+        if r is None or not isinstance(s, str):
+            return s
+        return r.sub(MASKED, s)
+
+    def value(self, v):
+        """A copy of JSON-like ``v`` with secrets masked: a value under a
+        secret key is replaced whole, known secrets inside strings replaced."""
+        if isinstance(v, str):
+            return self.string(v)
+        if isinstance(v, dict):
+            return {k: (MASKED if self.secret_key(k) else self.value(e)) for k, e in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [self.value(e) for e in v]
+        return v
+
+    def tags(self, tags):
+        """Metric tags with values under secret keys and known secrets masked."""
+        return {k: (MASKED if self.secret_key(k) else self.string(e)) for k, e in tags.items()}
+
+    def config(self, cfg):
+        """Learn ``cfg``'s secrets and return a masked deep copy of it, fit
+        to be written anywhere (``cleaned_config.json``)."""
+        if cfg is None:
+            return {}
+        self.learn(cfg)
+        out = self.value(cfg)  # a copy: value() rebuilds every dict and list
+        for toks in self._pointers:
+            if not toks:
+                continue
+            parent = _lookup(out, toks[:-1])
+            last = toks[-1]
+            if isinstance(parent, dict) and last in parent:
+                parent[last] = MASKED
+            elif isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
+                parent[int(last)] = MASKED
+        return out
+
+
+class _NoMask:
+    """The masker before prepare: masks nothing."""
+
+    has_values = False
+
+    def string(self, s):
+        return s
+
+    def value(self, v):
+        return v
+
+    def tags(self, tags):
+        return tags
+
+
+# ---------------------------------------------------------------------------
+# Steps
+
+
+_STD_RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+
+
+def _wire_level(levelno):
+    if levelno < logging.INFO:
+        return "DEBUG"
+    if levelno < logging.WARNING:
+        return "INFO"
+    if levelno < logging.ERROR:
+        return "WARN"
+    return "ERROR"
+
+
+class _LogHandler(logging.Handler):
+    """Sends a step's log records to the host as ``log`` notifications.
+
+    Its ``emit`` lets :class:`Cancelled` and :class:`StepFinished` through to
+    the logging call, like the step's other emitting methods."""
+
+    def __init__(self, step):
+        super().__init__()
+        self._step = step
+
+    def emit(self, record):
+        try:
+            self._step._log_record(record)
+        except StepFinished:
+            raise
+        except Exception:  # a bad format string, an oversize record: as logging does
+            self.handleError(record)
+
+
+class Step:
+    """One running step: what a driver reads and how it reports back.
+
+    Its methods are safe to call from the driver's own threads.
+    """
+
+    def __init__(self, server, job, step_id, driver, number, config, inputs, session_id,
+                 session_config, dir, artifact_dir, level):
+        self._server = server
+        self._job = job
+        self._id = step_id
+        self._driver = driver
+        self._number = number
+        self._config = config
+        self._inputs = inputs
+        self._session_id = session_id
+        self._session_config = session_config
+        self._dir = dir
+        self._dir_made = False
+        self._artifact_dir = artifact_dir
+        self._lock = threading.Lock()
+        self._done = False
+        self._rows = 0
+        self._outputs = {}
+        self._log = logging.Logger("tproxy.step." + step_id)
+        self._log.propagate = False
+        self._log.setLevel(level)
+        self._log.addHandler(_LogHandler(self))
+
+    @property
+    def id(self):
+        """The step's id."""
+        return self._id
+
+    @property
+    def driver(self):
+        """The name the step's driver was registered under."""
+        return self._driver
+
+    @property
+    def number(self):
+        """The step's number in the session (1 for the first step run)."""
+        return self._number
+
+    @property
+    def session_id(self):
+        """The id of the host's session."""
+        return self._session_id
+
+    @property
+    def config(self):
+        """The step's configuration as sent by the host (a dict)."""
+        return self._config
+
+    @property
+    def session_config(self):
+        """The session-wide configuration sent with prepare (a dict)."""
+        return self._session_config
+
+    @property
+    def inputs(self):
+        """The step's inputs, by name (read-only)."""
+        return types.MappingProxyType(self._inputs)
+
+    def input(self, name, default=_MISSING):
+        """The value an earlier step kept under the output the host wired to
+        input ``name``. Without ``default``, a missing input raises
+        ``KeyError`` naming the step and the inputs it has."""
+        if name in self._inputs:
+            return self._inputs[name]
+        if default is not _MISSING:
+            return default
+        have = ", ".join(sorted(self._inputs)) or "none"
+        raise InputMissing("step %r has no input %r (its inputs: %s)" % (self._id, name, have))
+
+    @property
+    def dir(self):
+        """A working directory for the step, inside the session directory
+        (removed by cleanup). Created on first use."""
+        with self._lock:
+            if not self._dir_made:
+                os.makedirs(self._dir, exist_ok=True)
+                self._dir_made = True
+        return self._dir
+
+    @property
+    def artifact_dir(self):
+        """The directory for the step's artifacts, which the host fetches
+        once the step ends, successful or not. It already holds
+        ``cleaned_config.json``."""
+        return self._artifact_dir
+
+    @property
+    def log(self):
+        """A ``logging.Logger`` whose records go to the host as ``log``
+        notifications (those below the session's ``log_level`` are not
+        sent). Keyword ``extra={...}`` becomes the record's ``attrs``."""
+        return self._log
+
+    @property
+    def cancelled(self):
+        """Whether the host has cancelled the step."""
+        return self._job.cancel.is_set()
+
+    def check_cancelled(self):
+        """Raise :class:`Cancelled` if the host has cancelled the step."""
+        if self._job.cancel.is_set():
+            raise Cancelled()
+
+    def sleep(self, seconds):
+        """Wait ``seconds``, or raise :class:`Cancelled` as soon as the step
+        is cancelled."""
+        if self._job.cancel.wait(max(0.0, seconds)):
+            raise Cancelled()
+
+    @property
+    def rows(self):
+        """The rows processed, as set by :meth:`set_rows`."""
+        return self._rows
+
+    def set_rows(self, n):
+        """Record how many rows the step processed (an integer ≥ 0)."""
+        if not _is_integer(n):
+            raise TypeError("rows must be an integer, not %s" % type(n).__name__)
+        if n < 0:
+            raise ValueError("rows must be >= 0, not %d" % n)
+        with self._lock:
+            self._rows = int(n)
+
+    def set_output(self, key, value):
+        """Keep ``value`` in the worker under ``key`` for later steps'
+        inputs. Only a summary crosses the wire: ``value.summary()`` if it has
+        one, else its type and length or value (see :func:`summarize`)."""
+        if not isinstance(key, str) or key == "":
+            raise ValueError("output key must be a non-empty string")
+        with self._lock:
+            if self._done:
+                raise StepFinished("step %r has already finished" % self._id)
+            self._outputs[key] = value
+
+    def event(self, name, data=None):
+        """Send an event named ``name`` with ``data`` (a dict), stamped with
+        the current time and the step's id."""
+        if not isinstance(name, str) or name == "":
+            raise ValueError("event name must be a non-empty string")
+        if data is not None and not isinstance(data, collections.abc.Mapping):
+            raise TypeError("event data must be a dict, not %s" % type(data).__name__)
+        self._live()
+        params = {"name": name, "timestamp": utc_now(), "step_id": self._id}
+        if data:
+            params["data"] = self._server._mask.value(_to_json(data))
+        self._server._notify("event", params, strict=True)
+
+    def metric(self, name, value, unit=None, tags=None):
+        """Send a metric, stamped with the current time and the step's id.
+        ``value`` is a finite number; ``tags`` a dict of strings."""
+        if not isinstance(name, str) or name == "":
+            raise ValueError("metric name must be a non-empty string")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError("metric value must be a number, not %s" % type(value).__name__)
+        value = int(value) if isinstance(value, numbers.Integral) else float(value)
+        if not math.isfinite(value):
+            raise ValueError("metric value must be finite, not %r" % value)
+        self._live()
+        params = {"name": name, "value": value, "timestamp": utc_now(), "step_id": self._id}
+        if tags:
+            params["tags"] = self._server._mask.tags({str(k): str(v) for k, v in tags.items()})
+        if unit:
+            params["unit"] = str(unit)
+        self._server._notify("metric", params, strict=True)
+
+    def _log_record(self, record):
+        self._live()
+        mask = self._server._mask
+        attrs = {k: v for k, v in record.__dict__.items() if k not in _STD_RECORD_KEYS and not k.startswith("_")}
+        if record.exc_info and record.exc_info[0] is not None:
+            attrs["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        elif record.exc_text:
+            attrs["exception"] = record.exc_text
+        params = {
+            "level": _wire_level(record.levelno),
+            "message": mask.string(record.getMessage()),
+            "timestamp": _timestamp(datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)),
+            "step_id": self._id,
+        }
+        if attrs:
+            params["attrs"] = mask.value(_to_json(attrs))
+        self._server._notify("log", params, strict=True)
+
+    def _live(self):
+        if self._done:
+            raise StepFinished("step %r has already finished: what it emits must reach the host before its result" % self._id)
+        if self._job.cancel.is_set():
+            raise Cancelled()
+
+    def _finish(self):
+        with self._lock:
+            self._done = True
+            return self._rows, dict(self._outputs)
+
+    def __repr__(self):
+        return "<Step %s driver=%s>" % (self._id, self._driver)
+
+
+# ---------------------------------------------------------------------------
+# The worker
+
+
+class Worker:
+    """The worker runtime: the drivers it offers and how it serves them.
+
+    Register drivers with :meth:`driver` (a decorator) or :meth:`register`,
+    then call :meth:`serve` (or :func:`main`) once, in the worker process.
+    Attributes left ``None`` are read from the environment by :meth:`serve`
+    (``TPROXY_HEARTBEAT_INTERVAL_MS``, ``TPROXY_MAX_FRAME_SIZE``,
+    ``TPROXY_WORK_DIR``) or take their defaults.
+    """
+
+    def __init__(self, name, version, heartbeat_interval=None, max_frame_size=None, work_dir=None,
+                 forward_logging=False):
+        #: The worker's name and version, reported by ping.
+        self.name = name
+        self.version = version
+        #: Seconds between heartbeats while a request is handled (≤ 2).
+        self.heartbeat_interval = heartbeat_interval
+        #: The frame cap in bytes, for what the worker reads and sends.
+        self.max_frame_size = max_frame_size
+        #: Where session directories are created.
+        self.work_dir = work_dir
+        #: Also send the records of Python's own loggers (``logging.getLogger``)
+        #: emitted while a step runs as that step's log notifications. It adds
+        #: a handler to the root logger, which prints WARNING and above to
+        #: stderr outside steps; levels are the loggers' own.
+        self.forward_logging = forward_logging
+        self._drivers = {}
+        self._methods = {}
+
+    # Registration ---------------------------------------------------------
+
+    def register(self, name, driver):
+        """Make ``driver`` runnable by exec_step under ``name``. ``driver`` is
+        a callable taking the :class:`Step`, or an object with a ``run(step)``
+        method. Registering a name twice is an error."""
+        if not isinstance(name, str) or name == "":
+            raise ValueError("a driver needs a non-empty name")
+        fn = driver if callable(driver) else getattr(driver, "run", None)
+        if not callable(fn):
+            raise TypeError("driver %r is neither callable nor has a run(step) method" % (driver,))
+        if name in self._drivers:
+            raise ValueError("driver %r registered twice" % name)
+        self._drivers[name] = fn
+        return driver
+
+    def driver(self, name):
+        """Decorator: ``@w.driver("csv_extract")`` registers the function."""
+        def deco(fn):
+            self.register(name, fn)
+            return fn
+        return deco
+
+    def handle(self, method, fn):
+        """Answer requests for a method of your own with ``fn(params)``
+        (params: a dict or None), returning the JSON result. Raise
+        :class:`RPCError` to answer with an error code; any other exception
+        is answered -32603. Handlers run one at a time, in arrival order."""
+        if not isinstance(method, str) or method == "" or method in _PROTOCOL_METHODS or method.startswith("$/"):
+            raise ValueError("method %r cannot be registered" % (method,))
+        if method in self._methods:
+            raise ValueError("method %r registered twice" % method)
+        self._methods[method] = fn
+
+    @property
+    def drivers(self):
+        """The registered driver names, sorted."""
+        return sorted(self._drivers)
+
+    # Serving --------------------------------------------------------------
+
+    def serve(self, protocol_in=None, protocol_out=None):
+        """Serve one session and return the exit status: 0 once the host
+        closed stdin (or sent SIGTERM) and everything was answered, 1 if
+        reading stdin failed.
+
+        By default it serves the process's stdin and stdout. Before any
+        driver runs, it moves the protocol to private duplicates of fds 0 and
+        1, points fd 1 at stderr (and ``sys.stdout`` at ``sys.stderr``) and
+        fd 0 at /dev/null: what drivers, libraries and child processes print
+        cannot corrupt the protocol. It also installs a SIGTERM handler
+        (when called from the main thread): the step in flight is cancelled
+        and answered, and the process exits promptly.
+
+        With ``protocol_in`` and ``protocol_out`` (file descriptors) it
+        serves those instead and leaves stdio and signals alone.
+
+        Drivers run on the calling thread; a reader thread answers ping and
+        acts on ``$/cancelRequest`` while they run.
+        """
+        own_stdio = protocol_in is None and protocol_out is None
+        if own_stdio:
+            protocol_in, protocol_out = take_stdio()
+        elif protocol_in is None or protocol_out is None:
+            raise ValueError("give both protocol_in and protocol_out, or neither")
+        srv = _Server(self, protocol_in, protocol_out)
+        return srv.run(install_signals=own_stdio and threading.current_thread() is threading.main_thread())
+
+    def _interval(self):
+        if self.heartbeat_interval is not None:
+            return float(self.heartbeat_interval)
+        env = os.environ.get("TPROXY_HEARTBEAT_INTERVAL_MS")
+        if env:
+            return float(env) / 1000.0
+        return DEFAULT_HEARTBEAT_INTERVAL
+
+    def _frame_cap(self):
+        if self.max_frame_size is not None:
+            return int(self.max_frame_size)
+        env = os.environ.get("TPROXY_MAX_FRAME_SIZE")
+        if env:
+            return int(env)
+        return DEFAULT_MAX_FRAME_SIZE
+
+    def _work_dir(self):
+        return self.work_dir or os.environ.get("TPROXY_WORK_DIR") or tempfile.gettempdir()
+
+
+def take_stdio():
+    """Move the protocol off fds 0 and 1: return private (close-on-exec)
+    duplicates of them, point fd 1 at stderr and fd 0 at /dev/null, and
+    rebind ``sys.stdout`` to ``sys.stderr``. :meth:`Worker.serve` calls it;
+    call it yourself first thing if your module prints at import time."""
+    global _taken
+    if _taken is not None:
+        return _taken
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    pin = os.dup(0)   # non-inheritable (PEP 446)
+    pout = os.dup(1)
+    os.dup2(2, 1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(null, 0)
+    finally:
+        os.close(null)
+    sys.stdout = sys.stderr
+    _taken = (pin, pout)
+    return _taken
+
+
+_taken = None
+
+
+def main(worker):
+    """Serve ``worker`` over stdio and exit the process with its status: the
+    whole ``if __name__ == "__main__":`` of a worker script."""
+    code = worker.serve()
+    # Interpreter shutdown waits for non-daemon threads a driver may have
+    # left running; the protocol says exit within a few seconds.
+    t = threading.Timer(_EXIT_GRACE, _hard_exit, args=(code,))
+    t.daemon = True
+    t.start()
+    sys.exit(code)
+
+
+def _hard_exit(code):
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+class _Job:
+    __slots__ = ("id", "key", "method", "params", "cancel", "answered")
+
+    def __init__(self, id, method, params):
+        self.id = id
+        self.key = _id_key(id)
+        self.method = method
+        self.params = params
+        self.cancel = threading.Event()
+        self.answered = False
+
+
+def _id_key(id):
+    return ("s", id) if isinstance(id, str) else ("n", id)
+
+
+def _valid_request_id(v):
+    return isinstance(v, str) or (_is_number(v) and (not isinstance(v, float) or math.isfinite(v)))
+
+
+class _Session:
+    def __init__(self):
+        self.id = None
+        self.prepared = False
+        self.cleaned = False
+        self.dir = None
+        self.config = {}
+        self.level = logging.INFO
+        self.attempts = 0
+        self.executed = 0
+        self.total_rows = 0
+        self.outputs = None  # step id -> {key: value}
+
+
+class _Server:
+    """One session's runtime over a pair of file descriptors."""
+
+    def __init__(self, worker, fd_in, fd_out):
+        self.w = worker
+        self.fd_in = fd_in
+        self.fd_out = fd_out
+        self.cap = worker._frame_cap()
+        self.interval = worker._interval()
+        self._wlock = threading.Lock()
+        self._closed = False
+        self._cond = threading.Condition()
+        self._queue = collections.deque()
+        self._inflight = {}
+        self._eof = False
+        self._read_error = None
+        self._terminating = False
+        self._mask = _NoMask()
+        self._sess = _Session()
+        self._step = None  # the running Step, if any
+        # heartbeats
+        self._hb_cond = threading.Condition()
+        self._hb_active = False
+        self._hb_last = 0.0
+        self._hb_step = None
+        self._hb_stop = False
+
+    # Output ---------------------------------------------------------------
+
+    def _write(self, data):
+        """Write one or more frames with one write under the lock; False if
+        the connection is closed."""
+        with self._wlock:
+            if self._closed:
+                return False
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self.fd_out, view)
+                    view = view[n:]
+                return True
+            except OSError as e:
+                self._closed = True
+                err = e
+        self._diag("writing to the host failed (%s); the connection is closed" % err)
+        self._cancel_all()
+        return False
+
+    def _notify(self, method, params, strict=False):
+        """Send a notification. strict: raise FrameTooLarge instead of
+        dropping an oversize one."""
+        b = _encode({"jsonrpc": "2.0", "method": method, "params": params})
+        if len(b) > self.cap:
+            msg = "%s notification is %d bytes, over the frame cap of %d; not sent" % (method, len(b), self.cap)
+            if strict:
+                raise FrameTooLarge(msg)
+            self._diag(msg)
+            return
+        self._write(b + b"\n")
+
+    def _reply(self, id, result=None, error=None):
+        if error is None:
+            try:
+                b = _encode({"jsonrpc": "2.0", "id": id, "result": result})
+            except (TypeError, ValueError) as e:
+                error = (INTERNAL_ERROR, "encoding the result: %s" % e, None)
+            else:
+                if len(b) > self.cap:
+                    error = (INTERNAL_ERROR, "the result is %d bytes, over the frame cap of %d" % (len(b), self.cap), None)
+                else:
+                    self._write(b + b"\n")
+                    return
+        code, message, data = error
+        err = {"code": code, "message": self._mask.string(message)}
+        if data is not None:
+            err["data"] = data
+        try:
+            b = _encode({"jsonrpc": "2.0", "id": id, "error": err})
+        except (TypeError, ValueError):
+            b = _encode({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": self._mask.string(message)}})
+        if len(b) > self.cap:
+            err.pop("data", None)
+            err["message"] = err["message"][:1024]
+            b = _encode({"jsonrpc": "2.0", "id": id, "error": err})
+        self._write(b + b"\n")
+
+    def _event(self, name, data=None, step_id=None):
+        params = {"name": name, "timestamp": utc_now()}
+        if step_id:
+            params["step_id"] = step_id
+        if data:
+            params["data"] = self._mask.value(_to_json(data))
+        self._notify("event", params)
+
+    def _metric(self, name, value, step_id=None, unit=None):
+        params = {"name": name, "value": value, "timestamp": utc_now()}
+        if step_id:
+            params["step_id"] = step_id
+        if unit:
+            params["unit"] = unit
+        self._notify("metric", params)
+
+    def _diag(self, msg):
+        """A diagnostic of the runtime's own, to stderr, secrets masked."""
+        try:
+            sys.stderr.write(self._mask.string("tproxy-worker: %s\n" % msg))
+            sys.stderr.flush()
+        except Exception:
+            pass
+
+    # Main loop ------------------------------------------------------------
+
+    def run(self, install_signals):
+        sig_r = None
+        if install_signals:
+            sig_r = self._install_sigterm()
+        fwd = None
+        if self.w.forward_logging:
+            fwd = _ForwardHandler(self)
+            logging.getLogger().addHandler(fwd)
+        reader = threading.Thread(target=self._read_loop, name="tproxy-reader", daemon=True)
+        beater = threading.Thread(target=self._heartbeat_loop, name="tproxy-heartbeat", daemon=True)
+        reader.start()
+        beater.start()
+        try:
+            self._execute_loop()
+        finally:
+            with self._hb_cond:
+                self._hb_stop = True
+                self._hb_cond.notify_all()
+            if fwd is not None:
+                logging.getLogger().removeHandler(fwd)
+            self._remove_session_dir()
+            with self._wlock:
+                self._closed = True
+                try:
+                    os.close(self.fd_out)  # the host reads EOF
+                except OSError:
+                    pass
+            if sig_r is not None:
+                try:
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                except (ValueError, OSError):
+                    pass
+        return 1 if self._read_error is not None else 0
+
+    def _install_sigterm(self):
+        # The handler only writes a byte: a thread of ours does the work,
+        # so that no lock is taken inside a signal handler.
+        r, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+
+        def on_term(signum, frame):
+            try:
+                os.write(wfd, b"T")
+            except OSError:
+                pass
+
+        def watch():
+            try:
+                if os.read(r, 1):
+                    self._diag("SIGTERM: cancelling and exiting")
+                    self._terminate()
+            except OSError:
+                pass
+
+        threading.Thread(target=watch, name="tproxy-sigterm", daemon=True).start()
+        try:
+            signal.signal(signal.SIGTERM, on_term)
+        except (ValueError, OSError):
+            return None
+        return r
+
+    def _terminate(self):
+        with self._cond:
+            self._terminating = True
+            queued = list(self._queue)
+            self._queue.clear()
+            for jobs in self._inflight.values():
+                for j in jobs:
+                    j.cancel.set()
+            self._cond.notify_all()
+        for j in queued:
+            self._finish_job(j, error=(REQUEST_CANCELLED, "%s cancelled: the worker is terminating" % j.method, None))
+        t = threading.Timer(_TERM_GRACE, _hard_exit, args=(0,))
+        t.daemon = True
+        t.start()
+
+    def _cancel_all(self):
+        with self._cond:
+            for jobs in self._inflight.values():
+                for j in jobs:
+                    j.cancel.set()
+
+    def _execute_loop(self):
+        while True:
+            with self._cond:
+                while not self._queue and not self._eof and not self._terminating:
+                    self._cond.wait()
+                if self._terminating or not self._queue:
+                    return
+                job = self._queue.popleft()
+            self._hb_start()
+            try:
+                if job.cancel.is_set():
+                    self._finish_job(job, error=(REQUEST_CANCELLED, "%s cancelled by the host" % job.method, None))
+                    continue
+                try:
+                    result, error = self._dispatch(job), None
+                except _Answer as a:
+                    result, error = None, a.error
+                except Exception as e:  # a bug of the runtime's: answer, go on
+                    self._diag("%s failed:\n%s" % (job.method, traceback.format_exc()))
+                    result, error = None, (INTERNAL_ERROR, "%s: internal error: %s" % (job.method, e), None)
+                self._finish_job(job, result=result, error=error)
+            finally:
+                self._hb_stop_beating()
+
+    def _finish_job(self, job, result=None, error=None):
+        with self._cond:
+            if job.answered:
+                return
+            job.answered = True
+            jobs = self._inflight.get(job.key)
+            if jobs is not None:
+                if job in jobs:
+                    jobs.remove(job)
+                if not jobs:
+                    del self._inflight[job.key]
+        self._reply(job.id, result=result, error=error)
+
+    # Input ----------------------------------------------------------------
+
+    def _frames(self):
+        """Yield ("line", bytes) for each line of input (without its line
+        ending) and ("oversize", size) for a line over the cap, which is
+        discarded without being buffered whole."""
+        buf = bytearray()
+        scan = 0
+        discarding = False
+        dropped = 0
+        limit = self.cap + 1  # the content, plus a '\r' that may precede '\n'
+        while True:
+            try:
+                chunk = os.read(self.fd_in, 65536)
+            except OSError as e:
+                self._diag("reading from the host failed: %s" % e)
+                self._read_error = e
+                chunk = b""
+            if not chunk:
+                if discarding:
+                    yield ("oversize", dropped + len(buf))
+                elif buf.strip(b" \t\r\n"):
+                    line = bytes(buf)
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    if len(line) > self.cap:
+                        yield ("oversize", len(line))
+                    else:
+                        yield ("line", line)
+                return
+            buf += chunk
+            while True:
+                i = buf.find(b"\n", scan)
+                if i < 0:
+                    if discarding:
+                        dropped += len(buf)
+                        del buf[:]
+                        scan = 0
+                    elif len(buf) > limit:
+                        discarding, dropped = True, len(buf)
+                        del buf[:]
+                        scan = 0
+                    else:
+                        scan = len(buf)
+                    break
+                line = bytes(buf[:i])
+                del buf[:i + 1]
+                scan = 0
+                if discarding:
+                    discarding = False
+                    yield ("oversize", dropped + len(line))
+                    continue
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if len(line) > self.cap:
+                    yield ("oversize", len(line))
+                else:
+                    yield ("line", line)
+
+    def _read_loop(self):
+        try:
+            for kind, payload in self._frames():
+                if kind == "oversize":
+                    self._reply(None, error=(INVALID_REQUEST, "invalid request: a frame of %d bytes or more is over the cap of %d bytes" % (payload, self.cap), None))
+                    continue
+                try:
+                    self._handle_line(payload)
+                except Exception:
+                    self._diag("handling a message failed:\n" + traceback.format_exc())
+        except Exception:
+            self._diag("the reader failed:\n" + traceback.format_exc())
+        finally:
+            with self._cond:
+                self._eof = True
+                self._cond.notify_all()
+
+    def _handle_line(self, line):
+        if not line.strip(b" \t\r\n"):
+            return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            self._reply(None, error=(PARSE_ERROR, "parse error: the line is not valid UTF-8 (%s)" % e.reason, None))
+            return
+        try:
+            msg = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as e:
+            self._reply(None, error=(PARSE_ERROR, "parse error: %s" % e, None))
+            return
+        if not isinstance(msg, dict):
+            self._reply(None, error=(INVALID_REQUEST, "invalid request: a message must be a JSON object, not %s" % _json_type(msg), None))
+            return
+        has_id = "id" in msg
+        rid = msg.get("id")
+        echo_id = rid if _valid_request_id(rid) else None
+        if msg.get("jsonrpc") != "2.0":
+            self._reply(echo_id, error=(INVALID_REQUEST, 'invalid request: jsonrpc must be "2.0"', None))
+            return
+        if "method" not in msg and ("result" in msg or "error" in msg):
+            return  # a response: this worker sends no requests
+        method = msg.get("method")
+        if not isinstance(method, str):
+            self._reply(echo_id, error=(INVALID_REQUEST, "invalid request: method must be a string", None))
+            return
+        if has_id and not _valid_request_id(rid):
+            self._reply(None, error=(INVALID_REQUEST, "invalid request: id must be a string or a number, not %s" % _json_type(rid), None))
+            return
+        params = msg.get("params")
+        if not has_id:
+            if method == "$/cancelRequest" and isinstance(params, dict) and _valid_request_id(params.get("id")):
+                self._cancel_request(params["id"])
+            return  # other notifications are ignored
+        if method == "ping":
+            self._ping(rid, params)
+            return
+        if method not in _PROTOCOL_METHODS and method not in self.w._methods:
+            self._reply(rid, error=(METHOD_NOT_FOUND, "method %s not found" % json.dumps(method), None))
+            return
+        if params is not None and not isinstance(params, dict):
+            self._reply(rid, error=(INVALID_PARAMS, "%s: invalid params: params must be an object, not %s" % (method, _json_type(params)), None))
+            return
+        job = _Job(rid, method, params)
+        with self._cond:
+            if not self._terminating:
+                self._inflight.setdefault(job.key, []).append(job)
+                self._queue.append(job)
+                self._cond.notify_all()
+                return
+        self._reply(rid, error=(REQUEST_CANCELLED, "%s cancelled: the worker is terminating" % method, None))
+
+    def _cancel_request(self, id):
+        key = _id_key(id)
+        queued = []
+        with self._cond:
+            for job in list(self._inflight.get(key, ())):
+                job.cancel.set()
+                if job in self._queue:
+                    self._queue.remove(job)
+                    queued.append(job)
+        for job in queued:  # never run: answered at once
+            self._finish_job(job, error=(REQUEST_CANCELLED, "%s cancelled by the host" % job.method, None))
+
+    def _ping(self, rid, params):
+        if params is not None and not isinstance(params, dict):
+            self._reply(rid, error=(INVALID_PARAMS, "ping: invalid params: params must be an object", None))
+            return
+        data = (params or {}).get("data")
+        if data is not None and not isinstance(data, str):
+            self._reply(rid, error=(INVALID_PARAMS, "ping: invalid params: data must be a string", None))
+            return
+        self._reply(rid, result={
+            "status": "pong",
+            "echo": data or "",
+            "timestamp": utc_now(),
+            "protocol": PROTOCOL_VERSION,
+            "worker": {"name": self.w.name, "version": self.w.version, "drivers": self.w.drivers},
+        })
+
+    # Heartbeats -----------------------------------------------------------
+
+    def _hb_start(self):
+        with self._hb_cond:
+            self._hb_active = True
+            self._hb_last = time.monotonic()
+            self._hb_step = None
+            self._hb_cond.notify_all()
+
+    def _hb_set_step(self, step_id):
+        with self._hb_cond:
+            self._hb_step = step_id
+
+    def _hb_stop_beating(self):
+        with self._hb_cond:
+            self._hb_active = False
+            self._hb_step = None
+            self._hb_cond.notify_all()
+
+    def _heartbeat_loop(self):
+        with self._hb_cond:
+            while not self._hb_stop:
+                if not self._hb_active:
+                    self._hb_cond.wait()
+                    continue
+                due = self._hb_last + self.interval - time.monotonic()
+                if due > 0:
+                    self._hb_cond.wait(due)
+                    continue
+                self._hb_last = time.monotonic()
+                params = {"timestamp": utc_now()}
+                if self._hb_step:
+                    params["step_id"] = self._hb_step
+                self._hb_cond.release()
+                try:
+                    self._notify("heartbeat", params)
+                finally:
+                    self._hb_cond.acquire()
+
+    # Methods --------------------------------------------------------------
+
+    def _dispatch(self, job):
+        p = job.params or {}
+        try:
+            if job.method == "prepare":
+                return self._prepare(p)
+            if job.method == "exec_step":
+                return self._exec_step(job, p)
+            if job.method == "cleanup":
+                return self._cleanup()
+            if job.method == "fetch_artifact":
+                return self._fetch_artifact(p)
+            return self._custom(job)
+        except _ParamsError as e:
+            raise _Answer(INVALID_PARAMS, "%s: invalid params: %s" % (job.method, e))
+
+    def _custom(self, job):
+        fn = self.w._methods[job.method]
+        try:
+            return _to_json(fn(job.params))
+        except RPCError as e:
+            raise _Answer(e.code, e.message, _to_json(e.data) if e.data is not None else None)
+        except Exception as e:
+            self._diag("method %s failed:\n%s" % (job.method, traceback.format_exc()))
+            raise _Answer(INTERNAL_ERROR, "%s: %s" % (job.method, e))
+
+    def _not_prepared(self, method):
+        ss = self._sess
+        if ss.cleaned:
+            return _Answer(NOT_PREPARED, "%s after cleanup of session %s" % (method, json.dumps(ss.id)))
+        return _Answer(NOT_PREPARED, "%s before prepare" % method)
+
+    def _prepare(self, p):
+        session_id = _req(p, "session_id", str)
+        manifest = _req(p, "manifest", dict)
+        config = _opt(p, "config", dict) or {}
+        log_level = _opt(p, "log_level", str)
+        secrets = _opt(p, "secrets", dict) or {}
+        keys = _opt(secrets, "keys", list, "secrets.keys") or []
+        pointers = _opt(secrets, "pointers", list, "secrets.pointers") or []
+        steps = _req(manifest, "steps", list, "manifest.steps")
+        _opt(manifest, "pipeline", dict, "manifest.pipeline")
+        for i, st in enumerate(steps):
+            where = "manifest.steps[%d]" % i
+            if not isinstance(st, dict):
+                raise _ParamsError("%s must be an object, not %s" % (where, _json_type(st)))
+            _req(st, "id", str, where + ".id")
+            _req(st, "driver", str, where + ".driver")
+            _opt(st, "config", dict, where + ".config")
+            needs = _opt(st, "needs", list, where + ".needs") or []
+            if not all(isinstance(n, str) for n in needs):
+                raise _ParamsError("%s.needs must be an array of strings" % where)
+            for name, ref in (_opt(st, "inputs", dict, where + ".inputs") or {}).items():
+                _check_ref(ref, "%s.inputs.%s" % (where, name))
+        if not all(isinstance(k, str) for k in keys):
+            raise _ParamsError("secrets.keys must be an array of strings")
+        _check_id(session_id, "session id")
+        ss = self._sess
+        if ss.id is not None and ss.id != session_id:
+            raise _Answer(SESSION_MISMATCH, "this worker serves session %s and cannot prepare session %s: one worker, one session"
+                          % (json.dumps(ss.id), json.dumps(session_id)))
+        seen = set()
+        drivers = set()
+        for i, st in enumerate(steps):
+            _check_id(st["id"], "manifest step %d: step id" % i)
+            if st["id"] in seen:
+                raise _ParamsError("manifest step id %s appears twice" % json.dumps(st["id"]))
+            seen.add(st["id"])
+            if st["driver"] not in self.w._drivers:
+                raise self._unknown_driver(st["id"], st["driver"])
+            drivers.add(st["driver"])
+        try:
+            masker = Masker(keys, pointers)
+        except ValueError as e:
+            raise _ParamsError(str(e))
+        level = logging.INFO
+        if log_level:  # "" or null: the default
+            if log_level.lower() not in _LOG_LEVELS:
+                raise _ParamsError("log_level %s: use debug, info, warn or error" % json.dumps(log_level))
+            level = _LOG_LEVELS[log_level.lower()]
+        # Learn every secret the session will see before anything is sent.
+        masker.learn(config)
+        for st in steps:
+            masker.learn(st.get("config") or {})
+        if ss.dir is None:
+            try:
+                ss.dir = tempfile.mkdtemp(prefix="tproxy-%s-" % session_id, dir=self.w._work_dir())
+            except OSError as e:
+                raise _Answer(INTERNAL_ERROR, "creating the session directory: %s" % e)
+        ss.id, ss.prepared, ss.cleaned = session_id, True, False
+        ss.config, ss.level = config, level
+        if ss.outputs is None:
+            ss.outputs = {}
+        self._mask = masker
+        self._event("session_initialized", {"session_id": session_id, "steps_total": len(steps)})
+        self._metric("steps_total", len(steps))
+        return {"status": "ready", "session_id": session_id, "session_dir": ss.dir, "drivers_loaded": sorted(drivers)}
+
+    def _unknown_driver(self, step_id, driver):
+        return _Answer(UNKNOWN_DRIVER, "step %s: no driver %s in this worker (it has: %s)"
+                       % (json.dumps(step_id), json.dumps(driver), ", ".join(self.w.drivers)))
+
+    def _exec_step(self, job, p):
+        ss = self._sess
+        if not ss.prepared:
+            raise self._not_prepared("exec_step")
+        step_id = _req(p, "step_id", str)
+        driver = _req(p, "driver", str)
+        config = _opt(p, "config", dict) or {}
+        refs = _opt(p, "inputs", dict) or {}
+        for name, ref in refs.items():
+            _check_ref(ref, "inputs.%s" % name)
+        _check_id(step_id, "step id")
+        fn = self.w._drivers.get(driver)
+        if fn is None:
+            raise self._unknown_driver(step_id, driver)
+        inputs = {}
+        for name, ref in refs.items():
+            outs = ss.outputs.get(ref["from_step"])
+            if outs is None or ref["key"] not in outs:
+                if outs is None:
+                    why = "step %s has not run in session %s" % (json.dumps(ref["from_step"]), json.dumps(ss.id))
+                else:
+                    why = "step %s kept no output %s (it kept: %s)" % (
+                        json.dumps(ref["from_step"]), json.dumps(ref["key"]), ", ".join(sorted(outs)) or "none")
+                raise _Answer(INPUT_UNAVAILABLE, "step %s: input %s: %s" % (json.dumps(step_id), json.dumps(name), why))
+            inputs[name] = outs[ref["key"]]
+
+        art_dir = os.path.join(ss.dir, "artifacts", step_id)
+        try:
+            _write_cleaned_config(art_dir, self._mask.config(config))
+        except OSError as e:
+            raise _Answer(INTERNAL_ERROR, "step %s: writing %s: %s" % (json.dumps(step_id), CLEANED_CONFIG_FILE, e))
+
+        ss.attempts += 1
+        step = Step(self, job, step_id, driver, ss.attempts, config, inputs, ss.id, ss.config,
+                    os.path.join(ss.dir, "steps", step_id), art_dir, ss.level)
+        start = time.perf_counter()
+        self._event("step_start", {"driver": driver, "step_number": ss.attempts}, step_id)
+        self._hb_set_step(step_id)
+        self._step = step
+        exc = None
+        fatal = None
+        try:
+            fn(step)
+        except Exception as e:
+            exc = e
+        except Cancelled as e:
+            exc = e
+        except BaseException as e:  # KeyboardInterrupt, SystemExit, ...: reported, then re-raised
+            exc = fatal = e
+        finally:
+            self._step = None
+            rows, outputs = step._finish()
+        duration = round((time.perf_counter() - start) * 1000.0, 3)
+        artifacts = self._list_artifacts(step_id, art_dir)
+        if exc is not None:
+            err = self._step_failed(job, step, exc, duration, artifacts)
+            if fatal is not None:
+                self._finish_job(job, error=err)
+                raise fatal
+            raise _Answer(*err)
+
+        ss.executed += 1
+        ss.total_rows += rows
+        ss.outputs[step_id] = outputs
+        if rows != 0:
+            self._metric("rows_processed", rows, step_id)
+        self._metric("step_duration_ms", duration, step_id, unit="ms")
+        data = {"driver": driver, "rows_processed": rows, "duration_ms": duration}
+        if outputs:
+            data["outputs"] = sorted(outputs)
+        self._event("step_complete", data, step_id)
+        result = {"status": "complete", "step_id": step_id, "rows_processed": rows, "duration_ms": duration}
+        if outputs:
+            result["outputs"] = {k: self._summary(k, v) for k, v in outputs.items()}
+        if artifacts:
+            result["artifacts"] = artifacts
+        return result
+
+    def _summary(self, key, value):
+        try:
+            return self._mask.value(_to_json(summarize(value)))
+        except Exception as e:
+            self._diag("summary of output %r failed: %s" % (key, e))
+            return {"type": type(value).__name__}
+
+    def _step_failed(self, job, step, exc, duration, artifacts):
+        """Report a failed step (stderr, step_failed) and return its error."""
+        cancelled = _caused_by_cancel(exc)
+        if cancelled:
+            error_type = "cancelled"
+        else:
+            et = getattr(exc, "error_type", None)
+            error_type = et if isinstance(et, str) and et else type(exc).__name__
+        message = str(exc) if not isinstance(exc, SystemExit) else "exit status %s" % (exc.code,)
+        if not message:
+            message = type(exc).__name__
+        message = self._mask.string(message)
+        data = {"driver": step.driver, "error_type": error_type, "message": message, "duration_ms": duration}
+        if not cancelled:
+            tb = self._mask.string("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+            self._diag("step %s (driver %s) failed:\n%s" % (json.dumps(step.id), step.driver, tb.rstrip()))
+            if len(tb) > _MAX_TRACEBACK:
+                tb = "...\n" + tb[-_MAX_TRACEBACK:]
+            data["traceback"] = tb
+        self._event("step_failed", data, step.id)
+        if job.cancel.is_set() and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return (REQUEST_CANCELLED, "exec_step cancelled by the host", None)
+        failure = {"step_id": step.id, "error_type": error_type, "message": message}
+        if artifacts:
+            failure["artifacts"] = artifacts
+        return (STEP_FAILED, "step %s failed: %s" % (json.dumps(step.id), message), failure)
+
+    def _list_artifacts(self, step_id, art_dir):
+        def refuse(path, reason):
+            self._diag("step %s: artifact %s refused: %s" % (step_id, path, reason))
+            self._event("artifact_refused", {"path": path, "reason": reason}, step_id)
+
+        try:
+            return list_artifacts(art_dir, refuse)
+        except OSError as e:
+            refuse(".", "listing the artifact directory: %s" % e)
+            return []
+
+    def _cleanup(self):
+        ss = self._sess
+        if not ss.prepared:
+            raise self._not_prepared("cleanup")
+        self._event("session_cleanup", {"session_id": ss.id, "steps_executed": ss.executed, "total_rows": ss.total_rows})
+        self._remove_session_dir()
+        ss.prepared, ss.cleaned = False, True
+        ss.outputs = None
+        return {"status": "cleaned", "session_id": ss.id, "steps_executed": ss.executed, "total_rows": ss.total_rows}
+
+    def _remove_session_dir(self):
+        ss = self._sess
+        if ss.dir:
+            shutil.rmtree(ss.dir, ignore_errors=True)
+            ss.dir = None
+
+    def _fetch_artifact(self, p):
+        ss = self._sess
+        if not ss.prepared:
+            raise self._not_prepared("fetch_artifact")
+        step_id = _req(p, "step_id", str)
+        path = _req(p, "path", str)
+        offset = _req_int(p, "offset")
+        length = _req_int(p, "length")
+        _check_id(step_id, "step id")
+        try:
+            check_artifact_path(path)
+        except ValueError as e:
+            raise _ParamsError(str(e))
+        if offset < 0 or length < 0:
+            raise _ParamsError("negative offset %d or length %d" % (offset, length))
+        n = ARTIFACT_CHUNK if length == 0 or length > ARTIFACT_CHUNK else length
+        art_dir = os.path.join(ss.dir, "artifacts", step_id)
+        if not os.path.isdir(art_dir):
+            raise _Answer(INVALID_PARAMS, "fetch_artifact: step %s has no artifacts in session %s" % (json.dumps(step_id), json.dumps(ss.id)))
+        try:
+            fd = _open_inside(art_dir, path)
+        except (OSError, ValueError) as e:
+            raise _Answer(INVALID_PARAMS, "fetch_artifact: step %s: %s: %s" % (json.dumps(step_id), json.dumps(path), e))
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, n, offset) if offset < size else b""
+        except OSError as e:
+            raise _Answer(INTERNAL_ERROR, "fetch_artifact: step %s: reading %s: %s" % (json.dumps(step_id), json.dumps(path), e))
+        finally:
+            os.close(fd)
+        return {"data": base64.b64encode(data).decode("ascii"), "eof": offset + len(data) >= size}
+
+
+class _Answer(Exception):
+    """An error answer to the request being handled."""
+
+    def __init__(self, code, message, data=None):
+        super().__init__(message)
+        self.error = (code, message, data)
+
+
+def _caused_by_cancel(exc):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Cancelled):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _req(obj, key, typ, name=None):
+    v = obj.get(key)
+    if v is None:
+        raise _ParamsError("%s is required" % (name or key))
+    if not isinstance(v, typ) or (typ is str and not isinstance(v, str)):
+        raise _ParamsError("%s must be %s, not %s" % (name or key, _type_word(typ), _json_type(v)))
+    return v
+
+
+def _opt(obj, key, typ, name=None):
+    v = obj.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, typ):
+        raise _ParamsError("%s must be %s, not %s" % (name or key, _type_word(typ), _json_type(v)))
+    return v
+
+
+def _req_int(obj, key):
+    v = obj.get(key)
+    if v is None:
+        raise _ParamsError("%s is required" % key)
+    if not _is_integer(v):
+        raise _ParamsError("%s must be an integer, not %s" % (key, json.dumps(v) if _is_number(v) else _json_type(v)))
+    return int(v)
+
+
+def _type_word(typ):
+    return {str: "a string", dict: "an object", list: "an array"}.get(typ, typ.__name__)
+
+
+def _check_id(v, kind):
+    try:
+        validate_id(v, kind)
+    except ValueError as e:
+        raise _ParamsError(str(e))
+
+
+def _check_ref(ref, where):
+    if not isinstance(ref, dict):
+        raise _ParamsError("%s must be an object, not %s" % (where, _json_type(ref)))
+    _check_id(_req(ref, "from_step", str, where + ".from_step"), where + ".from_step")
+    _req(ref, "key", str, where + ".key")
+
+
+def _write_cleaned_config(art_dir, cfg):
+    os.makedirs(art_dir, exist_ok=True)
+    data = (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    path = os.path.join(art_dir, CLEANED_CONFIG_FILE)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError:
+        # A symlink (or something else) a driver left under that name.
+        if os.path.lexists(path) and not os.path.isdir(path):
+            os.unlink(path)
+        fd = os.open(path, flags, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _inside(root, real):
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _open_inside(art_dir, rel):
+    """Open rel, a clean relative path, for reading only if it resolves to a
+    regular file inside art_dir (symlinks included). Return the fd."""
+    root = os.path.realpath(art_dir)
+    real = os.path.realpath(os.path.join(root, *rel.split("/")))
+    if not _inside(root, real) or real == root:
+        raise ValueError("resolves outside the step's artifact directory")
+    fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _sha256_file(path):
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+            size += len(b)
+    return size, h.hexdigest()
+
+
+def list_artifacts(art_dir, refuse=None):
+    """Describe the regular files under ``art_dir``: a list of ``{"path",
+    "size", "sha256"}`` sorted by path ('/'-separated). A symlink is listed
+    only when it resolves to a regular file inside the directory; anything
+    else that is not a regular file or directory is left out and reported
+    to ``refuse(path, reason)``."""
+    refuse = refuse or (lambda path, reason: None)
+    root = os.path.realpath(art_dir)
+    out = []
+
+    def walk(dirpath, prefix):
+        with os.scandir(dirpath) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            rel = prefix + e.name
+            shown = os.fsencode(rel).decode("utf-8", "replace")
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                refuse(shown, "file name is not valid UTF-8")
+                continue
+            try:
+                if e.is_symlink():
+                    real = os.path.realpath(e.path)
+                    if not _inside(root, real):
+                        refuse(rel, "symlink does not resolve inside the artifact directory")
+                        continue
+                    if not os.path.isfile(real):
+                        refuse(rel, "symlink to something other than a regular file")
+                        continue
+                elif e.is_dir(follow_symlinks=False):
+                    walk(e.path, rel + "/")
+                    continue
+                elif not e.is_file(follow_symlinks=False):
+                    refuse(rel, "not a regular file")
+                    continue
+                try:
+                    check_artifact_path(rel)
+                except ValueError as err:
+                    refuse(rel, str(err))
+                    continue
+                size, digest = _sha256_file(e.path)
+            except OSError as err:
+                refuse(rel, "cannot read it: %s" % err)
+                continue
+            out.append({"path": rel, "size": size, "sha256": digest})
+
+    walk(art_dir, "")
+    out.sort(key=lambda a: a["path"])
+    return out
+
+
+class _ForwardHandler(logging.Handler):
+    """Worker.forward_logging: records of Python's loggers emitted while a
+    step runs become that step's log notifications."""
+
+    def __init__(self, server):
+        super().__init__()
+        self._server = server
+        self._local = threading.local()
+
+    def emit(self, record):
+        if record.name.startswith("tproxy.step."):
+            return
+        step = self._server._step
+        if step is not None and not step._done and record.levelno >= step._log.level:
+            if getattr(self._local, "busy", False):
+                return
+            self._local.busy = True
+            try:
+                step._log_record(record)
+            except (Cancelled, StepFinished, FrameTooLarge):
+                pass
+            finally:
+                self._local.busy = False
+        elif step is None and record.levelno >= logging.WARNING and logging.getLogger().handlers == [self]:
+            # Outside steps, do what logging's last resort would have done
+            # had this handler not been there.
+            try:
+                sys.stderr.write(self._server._mask.string(self.format(record)) + "\n")
+            except Exception:
+                pass
+
+
+# ---------------------------------------------------------------------------
+# Conformance drivers (docs/protocol.md section 13)
+
+
+def _config_int(step, key, default=0):
+    v = step.config.get(key, default)
+    if v is None:
+        v = default
+    if not _is_integer(v):
+        raise ValueError("config.%s must be an integer, not %r" % (key, v))
+    return int(v)
+
+
+def _conform_emit(step):
+    n = _config_int(step, "events")
+    for i in range(n):
+        step.event("conform_tick", {"i": i})
+    step.set_rows(n)
+    step.set_output("count", n)
+
+
+def _conform_sleep(step):
+    step.sleep(_config_int(step, "ms") / 1000.0)
+
+
+def _conform_fail(step):
+    raise StepError(str(step.config.get("message", "")), error_type="conform_failure")
+
+
+def _conform_artifacts(step):
+    files = step.config.get("files") or {}
+    if not isinstance(files, dict):
+        raise ValueError("config.files must be an object of strings")
+    for rel, contents in files.items():
+        check_artifact_path(rel)
+        if not isinstance(contents, str):
+            raise ValueError("config.files.%s must be a string" % rel)
+        path = os.path.join(step.artifact_dir, *rel.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(contents.encode("utf-8"))
+
+
+def _conform_stdout(step):
+    text = str(step.config.get("text", ""))
+    print(text)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+    if sys.__stdout__ is not None:
+        sys.__stdout__.write(text + "\n")
+        sys.__stdout__.flush()
+    os.write(1, (text + "\n").encode("utf-8"))
+    if os.path.exists("/bin/sh"):  # a child process writing to its fd 1
+        import subprocess
+        subprocess.run(["/bin/sh", "-c", 'printf "%s\\n" "$1"', "sh", text], check=False)
+
+
+def _conform_input(step):
+    step.event("conform_input", {"value": step.input("in")})
+
+
+def register_conformance_drivers(worker):
+    """Register the conformance drivers of docs/protocol.md section 13 on
+    ``worker``: conform.emit, conform.sleep, conform.fail, conform.artifacts,
+    conform.stdout and conform.input."""
+    worker.register("conform.emit", _conform_emit)
+    worker.register("conform.sleep", _conform_sleep)
+    worker.register("conform.fail", _conform_fail)
+    worker.register("conform.artifacts", _conform_artifacts)
+    worker.register("conform.stdout", _conform_stdout)
+    worker.register("conform.input", _conform_input)
+    return worker
+
+
+def conformance_worker():
+    """The worker this file runs as a script: the conformance drivers."""
+    return register_conformance_drivers(Worker("tproxy-python-conformance", __version__))
+
+
+if __name__ == "__main__":
+    main(conformance_worker())
