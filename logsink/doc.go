@@ -3,7 +3,7 @@
 // Both sides of tproxy talk to a Sink: a worker's steps emit into one, and
 // the host persists what the worker streams through one. The sinks here are
 //
-//   - Files, the session directory of PROTOCOL.md "Host log files":
+//   - Files, the session directory (README, "The session directory"):
 //     events.jsonl and metrics.jsonl, one JSON object per line, with a
 //     sequence number shared by both files so that they merge back into
 //     the order of emission;

@@ -16,7 +16,7 @@ import (
 	"github.com/tproxy/tproxy"
 )
 
-// The file names of a session directory, as PROTOCOL.md "Host log files"
+// The file names of a session directory, as the README's "The session directory"
 // fixes them.
 const (
 	EventsFile  = "events.jsonl"
