@@ -349,38 +349,10 @@ func (s *cancelOn) Event(ctx context.Context, e tproxy.Event) error {
 	return s.Memory.Event(ctx, e)
 }
 
-// contractWorker answers ping (drivers "d"), prepare (session "s1") and
-// cleanup properly, and exec_step with step(id): raw lines.
-func contractWorker(t *testing.T, step func(id string) string) *transport.InMemory {
-	return &transport.InMemory{CloseTimeout: time.Second, Serve: wiretest.Serve(t, func(ctx context.Context, rw io.ReadWriteCloser) error {
-		defer rw.Close()
-		lines := bufio.NewScanner(rw)
-		for lines.Scan() {
-			var req struct {
-				ID     json.RawMessage `json:"id"`
-				Method string          `json:"method"`
-			}
-			json.Unmarshal(lines.Bytes(), &req)
-			id := string(req.ID)
-			switch req.Method {
-			case "ping":
-				io.WriteString(rw, `{"jsonrpc":"2.0","id":`+id+`,"result":{"status":"pong","echo":"","timestamp":"2026-12-06T16:21:28Z","protocol":1,"worker":{"name":"fake","version":"1","drivers":["d"]}}}`+"\n")
-			case "prepare":
-				io.WriteString(rw, `{"jsonrpc":"2.0","id":`+id+`,"result":{"status":"ready","session_id":"s1"}}`+"\n")
-			case "exec_step":
-				io.WriteString(rw, step(id))
-			case "cleanup":
-				io.WriteString(rw, `{"jsonrpc":"2.0","id":`+id+`,"result":{"status":"cleaned","session_id":"s1","steps_executed":1}}`+"\n")
-			}
-		}
-		return nil
-	}, wiretest.HostFrames)}
-}
-
 func fakeRun(t *testing.T, step func(id string) string) (string, *host.Status, error) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "session")
-	st, err := host.RunManifest(t.Context(), contractWorker(t, step), host.RunSpec{SessionID: "s1", Dir: dir,
+	st, err := host.RunManifest(t.Context(), scripted("", step), host.RunSpec{SessionID: "s1", Dir: dir,
 		Manifest: tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "d-step", Driver: "d"}}},
 		Options:  []host.Option{host.WithLogger(slog.New(slog.DiscardHandler))}})
 	return dir, st, err
@@ -466,7 +438,7 @@ func TestMalformedResult(t *testing.T) {
 	} {
 		t.Run(tt.result, func(t *testing.T) {
 			step := func(id string) string { return `{"jsonrpc":"2.0","id":` + id + `,"result":` + tt.result + "}\n" }
-			c := start(t, contractWorker(t, step), &logsink.Memory{}, quiet()...)
+			c := start(t, scripted("", step), &logsink.Memory{}, quiet()...)
 			_, err := exec(t.Context(), c, "d", nil)
 			var pe *host.ProtocolError
 			if !errors.As(err, &pe) || pe.Method != tproxy.MethodExecStep || pe.Field != tt.field || errors.Is(err, host.ErrClosed) {

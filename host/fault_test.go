@@ -339,7 +339,7 @@ func fakeWorker(answer func(id string) string, after string) *transport.InMemory
 
 func pong(version int) func(string) string {
 	return func(id string) string {
-		return `{"jsonrpc":"2.0","id":` + id + `,"result":{"status":"pong","protocol":` + str(version) + `,"worker":{"name":"fake","version":"9"}}}`
+		return `{"jsonrpc":"2.0","id":` + id + `,"result":{"status":"pong","protocol":` + str(version) + `,"worker":{"name":"fake","version":"9","drivers":["d"]}}}`
 	}
 }
 
@@ -421,8 +421,8 @@ func TestHeartbeats(t *testing.T) {
 }
 
 // scripted is a worker written by hand: before is written first (a banner);
-// ping and prepare are answered properly; exec_step is answered with
-// step(id), raw lines.
+// ping (drivers "d"), prepare (session "s1") and cleanup are answered
+// properly; exec_step is answered with step(id), raw lines.
 func scripted(before string, step func(id string) string) *transport.InMemory {
 	// A worker the host stopped reading is blocked writing: no need to wait
 	// long for it to notice its closed input.
@@ -445,6 +445,8 @@ func scripted(before string, step func(id string) string) *transport.InMemory {
 				io.WriteString(rw, `{"jsonrpc":"2.0","id":`+id+`,"result":{"status":"ready","session_id":"s1"}}`+"\n")
 			case "exec_step":
 				io.WriteString(rw, step(id))
+			case "cleanup":
+				io.WriteString(rw, `{"jsonrpc":"2.0","id":`+id+`,"result":{"status":"cleaned","session_id":"s1","steps_executed":1}}`+"\n")
 			}
 		}
 		return nil
