@@ -6,3 +6,11 @@ var NewStreamBuffered = newStream
 
 // ReadBufferSize returns the size of the stream's read buffer.
 func ReadBufferSize(s *Stream) int { return s.r.Size() }
+
+// RetainedBuffers returns the capacity of the buffers a stream keeps
+// between frames: the read reassembly buffer and the write encoders'.
+func RetainedBuffers(s *Stream) int {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return cap(s.line) + s.wbuf.Cap() + cap(s.nbuf)
+}

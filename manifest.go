@@ -1,6 +1,7 @@
 package tproxy
 
 import (
+	"container/heap"
 	"fmt"
 	"maps"
 	"slices"
@@ -38,8 +39,11 @@ func (m Manifest) Validate() error {
 // order that keeps manifest order among steps free to run, so that a
 // linear manifest runs as written. It validates m as Validate does.
 func (m Manifest) Order() ([]StepSpec, error) {
-	if len(m.Steps) == 0 {
+	switch {
+	case len(m.Steps) == 0:
 		return nil, &ManifestError{Reason: "no steps"}
+	case len(m.Steps) > MaxManifestSteps:
+		return nil, &ManifestError{Reason: fmt.Sprintf("%d steps, over the limit of %d", len(m.Steps), MaxManifestSteps)}
 	}
 	index := make(map[string]int, len(m.Steps))
 	for i, st := range m.Steps {
@@ -51,69 +55,138 @@ func (m Manifest) Order() ([]StepSpec, error) {
 		}
 		index[st.ID] = i
 	}
-	for _, st := range m.Steps {
+	needs := make([][]int, len(m.Steps)) // distinct indices
+	total := 0
+	for i, st := range m.Steps {
 		if st.Driver == "" {
 			return nil, &ManifestError{StepID: st.ID, Reason: "no driver named"}
 		}
+		if total += len(st.Needs); total > MaxManifestNeeds {
+			return nil, &ManifestError{Reason: fmt.Sprintf("more than %d needs in all", MaxManifestNeeds)}
+		}
 		for _, n := range st.Needs {
-			if _, ok := index[n]; !ok {
+			j, ok := index[n]
+			if !ok {
 				return nil, &ManifestError{StepID: st.ID, Reason: fmt.Sprintf("needs %q, which is not a step of the manifest", n)}
 			}
 			if n == st.ID {
 				return nil, &ManifestError{StepID: st.ID, Reason: "needs itself"}
 			}
+			needs[i] = append(needs[i], j)
 		}
+		slices.Sort(needs[i])
+		needs[i] = slices.Compact(needs[i])
 	}
 	if cycle := findCycle(m.Steps, index); cycle != nil {
 		return nil, &ManifestError{StepID: cycle[0], Reason: "dependency cycle (each needs the next): " + strings.Join(cycle, " → ")}
 	}
-
-	// Kahn's algorithm, always taking the earliest ready step.
-	indeg := make([]int, len(m.Steps))
-	for i, st := range m.Steps {
-		indeg[i] = len(uniq(st.Needs))
-	}
-	done := make([]bool, len(m.Steps))
-	order := make([]StepSpec, 0, len(m.Steps))
-	for len(order) < len(m.Steps) {
-		next := -1
-		for i := range m.Steps {
-			if !done[i] && indeg[i] == 0 {
-				next = i
-				break
-			}
-		}
-		done[next] = true
-		order = append(order, m.Steps[next])
-		for i, st := range m.Steps {
-			if slices.Contains(st.Needs, m.Steps[next].ID) {
-				indeg[i]--
-			}
-		}
-	}
+	order := kahn(needs)
 
 	// An input must come from a step that has run: one the consumer needs.
-	for _, st := range m.Steps {
-		anc := ancestors(m.Steps, index, st.ID)
+	var anc []bitset
+	for i, st := range m.Steps {
 		for _, name := range slices.Sorted(maps.Keys(st.Inputs)) {
 			ref := st.Inputs[name]
-			switch _, known := index[ref.FromStep]; {
+			from, known := index[ref.FromStep]
+			switch {
 			case ref.FromStep == "" || ref.Key == "":
 				return nil, &ManifestError{StepID: st.ID, Reason: fmt.Sprintf("input %q needs both from_step and key", name)}
 			case !known:
 				return nil, &ManifestError{StepID: st.ID, Reason: fmt.Sprintf("input %q comes from step %q, which is not a step of the manifest", name, ref.FromStep)}
-			case !anc[ref.FromStep]:
+			}
+			if anc == nil {
+				anc = ancestors(needs, order)
+			}
+			if !anc[i].has(from) {
 				return nil, &ManifestError{StepID: st.ID, Reason: fmt.Sprintf("input %q comes from step %q, which has not run by then: add %q to needs", name, ref.FromStep, ref.FromStep)}
 			}
 		}
 	}
-	return order, nil
+	out := make([]StepSpec, len(order))
+	for i, j := range order {
+		out[i] = m.Steps[j]
+	}
+	return out, nil
 }
 
-func uniq(s []string) []string {
-	out := slices.Clone(s)
-	slices.Sort(out)
-	return slices.Compact(out)
+// Limits of a manifest, so that validating one stays cheap: Order takes
+// O((steps + needs) log steps) time, and steps² bits of memory when steps
+// have inputs.
+const (
+	// MaxManifestSteps is the most steps a manifest may have.
+	MaxManifestSteps = 10000
+	// MaxManifestNeeds is the most needs a manifest's steps may list in all.
+	MaxManifestNeeds = 4000000
+)
+
+// kahn returns the indices of the steps in topological order, always
+// taking the earliest ready step, so that a linear manifest runs as
+// written. needs[i] are the distinct indices step i needs; the graph has
+// no cycle.
+func kahn(needs [][]int) []int {
+	indeg := make([]int, len(needs))
+	users := make([][]int, len(needs)) // users[j]: the steps that need j
+	for i, ns := range needs {
+		indeg[i] = len(ns)
+		for _, j := range ns {
+			users[j] = append(users[j], i)
+		}
+	}
+	ready := &intHeap{}
+	for i, d := range indeg {
+		if d == 0 {
+			heap.Push(ready, i)
+		}
+	}
+	order := make([]int, 0, len(needs))
+	for ready.Len() > 0 {
+		next := heap.Pop(ready).(int)
+		order = append(order, next)
+		for _, u := range users[next] {
+			if indeg[u]--; indeg[u] == 0 {
+				heap.Push(ready, u)
+			}
+		}
+	}
+	return order
+}
+
+// intHeap is a min-heap of step indices.
+type intHeap []int
+
+func (h intHeap) Len() int           { return len(h) }
+func (h intHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h intHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *intHeap) Push(x any)        { *h = append(*h, x.(int)) }
+func (h *intHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// bitset is a set of step indices.
+type bitset []uint64
+
+func (b bitset) has(i int) bool { return b[i/64]&(1<<(i%64)) != 0 }
+
+// ancestors returns, for each step, the steps it needs directly or
+// transitively, built in topological order: a step's set is the union of
+// its needs and their sets.
+func ancestors(needs [][]int, order []int) []bitset {
+	words := (len(needs) + 63) / 64
+	anc := make([]bitset, len(needs))
+	for _, i := range order {
+		a := make(bitset, words)
+		for _, j := range needs[i] {
+			a[j/64] |= 1 << (j % 64)
+			for w, v := range anc[j] {
+				a[w] |= v
+			}
+		}
+		anc[i] = a
+	}
+	return anc
 }
 
 // findCycle returns the ids of a dependency cycle, first id repeated at the
@@ -154,20 +227,4 @@ func findCycle(steps []StepSpec, index map[string]int) []string {
 		}
 	}
 	return nil
-}
-
-// ancestors returns the steps id needs, directly or transitively.
-func ancestors(steps []StepSpec, index map[string]int, id string) map[string]bool {
-	seen := map[string]bool{}
-	var walk func(string)
-	walk = func(s string) {
-		for _, n := range steps[index[s]].Needs {
-			if !seen[n] {
-				seen[n] = true
-				walk(n)
-			}
-		}
-	}
-	walk(id)
-	return seen
 }

@@ -2,6 +2,8 @@ package tproxy_test
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -83,5 +85,66 @@ func TestManifestTransitiveInput(t *testing.T) {
 		{ID: "c", Driver: "d", Needs: []string{"b"}, Inputs: map[string]tproxy.InputRef{"rows": {FromStep: "a", Key: "rows"}}}}}
 	if err := m.Validate(); err != nil {
 		t.Errorf("an input from a transitive need was refused: %v", err)
+	}
+}
+
+// bigManifests are the shapes of issue 13 item 4: a 10,000-step chain,
+// and 2,000 steps that each need all earlier ones, each reading an input
+// from the step before.
+func bigManifests() map[string]tproxy.Manifest {
+	chain := make([]tproxy.StepSpec, tproxy.MaxManifestSteps)
+	for i := range chain {
+		chain[i] = tproxy.StepSpec{ID: fmt.Sprintf("s%d", i), Driver: "d"}
+		if i > 0 {
+			chain[i].Needs = []string{chain[i-1].ID}
+			chain[i].Inputs = map[string]tproxy.InputRef{"in": {FromStep: chain[i-1].ID, Key: "k"}}
+		}
+	}
+	dense := make([]tproxy.StepSpec, 2000)
+	for i := range dense {
+		dense[i] = tproxy.StepSpec{ID: fmt.Sprintf("s%d", i), Driver: "d"}
+		for j := range i {
+			dense[i].Needs = append(dense[i].Needs, dense[j].ID)
+		}
+		if i > 0 {
+			dense[i].Inputs = map[string]tproxy.InputRef{"in": {FromStep: dense[0].ID, Key: "k"}}
+		}
+	}
+	// Listed last to first: the order is the reverse of the manifest's.
+	slices.Reverse(chain)
+	return map[string]tproxy.Manifest{"chain": {Steps: chain}, "dense": {Steps: dense}}
+}
+
+// TestManifestOrderLarge: the big shapes are ordered correctly (their
+// cost is BenchmarkManifestOrder's), and a manifest over the limits is
+// refused.
+func TestManifestOrderLarge(t *testing.T) {
+	for name, m := range bigManifests() {
+		order, err := m.Order()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for i, st := range order {
+			if st.ID != fmt.Sprintf("s%d", i) {
+				t.Fatalf("%s: step %d is %s", name, i, st.ID)
+			}
+		}
+	}
+	over := tproxy.Manifest{Steps: make([]tproxy.StepSpec, tproxy.MaxManifestSteps+1)}
+	var me *tproxy.ManifestError
+	if _, err := over.Order(); !errors.As(err, &me) || !strings.Contains(err.Error(), "over the limit") {
+		t.Errorf("a manifest over MaxManifestSteps: %v", err)
+	}
+}
+
+func BenchmarkManifestOrder(b *testing.B) {
+	for name, m := range bigManifests() {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := m.Order(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

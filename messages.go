@@ -181,7 +181,17 @@ type Event struct {
 	Timestamp time.Time      `json:"timestamp"`
 	StepID    string         `json:"step_id,omitempty"`
 	Data      map[string]any `json:"data,omitempty"`
+	// Source says who reported the event, SourceHost or SourceWorker. The
+	// host sets it; it never crosses the wire, so a worker cannot claim
+	// to be the host.
+	Source string `json:"-"`
 }
+
+// The sources of an event in a session's records (Event.Source).
+const (
+	SourceHost   = "host"
+	SourceWorker = "worker"
+)
 
 // Metric is the params of MethodMetric: one measured value.
 type Metric struct {

@@ -126,10 +126,11 @@ func parseNotification(frame []byte, e *RawEvent) (method string, params []byte,
 // RawEvent is an Event decoded without building its Data map: each data
 // field keeps its value as the JSON text that came over the wire.
 type RawEvent struct {
-	// Name, Timestamp and StepID are as in Event.
+	// Name, Timestamp, StepID and Source are as in Event.
 	Name      string
 	Timestamp time.Time
 	StepID    string
+	Source    string
 	// Data holds the data fields in wire order; keys are distinct.
 	Data []RawField
 }

@@ -34,7 +34,8 @@ type FrameError struct {
 	// Reason says what is wrong, e.g. "invalid JSON".
 	Reason string
 	// Size is the frame's size in bytes. For an oversize frame read from
-	// the peer it is the number of bytes seen before the newline.
+	// the peer it is the number of bytes seen when the cap was crossed:
+	// the error comes then, not at a newline that may never come.
 	Size int
 	// Limit is the cap in force, for an oversize frame.
 	Limit int
@@ -89,6 +90,7 @@ type Stream struct {
 	grow int // the size r grows to when busy; 0 once grown
 
 	line []byte // reassembly buffer for lines longer than r's buffer
+	skip bool   // the rest of an oversize line is yet to be skipped
 
 	wmu  sync.Mutex
 	wbuf bytes.Buffer // WriteObject's and WriteFrame's encoding buffer
@@ -107,6 +109,11 @@ type Stream struct {
 }
 
 var _ jsonrpc2.ObjectStream = (*Stream)(nil)
+
+// maxRetained is the largest buffer a Stream keeps between frames: one
+// that a huge frame grew is dropped once the frame is done with, so that
+// an idle session does not hold it.
+const maxRetained = 64 << 10
 
 // The read buffer starts small, so that an idle connection costs little
 // memory (a longer line is reassembled, as always), and grows once to
@@ -141,7 +148,15 @@ func (s *Stream) MaxFrameSize() int { return s.max }
 // returns io.EOF; a partial last line is a FrameError wrapping
 // io.ErrUnexpectedEOF.
 func (s *Stream) ReadFrame() ([]byte, error) {
+	if cap(s.line) > maxRetained {
+		s.line = nil // one huge frame must not pin its buffer for good
+	}
 	for {
+		if s.skip {
+			if err := s.skipRest(); err != nil {
+				return nil, err
+			}
+		}
 		if s.grow > 0 && s.r.Buffered() >= s.r.Size()/2 {
 			s.growBuffer()
 		}
@@ -180,7 +195,11 @@ func (s *Stream) readLine() ([]byte, error) {
 	s.line = append(s.line[:0], chunk...)
 	for err == bufio.ErrBufferFull {
 		if len(s.line) > s.max {
-			return nil, s.discard()
+			// Reported now, not at a newline that may never come; the
+			// next read skips the rest without buffering it.
+			fe := s.tooLarge(s.line, len(s.line))
+			s.line, s.skip = s.line[:0], true
+			return nil, fe
 		}
 		chunk, err = s.r.ReadSlice('\n')
 		s.line = append(s.line, chunk...)
@@ -219,25 +238,15 @@ func (s *Stream) growBuffer() {
 	s.grow = 0
 }
 
-// discard skips the rest of an oversize line, keeping memory bounded.
-func (s *Stream) discard() error {
-	q := quote(s.line)
-	n := len(s.line)
-	s.line = s.line[:0]
+// skipRest skips the rest of an oversize line, keeping memory bounded.
+func (s *Stream) skipRest() error {
 	for {
-		chunk, err := s.r.ReadSlice('\n')
-		n += len(chunk)
+		_, err := s.r.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
 			continue
 		}
-		if err == nil {
-			n-- // the newline
-		}
-		fe := &FrameError{Op: "read", Reason: "frame too large", Size: n, Limit: s.max, Quote: q, Err: ErrFrameTooLarge}
-		if err != nil && err != io.EOF {
-			fe.Err = errors.Join(ErrFrameTooLarge, err)
-		}
-		return fe
+		s.skip = false
+		return err
 	}
 }
 
@@ -299,7 +308,19 @@ func (s *Stream) WriteObject(obj any) error {
 	if err := s.enc.Encode(obj); err != nil {
 		return fmt.Errorf("tproxy: encode message: %w", err)
 	}
+	defer s.shrinkLocked()
 	return s.queueLocked(s.wbuf.Bytes())
+}
+
+// shrinkLocked drops the encoding buffers a huge frame grew; what was
+// queued is a copy.
+func (s *Stream) shrinkLocked() {
+	if s.wbuf.Cap() > maxRetained {
+		s.wbuf = bytes.Buffer{} // s.enc writes to &s.wbuf, which stays
+	}
+	if cap(s.nbuf) > maxRetained {
+		s.nbuf = nil
+	}
 }
 
 // WriteFrame writes one already-encoded message. frame must be a single
@@ -313,6 +334,7 @@ func (s *Stream) WriteFrame(frame []byte) error {
 		s.wbuf.WriteByte('\n')
 		frame = s.wbuf.Bytes()
 	}
+	defer s.shrinkLocked()
 	return s.queueLocked(frame)
 }
 
@@ -385,6 +407,7 @@ func (s *Stream) notify(method string, params any, wait bool) error {
 		return fmt.Errorf("tproxy: encode message: %w", err)
 	}
 	s.nbuf = line[:0]
+	defer s.shrinkLocked()
 	if err := s.checkSize(line, len(line)-1); err != nil {
 		return err
 	}
@@ -410,6 +433,7 @@ func (s *Stream) WriteRequest(req *jsonrpc2.Request) error {
 	if ok {
 		defer s.wmu.Unlock()
 		s.nbuf = line[:0]
+		defer s.shrinkLocked()
 		return s.queueLocked(line)
 	}
 	s.wmu.Unlock()
@@ -427,6 +451,7 @@ func (s *Stream) WriteResponse(id jsonrpc2.ID, result any) error {
 		return err
 	}
 	s.nbuf = line[:0]
+	defer s.shrinkLocked()
 	return s.queueLocked(line)
 }
 

@@ -3,6 +3,7 @@ package tproxy_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"runtime"
@@ -113,8 +114,56 @@ func TestStreamOversizeIsErrFrameTooLarge(t *testing.T) {
 	if !errors.Is(err, tproxy.ErrFrameTooLarge) || !errors.As(err, &fe) {
 		t.Fatalf("err = %v, want a FrameError matching ErrFrameTooLarge", err)
 	}
-	if fe.Size != 5000 || fe.Limit != 1000 || len(fe.Quote) != 64 {
-		t.Errorf("FrameError{Size:%d Limit:%d len(Quote):%d}, want 5000, 1000, 64", fe.Size, fe.Limit, len(fe.Quote))
+	if fe.Size <= 1000 || fe.Limit != 1000 || len(fe.Quote) != 64 {
+		t.Errorf("FrameError{Size:%d Limit:%d len(Quote):%d}, want over 1000, 1000, 64", fe.Size, fe.Limit, len(fe.Quote))
+	}
+}
+
+// endless is a peer that sends one line that never ends.
+type endless struct{ io.Writer }
+
+func (endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'x'
+	}
+	return len(p), nil
+}
+
+func (endless) Close() error { return nil }
+
+// TestStreamEndlessLine pins issue 13 item 3: a line with no newline is
+// reported once it crosses the cap, not read on for ever.
+func TestStreamEndlessLine(t *testing.T) {
+	s := tproxy.NewStream(endless{io.Discard}, 1<<20)
+	_, err := s.ReadFrame()
+	var fe *tproxy.FrameError
+	if !errors.As(err, &fe) || !errors.Is(err, tproxy.ErrFrameTooLarge) || fe.Size <= 1<<20 || fe.Size > 2<<20 {
+		t.Fatalf("err = %v, want a FrameError for a frame just over the 1 MiB cap", err)
+	}
+}
+
+// TestStreamBuffersShrink pins issue 13 item 8: after one huge frame each
+// way, an idle stream does not keep buffers of its size.
+func TestStreamBuffersShrink(t *testing.T) {
+	big := `{"jsonrpc":"2.0","method":"event","params":{"name":"big","timestamp":"2026-12-06T16:21:28Z","data":{"x":"` + strings.Repeat("x", 4<<20) + `"}}}`
+	in := &chunks{data: []byte(big + "\n" + `{"jsonrpc":"2.0","method":"x"}` + "\n")}
+	s := tproxy.NewStream(in, 0)
+	for range 2 {
+		if _, err := s.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.WriteFrame([]byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteNotification("event", tproxy.Event{Name: "big", Data: map[string]any{"x": strings.Repeat("y", 4<<20)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteObject(json.RawMessage(big)); err != nil {
+		t.Fatal(err)
+	}
+	if n := tproxy.RetainedBuffers(s); n > 256<<10 {
+		t.Errorf("the stream keeps %d bytes of buffers after its huge frames, want at most 256 KiB", n)
 	}
 }
 

@@ -48,6 +48,7 @@ type Client struct {
 	readErr error // first frame the worker sent that broke the protocol
 	sinkErr error // first failure to persist a notification
 	closing bool
+	broken  bool // a write outlived its caller's deadline: stdin is closed
 	// silenceErr is set when the watchdog killed a silent worker.
 	silenceErr *SilenceError
 
@@ -91,6 +92,11 @@ func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client,
 		err = &VersionError{Host: tproxy.ProtocolVersion, Worker: res.Protocol}
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			// The caller's deadline has passed: the ladder's graceful
+			// rungs would overrun it by seconds.
+			c.kill()
+		}
 		c.Close()
 		return nil, err
 	}
@@ -260,7 +266,7 @@ func (c *Client) callRaw(ctx context.Context, method string, params, result any)
 	}
 	ch := c.await(id.Num)
 	defer c.forget(id.Num)
-	err := c.stream.WriteRequest(req)
+	err := c.write(ctx, req)
 	if err == nil {
 		// The silence clock starts once the request is written: writing
 		// a big one takes as long as the worker takes to read it.
@@ -285,10 +291,69 @@ func (c *Client) callRaw(ctx context.Context, method string, params, result any)
 	case errors.As(err, &rpcErr):
 		return remoteError(method, rpcErr)
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-		c.cancel(id)
+		if !c.inputBroken() {
+			c.cancel(id)
+		}
 		return fmt.Errorf("tproxy/host: %s: %w", method, err)
 	default:
 		return fmt.Errorf("tproxy/host: %s: %w", method, c.closedErr(err))
+	}
+}
+
+// write writes a request, bounded by ctx. A worker that stops reading its
+// stdin (or ssh, or E2B's input stream, that stops passing it on) would
+// otherwise hold the call in write(2) for ever, heartbeats and all. When
+// ctx ends and the write is still blocked writeGrace later, the worker's
+// stdin is closed, which fails the write: the connection is then unusable
+// (a frame was cut short) and the shutdown ladder, run by Close, ends the
+// worker. The grace keeps a write that was about to complete (the worker
+// is reading) from costing the connection.
+func (c *Client) write(ctx context.Context, req *jsonrpc2.Request) error {
+	written, decided := make(chan struct{}), make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(decided)
+		t := time.NewTimer(writeGrace)
+		defer t.Stop()
+		select {
+		case <-written:
+		case <-t.C:
+			c.breakInput()
+		}
+	})
+	err := c.stream.WriteRequest(req)
+	close(written)
+	if !stop() {
+		<-decided
+		if c.inputBroken() {
+			return fmt.Errorf("the worker did not read the request before the deadline; its input is closed: %w", ctx.Err())
+		}
+	}
+	return err
+}
+
+// writeGrace is how long a write may stay blocked after its caller's
+// deadline before the worker's input is closed to end it.
+const writeGrace = 100 * time.Millisecond
+
+// breakInput closes the worker's stdin to end a write it does not read.
+func (c *Client) breakInput() {
+	c.mu.Lock()
+	c.broken = true
+	c.mu.Unlock()
+	c.cfg.logger.Warn("tproxy/host: the worker stopped reading its input; closing it")
+	c.proc.CloseWrite()
+}
+
+func (c *Client) inputBroken() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.broken
+}
+
+// kill ends the worker at once if its transport can.
+func (c *Client) kill() {
+	if k, ok := c.proc.(transport.Killer); ok {
+		k.Kill()
 	}
 }
 
@@ -542,7 +607,7 @@ func (h *hostStream) ReadObject(v any) error {
 			// The fast paths only take well-formed protocol messages.
 			if h.raw != nil && tproxy.ParseEventNotification(frame, &h.c.rawEvent) {
 				h.started = true
-				h.c.noteSinkErr(h.raw.EventRaw(context.Background(), &h.c.rawEvent))
+				h.c.eventRaw(context.Background(), h.raw, frame)
 				continue
 			}
 			if method, params, ok := tproxy.ParseNotification(frame); ok {
@@ -554,6 +619,11 @@ func (h *hostStream) ReadObject(v any) error {
 				h.started = true
 				continue
 			}
+			if unsentID(frame) {
+				h.started = true
+				h.c.cfg.logger.Debug("tproxy/host: dropped a response to an id this host never sends", "frame", truncate(frame, 200))
+				continue
+			}
 			err = tproxy.DecodeFrame(frame, v)
 			if h.banner(frame, err) {
 				continue
@@ -561,6 +631,27 @@ func (h *hostStream) ReadObject(v any) error {
 		}
 		return h.readErr(err)
 	}
+}
+
+// unsentID reports whether frame is a response whose id is a number this
+// host never sends (negative, fractional, beyond uint64): valid JSON-RPC
+// that answers no call, dropped like a response to an unknown id, where
+// jsonrpc2 would refuse to decode it and end the session.
+func unsentID(frame []byte) bool {
+	var m struct {
+		ID     json.RawMessage `json:"id"`
+		Method json.RawMessage `json:"method"`
+		Result json.RawMessage `json:"result"`
+		Error  json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(frame, &m) != nil || m.Method != nil || m.Result == nil && m.Error == nil || len(m.ID) == 0 {
+		return false
+	}
+	if c := m.ID[0]; c != '-' && (c < '0' || c > '9') {
+		return false // a string or null: jsonrpc2 takes those
+	}
+	var id jsonrpc2.ID
+	return json.Unmarshal(m.ID, &id) != nil
 }
 
 // Limits of the output a worker may write before its first protocol

@@ -35,14 +35,15 @@ func (c *Client) notification(ctx context.Context, method string, params []byte)
 	switch method {
 	case tproxy.MethodEvent:
 		if rs, ok := c.cfg.sink.(logsink.RawEventSink); ok && tproxy.ParseEvent(params, &c.rawEvent) {
-			c.noteSinkErr(rs.EventRaw(ctx, &c.rawEvent))
-			break
+			c.eventRaw(ctx, rs, params)
+			return
 		}
 		var e tproxy.Event
-		if err = decodeNotification(params, &e, "name", "timestamp"); err == nil && e.Name == "" {
-			err = errors.New("name: empty")
+		if err = decodeNotification(params, &e, "name", "timestamp"); err == nil {
+			err = checkEventName(e.Name)
 		}
 		if err == nil && c.cfg.sink != nil {
+			e.Source = tproxy.SourceWorker
 			c.noteSinkErr(c.cfg.sink.Event(ctx, e))
 		}
 	case tproxy.MethodMetric:
@@ -76,6 +77,35 @@ func (c *Client) notification(ctx context.Context, method string, params []byte)
 	if err != nil {
 		c.dropNotification(ctx, method, params, err)
 	}
+}
+
+// hostEvents are the events only the host writes: a worker's event of
+// one of these names would pass for the host's.
+var hostEvents = map[string]bool{
+	"run_start": true, "phase_complete": true, "step_skipped": true, "artifact_skipped": true,
+	EventProtocolWarning: true, "run_complete": true, "run_failed": true,
+}
+
+// checkEventName refuses an event name a worker may not use.
+func checkEventName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("name: empty")
+	case hostEvents[name]:
+		return fmt.Errorf("name: %q is the host's own event", name)
+	}
+	return nil
+}
+
+// eventRaw persists c.rawEvent, an event the fast path parsed from
+// frame (a whole notification, or its params).
+func (c *Client) eventRaw(ctx context.Context, rs logsink.RawEventSink, frame []byte) {
+	if err := checkEventName(c.rawEvent.Name); err != nil {
+		c.dropNotification(ctx, tproxy.MethodEvent, frame, err)
+		return
+	}
+	c.rawEvent.Source = tproxy.SourceWorker
+	c.noteSinkErr(rs.EventRaw(ctx, &c.rawEvent))
 }
 
 // decodeNotification decodes params into v and checks that the required
@@ -123,7 +153,8 @@ func (c *Client) skippedLine(line []byte, reason string) {
 // warn writes a protocol_warning event to the sink, if there is one.
 func (c *Client) warn(ctx context.Context, data map[string]any) {
 	if c.cfg.sink != nil {
-		c.noteSinkErr(c.cfg.sink.Event(ctx, tproxy.Event{Name: EventProtocolWarning, Timestamp: time.Now().UTC(), Data: data}))
+		c.noteSinkErr(c.cfg.sink.Event(ctx, tproxy.Event{Name: EventProtocolWarning, Timestamp: time.Now().UTC(),
+			Data: data, Source: tproxy.SourceHost}))
 	}
 }
 

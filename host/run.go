@@ -523,7 +523,7 @@ func (r *Run) event(ctx context.Context, name, stepID string, data map[string]an
 	if r.sink == nil {
 		return
 	}
-	r.sink.Event(ctx, tproxy.Event{Name: name, Timestamp: time.Now().UTC(), StepID: stepID, Data: data})
+	r.sink.Event(ctx, tproxy.Event{Name: name, Timestamp: time.Now().UTC(), StepID: stepID, Data: data, Source: tproxy.SourceHost})
 }
 
 func (r *Run) writeStatus() error {

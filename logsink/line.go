@@ -18,7 +18,7 @@ import (
 // these keys are renamed (see Files).
 var reserved = map[string]bool{
 	"ts": true, "seq": true, "session": true, "event": true, "metric": true,
-	"value": true, "value_invalid": true, "step_id": true, "unit": true,
+	"value": true, "value_invalid": true, "step_id": true, "unit": true, "source": true,
 }
 
 // lineEncoder builds JSONL lines by hand: the key order is fixed, and no
@@ -39,7 +39,7 @@ type field struct {
 }
 
 func (e *lineEncoder) event(ts time.Time, seq uint64, session string, ev *tproxy.Event) []byte {
-	e.eventHead(ts, seq, session, ev.Name, ev.StepID)
+	e.eventHead(ts, seq, session, ev.Name, ev.Source, ev.StepID)
 	for _, f := range order(e, ev.Data) {
 		e.key(f.name)
 		e.appendValue(ev.Data[f.key])
@@ -48,10 +48,14 @@ func (e *lineEncoder) event(ts time.Time, seq uint64, session string, ev *tproxy
 }
 
 // eventHead begins an event's line: the fields before its data.
-func (e *lineEncoder) eventHead(ts time.Time, seq uint64, session, name, stepID string) {
+func (e *lineEncoder) eventHead(ts time.Time, seq uint64, session, name, source, stepID string) {
 	e.begin(ts, seq, session)
 	e.key("event")
 	e.appendString(name)
+	if source != "" {
+		e.key("source")
+		e.appendString(source)
+	}
 	if stepID != "" {
 		e.key("step_id")
 		e.appendString(stepID)
@@ -64,7 +68,7 @@ func (e *lineEncoder) eventHead(ts time.Time, seq uint64, session, name, stepID 
 // strings, small integers, literals) is copied; others are decoded and
 // written as event writes them.
 func (e *lineEncoder) rawEvent(ts time.Time, seq uint64, session string, ev *tproxy.RawEvent) []byte {
-	e.eventHead(ts, seq, session, ev.Name, ev.StepID)
+	e.eventHead(ts, seq, session, ev.Name, ev.Source, ev.StepID)
 	for _, f := range orderRaw(e, ev.Data) {
 		e.key(f.name)
 		e.appendRaw(ev.Data[f.idx].Value)
@@ -179,6 +183,20 @@ func (e *lineEncoder) begin(ts time.Time, seq uint64, session string) {
 func (e *lineEncoder) end() []byte {
 	e.buf = append(e.buf, '}', '\n')
 	return e.buf
+}
+
+// maxRetained is the largest buffer an encoder keeps between lines.
+const maxRetained = 64 << 10
+
+// release drops the buffers a huge line grew, once it is written: an idle
+// session must not hold them.
+func (e *lineEncoder) release() {
+	if cap(e.buf) > maxRetained {
+		e.buf = nil
+	}
+	if e.vbuf.Cap() > maxRetained {
+		e.vbuf = bytes.Buffer{} // venc writes to &e.vbuf, which stays
+	}
 }
 
 // key appends ,"k": — never the first key, which begin writes.
