@@ -15,6 +15,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
@@ -29,8 +30,9 @@ const ordersCSV = `order_id,region,product,quantity,unit_price,status
 `
 
 // pythonWorker is the Python example worker as a transport, or a skip when
-// python3 is not installed.
-func pythonWorker(t *testing.T) *transport.Subprocess {
+// python3 is not installed. Every frame each side writes is checked
+// against docs/schema: the Go host's, and the Python worker's.
+func pythonWorker(t *testing.T) transport.Transport {
 	t.Helper()
 	py, err := exec.LookPath("python3")
 	if err != nil {
@@ -46,7 +48,7 @@ func pythonWorker(t *testing.T) *transport.Subprocess {
 			t.Logf("worker stderr:\n%s", stderr.String())
 		}
 	})
-	return &transport.Subprocess{Path: py, Args: []string{script}, Stderr: stderr}
+	return wiretest.Transport(t, &transport.Subprocess{Path: py, Args: []string{script}, Stderr: stderr}, wiretest.Both)
 }
 
 // lockedBuffer collects the worker's stderr, written by the transport's
