@@ -62,16 +62,117 @@ func retryable(status int) bool {
 		status == http.StatusInternalServerError
 }
 
-// secrets masks a credential in anything that may reach an error or log.
+// masked replaces a secret, as tproxy.Masked does.
+const masked = "***MASKED***"
+
+// minPiece is the length of the shortest piece of a secret that is masked.
+// Error bodies are cut, so a body can hold any part of the key, not only
+// all of it: every piece of 5 bytes or more is masked, and an error never
+// holds more than 4 bytes of the key in a row. Four is also what a real
+// key shares with any other key: its "e2b_" prefix.
+const minPiece = 5
+
+// secrets masks credentials in anything that may reach an error or a log.
 type secrets []string
 
+// mask replaces every occurrence of a secret, and every piece of one
+// minPiece bytes or longer, with masked.
 func (s secrets) mask(msg string) string {
 	for _, v := range s {
-		if v != "" {
-			msg = strings.ReplaceAll(msg, v, "***MASKED***")
+		if v == "" {
+			continue
 		}
+		msg = strings.ReplaceAll(msg, v, masked)
+		msg = maskPieces(msg, v)
 	}
 	return msg
+}
+
+// maskPieces replaces every run of msg made of pieces of secret at least
+// minPiece bytes long with masked. A piece is found through its first
+// minPiece bytes: every longer piece is covered by the windows of that
+// length it starts with, and overlapping or adjacent windows are masked as
+// one run.
+func maskPieces(msg, secret string) string {
+	if len(secret) < minPiece || len(msg) < minPiece {
+		return msg
+	}
+	windows := make(map[string]struct{}, len(secret)-minPiece+1)
+	for i := 0; i+minPiece <= len(secret); i++ {
+		windows[secret[i:i+minPiece]] = struct{}{}
+	}
+	var b strings.Builder
+	copied, runStart, runEnd := 0, -1, -1
+	flush := func() {
+		b.WriteString(msg[copied:runStart])
+		b.WriteString(masked)
+		copied = runEnd
+	}
+	for i := 0; i+minPiece <= len(msg); i++ {
+		if _, ok := windows[msg[i:i+minPiece]]; !ok {
+			continue
+		}
+		if runStart >= 0 && i > runEnd {
+			flush()
+			runStart = -1
+		}
+		if runStart < 0 {
+			runStart = i
+		}
+		runEnd = i + minPiece
+	}
+	if runStart < 0 {
+		return msg
+	}
+	flush()
+	b.WriteString(msg[copied:])
+	out := b.String()
+	// Only a secret that shares a piece with the mask itself (or with
+	// what surrounds a run) can leave one behind: say nothing then.
+	for i := 0; i+minPiece <= len(out); i++ {
+		if _, ok := windows[out[i:i+minPiece]]; ok {
+			return ""
+		}
+	}
+	return out
+}
+
+// maskErr returns err with every secret masked in its message. An error
+// whose message holds none is returned as it is. Otherwise the result
+// keeps only the masked message, and answers errors.Is as err does (so
+// context.Canceled and the like are still recognised) and errors.As for
+// an *APIError, whose fields are always masked; nothing reaches the
+// unmasked text.
+func (s secrets) maskErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if m := s.mask(msg); m != msg {
+		return &maskedError{msg: m, cause: err}
+	}
+	return err
+}
+
+// maskedError is an error whose message had a secret masked out.
+type maskedError struct {
+	msg   string
+	cause error
+}
+
+func (e *maskedError) Error() string { return e.msg }
+
+// Is reports whether the original error matches target, without giving
+// the original out.
+func (e *maskedError) Is(target error) bool { return errors.Is(e.cause, target) }
+
+// As finds an *APIError in the original error: its fields are masked when
+// it is made.
+func (e *maskedError) As(target any) bool {
+	if t, ok := target.(**APIError); ok {
+		return errors.As(e.cause, t)
+	}
+	return false
 }
 
 // retrier runs idempotent calls again on 429, 5xx and transport errors,
@@ -183,9 +284,15 @@ func (c *client) once(ctx context.Context, req request) (*http.Response, error) 
 	return nil, c.apiError(req.op, resp)
 }
 
+// maxErrorBody is how much of an error body that is not JSON an
+// *APIError quotes.
+const maxErrorBody = 300
+
 // apiError reads an error body: {"code": 401, "message": "..."} from the
 // control plane and envd's HTTP API, {"code": "not_found", "message":
-// "..."} from a Connect unary call.
+// "..."} from a Connect unary call. Every field is masked, and a body is
+// masked before it is cut, so that a cut cannot leave a piece of the key
+// too short to be recognised.
 func (c *client) apiError(op string, resp *http.Response) *APIError {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	e := &APIError{Op: op, Status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
@@ -193,22 +300,22 @@ func (c *client) apiError(op string, resp *http.Response) *APIError {
 		Code    json.RawMessage `json:"code"`
 		Message string          `json:"message"`
 	}
-	if json.Unmarshal(data, &body) == nil && (body.Message != "" || body.Code != nil) {
-		e.Code = strings.Trim(string(body.Code), `"`)
-		e.Message = body.Message
-	} else {
-		e.Message = strings.TrimSpace(truncate(data, 300))
+	switch {
+	case resp.StatusCode/100 == 3 && resp.Header.Get("Location") != "":
+		// Not followed (see noRedirects): say where it pointed.
+		e.Message = fmt.Sprintf("redirected to %q, not followed: the API key and access tokens go only to the host they are for (set E2B_API_URL or E2B.APIURL to the new address)",
+			truncate([]byte(c.secrets.mask(resp.Header.Get("Location"))), maxErrorBody))
+	case json.Unmarshal(data, &body) == nil && (body.Message != "" || body.Code != nil):
+		var code string
+		if json.Unmarshal(body.Code, &code) != nil {
+			code = string(body.Code) // E2B's number, or whatever it is
+		}
+		e.Code, e.Message = code, body.Message
+	default:
+		e.Message = strings.TrimSpace(truncate([]byte(c.secrets.mask(string(data))), maxErrorBody))
 	}
-	e.Message = c.secrets.mask(e.Message)
+	e.Op, e.Code, e.Message = c.secrets.mask(e.Op), c.secrets.mask(e.Code), c.secrets.mask(e.Message)
 	return e
-}
-
-func (s secrets) maskErr(err error) error {
-	msg := err.Error()
-	if m := s.mask(msg); m != msg {
-		return errors.New(m)
-	}
-	return err
 }
 
 // jsonBody encodes v once and returns a body func for request.

@@ -38,6 +38,15 @@
 // readers, so a lost stream is a failed session, not something to
 // reconnect to.
 //
+// A Start that fails, or whose context ends, once it has a sandbox kills
+// that sandbox but waits for the kill at most E2B.CleanupGrace (2 s)
+// past the end of its context, so an unresponsive control plane cannot
+// hold the caller (a Pool's Start leaves the kill running in the
+// background and Pool.Close waits for it). Process.Close after
+// Process.Kill, which a host calls when it cannot wait, is bounded the
+// same way. A sandbox whose kill did not finish expires by its timeout,
+// which nothing refreshes any more, and Sweep finds it by its tag.
+//
 // # Why a hand-written Connect codec
 //
 // The process service is Connect RPC. connectrpc.com/connect with
@@ -60,7 +69,14 @@
 // *APIError values (errors.As); a 401 names the credential to check. The
 // API key goes only to the control plane in X-API-Key: never into the
 // sandbox, its environment, an error or a log (ForwardEnv and Env refuse
-// it).
+// it). No redirect is followed, whatever E2B.HTTPClient says: Go's
+// client would copy X-API-Key (and envd's X-Access-Token) to the
+// redirect's target, so a 3xx answer is an *APIError naming the Location.
+// Every field of an *APIError, and every error the package returns, is
+// masked for the whole key and for every piece of it longer than 4
+// characters, and an error body is masked before it is cut, so no error
+// holds more than 4 characters of the key in a row
+// (FuzzAPIErrorNeverLeaksKey).
 //
 // # Warm pool
 //

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tproxy/tproxy/transport"
@@ -35,6 +36,7 @@ const (
 )
 
 const (
+	defaultCleanupGrace = 2 * time.Second
 	defaultCloseTimeout = 5 * time.Second
 	defaultTermTimeout  = 3 * time.Second
 	defaultKillTimeout  = 5 * time.Second
@@ -124,6 +126,15 @@ type E2B struct {
 	// the end event after SIGKILL before it drops the stream; zero means
 	// 5s.
 	CloseTimeout, TermTimeout, KillTimeout time.Duration
+	// CleanupGrace bounds the cleanup of a Start that fails or whose
+	// context ends once it has a sandbox: the sandbox's kill may go on at
+	// most CleanupGrace past the end of Start's context (and 30s in all,
+	// for a context that never ends), so Start returns by then. Zero means
+	// 2s; negative means none. A sandbox whose kill does not finish in time
+	// expires by its Timeout, no longer refreshed, and carries the tags
+	// Sweep looks for; a Pool's Start leaves such a kill running in the
+	// background, and Pool.Close waits for it.
+	CleanupGrace time.Duration
 	// KeepaliveInterval is how often envd is asked to send keepalive
 	// events on the output stream, and how often the input stream sends
 	// its own, so idle connections are not dropped by proxies. It is sent
@@ -136,7 +147,9 @@ type E2B struct {
 	// HTTPClient makes every call. Nil means a client speaking HTTP/1.1
 	// only (envd serves no h2c), without gzip, and without a Timeout: a
 	// client timeout would cut the long-lived process stream; contexts
-	// bound every call instead.
+	// bound every call instead. Its CheckRedirect is not used: no redirect
+	// is followed, so that the API key never leaves the API host; a 3xx
+	// answer fails the call with an *APIError naming its Location.
 	HTTPClient *http.Client
 	// MaxRetries is how often an idempotent call (everything but creating
 	// a sandbox and starting a process) is retried on 429, 5xx or a
@@ -181,10 +194,13 @@ func (t *E2B) client() (*client, error) {
 	c := &client{t: t, apiKey: key, secrets: secrets{key}}
 	c.domain = firstNonEmpty(t.Domain, os.Getenv("E2B_DOMAIN"), DefaultDomain)
 	c.apiURL = strings.TrimSuffix(firstNonEmpty(t.APIURL, os.Getenv("E2B_API_URL"), "https://api."+c.domain), "/")
-	c.http = t.HTTPClient
-	if c.http == nil {
-		c.http = defaultHTTPClient
+	base := t.HTTPClient
+	if base == nil {
+		base = defaultHTTPClient
 	}
+	hc := *base // the caller's client is not changed
+	hc.CheckRedirect = noRedirects
+	c.http = &hc
 	c.retry = retrier{max: t.MaxRetries, base: t.RetryBackoff}
 	if c.retry.max == 0 {
 		c.retry.max = defaultMaxRetries
@@ -197,6 +213,13 @@ func (t *E2B) client() (*client, error) {
 	}
 	return c, nil
 }
+
+// noRedirects stops the client at a redirect, which then fails the call
+// as an *APIError. Go's client copies a request's headers to the
+// redirect's target, X-API-Key and X-Access-Token included (it drops only
+// Authorization and cookies, and only for another domain), so following
+// one could send the key anywhere; E2B's API does not redirect.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 func firstNonEmpty(s ...string) string {
 	for _, v := range s {
@@ -240,20 +263,23 @@ func (c *client) workerEnv() (map[string]string, error) {
 // Start creates a sandbox, puts the worker in it and starts it. ctx bounds
 // the whole start (sandbox creation, upload, process start); the worker
 // then lives until Process.Close. If the start fails after the sandbox was
-// created, the sandbox is killed.
+// created, the sandbox is killed, and Start returns at most CleanupGrace
+// after ctx ends. (A creation cut short by ctx may leave a sandbox whose
+// id never arrived: it expires by Timeout, and Sweep finds it.)
 func (t *E2B) Start(ctx context.Context) (transport.Process, error) {
-	p, err := t.start(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-func (t *E2B) start(ctx context.Context) (*Process, error) {
 	c, err := t.client()
 	if err != nil {
 		return nil, err
 	}
+	p, err := c.start(ctx)
+	if err != nil {
+		return nil, c.secrets.maskErr(err)
+	}
+	return p, nil
+}
+
+func (c *client) start(ctx context.Context) (*Process, error) {
+	t := c.t
 	if t.Binary == "" {
 		return nil, errors.New("e2b: E2B.Binary (the worker executable) is empty")
 	}
@@ -275,14 +301,59 @@ func (t *E2B) start(ctx context.Context) (*Process, error) {
 	tm.Create = time.Since(t0)
 	p, err := c.startWorker(ctx, sb, sum, env, &tm)
 	if err != nil {
-		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		kctx, cancel := c.cleanupContext(ctx)
 		defer cancel()
 		if kerr := c.kill(kctx, sb.ID); kerr != nil {
-			err = errors.Join(err, fmt.Errorf("e2b: and killing sandbox %s after the failed start failed too: %w", sb.ID, kerr))
+			err = errors.Join(err, fmt.Errorf("e2b: and killing sandbox %s after the failed start failed too (it expires by its timeout; Sweep finds it): %w", sb.ID, kerr))
 		}
 		return nil, err
 	}
 	return p, nil
+}
+
+func (t *E2B) cleanupGrace() time.Duration {
+	switch {
+	case t.CleanupGrace == 0:
+		return defaultCleanupGrace
+	case t.CleanupGrace < 0:
+		return 0
+	}
+	return t.CleanupGrace
+}
+
+// sandboxKillTimeout bounds a sandbox kill that no caller's context
+// bounds: Process.Close's, a Pool's.
+const sandboxKillTimeout = 30 * time.Second
+
+// cleanupContext returns the context for the cleanup of a start whose
+// context is ctx: it has ctx's values and ends CleanupGrace after ctx
+// ends, or sandboxKillTimeout from now if that comes first. The cleanup
+// is not cut short by ctx's end itself, which is often why it runs.
+func (c *client) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	grace := c.t.cleanupGrace()
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sandboxKillTimeout)
+	var (
+		mu      sync.Mutex
+		timer   *time.Timer
+		stopped bool
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			timer = time.AfterFunc(grace, cancel)
+		}
+	})
+	return kctx, func() {
+		stop()
+		mu.Lock()
+		stopped = true
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
 }
 
 func fileSHA256(path string) (string, error) {

@@ -61,11 +61,12 @@ var _ transport.Transport = (*Pool)(nil)
 // (each is bounded by two minutes). If the warm-up fails, every sandbox
 // created is killed. t must not be changed while the
 // pool is in use.
-func NewPool(ctx context.Context, t *E2B, size int) (*Pool, error) {
+func NewPool(ctx context.Context, t *E2B, size int) (_ *Pool, err error) {
 	c, err := t.client()
 	if err != nil {
 		return nil, err
 	}
+	defer func() { err = c.secrets.maskErr(err) }()
 	if t.Binary == "" {
 		return nil, errors.New("e2b: E2B.Binary (the worker executable) is empty")
 	}
@@ -131,10 +132,72 @@ func (p *Pool) warm(ctx context.Context) (*sandbox, error) {
 	return sb, nil
 }
 
+// killNow kills sb for the pool's own work, which no caller's context
+// bounds.
 func (p *Pool) killNow(sb *sandbox) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), sandboxKillTimeout)
 	defer cancel()
 	return p.c.kill(ctx, sb.ID)
+}
+
+// discard kills sb, which a Start whose context is ctx took but could not
+// use, and returns err with the kill's failure, if any. The kill runs in
+// the background, bounded by sandboxKillTimeout and waited for by Close;
+// Start waits for it only until ctx ends plus CleanupGrace, so a
+// control plane that does not answer cannot hold the caller.
+func (p *Pool) discard(ctx context.Context, sb *sandbox, err error) error {
+	p.mu.Lock()
+	closed := p.closed
+	if !closed {
+		p.bg.Add(1) // before Close's Wait: closed is set under mu first
+	}
+	p.mu.Unlock()
+	if closed {
+		// Close no longer waits for background work: kill here.
+		kctx, cancel := p.c.cleanupContext(ctx)
+		defer cancel()
+		if kerr := p.c.kill(kctx, sb.ID); kerr != nil {
+			return errors.Join(err, fmt.Errorf("e2b: and killing sandbox %s after the failed start failed too (it expires by its timeout; Sweep finds it): %w", sb.ID, kerr))
+		}
+		return err
+	}
+	var (
+		mu     sync.Mutex
+		gaveUp bool
+		result = make(chan error, 1)
+	)
+	go func() {
+		defer p.bg.Done()
+		kerr := p.killNow(sb)
+		mu.Lock()
+		defer mu.Unlock()
+		if !gaveUp {
+			result <- kerr
+		} else if kerr != nil && p.t.Logger != nil {
+			p.t.Logger.Warn("e2b: killing a sandbox after a failed start failed; it expires by its timeout", "sandbox", sb.ID, "err", p.c.secrets.maskErr(kerr))
+		}
+	}()
+	wctx, cancel := p.c.cleanupContext(ctx)
+	defer cancel()
+	var kerr error
+	select {
+	case kerr = <-result:
+	case <-wctx.Done():
+		mu.Lock()
+		select {
+		case kerr = <-result: // it ended meanwhile
+		default:
+			gaveUp = true // the goroutine logs its outcome
+		}
+		mu.Unlock()
+		if gaveUp {
+			return errors.Join(err, fmt.Errorf("e2b: sandbox %s is still being killed after the failed start; Pool.Close waits for the kill", sb.ID))
+		}
+	}
+	if kerr != nil {
+		return errors.Join(err, fmt.Errorf("e2b: and killing sandbox %s after the failed start failed too (it expires by its timeout; Sweep finds it): %w", sb.ID, kerr))
+	}
+	return err
 }
 
 // put makes sb available, or kills it if the pool has closed.
@@ -212,7 +275,9 @@ func (p *Pool) refreshIdle() {
 // Start takes a warm sandbox, waiting for one if all are in use, starts a
 // fresh worker in it and returns its *Process; a replacement is warmed in
 // the background. ctx bounds the wait and the start. If the worker cannot
-// be started, the sandbox is killed.
+// be started, the sandbox is killed; Start waits for the kill until ctx
+// ends plus E2B.CleanupGrace, and leaves it running in the background
+// after that (Close waits for it).
 func (p *Pool) Start(ctx context.Context) (transport.Process, error) {
 	env, err := p.c.workerEnv()
 	if err != nil {
@@ -250,10 +315,7 @@ func (p *Pool) Start(ctx context.Context) (transport.Process, error) {
 	tm := Timings{Pooled: true, Wait: time.Since(t0)}
 	proc, err := p.c.launch(ctx, sb, env, &tm)
 	if err != nil {
-		if kerr := p.killNow(sb); kerr != nil {
-			err = errors.Join(err, fmt.Errorf("e2b: and killing sandbox %s after the failed start failed too: %w", sb.ID, kerr))
-		}
-		return nil, err
+		return nil, p.c.secrets.maskErr(p.discard(ctx, sb, err))
 	}
 	return proc, nil
 }
@@ -277,7 +339,7 @@ func (p *Pool) Close() error {
 				errs = append(errs, err)
 			}
 		}
-		p.closeErr = errors.Join(errs...)
+		p.closeErr = p.c.secrets.maskErr(errors.Join(errs...))
 	})
 	return p.closeErr
 }

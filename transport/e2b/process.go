@@ -54,12 +54,15 @@ type Process struct {
 	wmu         sync.Mutex
 	inW         *io.PipeWriter
 	stdinClosed atomic.Bool
+	writing     atomic.Bool   // a Write is under way
 	inDone      chan struct{} // the StreamInput call returned
 
 	done    chan struct{} // the end event (or the stream's loss) was handled
 	mu      sync.Mutex
 	status  transport.ExitStatus
 	dropped bool // Close dropped the stream: a lost stream is no surprise
+
+	killed atomic.Bool // Kill was called: Close must be quick too
 
 	closeTimeout, termTimeout, killTimeout time.Duration
 
@@ -165,13 +168,17 @@ func (p *Process) Timings() Timings { return p.timing }
 func (p *Process) Read(b []byte) (int, error) { return p.stdoutR.Read(b) }
 
 // Write sends b to the worker's stdin as one StreamInput envelope (or a
-// few, for a write over 1 MiB).
+// few, for a write over 1 MiB). A Write blocked because the worker, or
+// envd, stopped reading returns at once with an error when CloseWrite or
+// Close is called.
 func (p *Process) Write(b []byte) (int, error) {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	if p.stdinClosed.Load() {
 		return 0, errStdinClosed
 	}
+	p.writing.Store(true)
+	defer p.writing.Store(false)
 	n := 0
 	for len(b) > 0 {
 		chunk := b[:min(len(b), maxInputChunk)]
@@ -180,7 +187,7 @@ func (p *Process) Write(b []byte) (int, error) {
 			Input processInput `json:"input"`
 		}{processInput{Stdin: chunk}}
 		if err := p.writeEnvelope(msg); err != nil {
-			return n, err
+			return n, p.c.secrets.maskErr(err)
 		}
 		n += len(chunk)
 		b = b[len(chunk):]
@@ -300,6 +307,7 @@ func (p *Process) readEvents() {
 		}
 	}
 	p.stderr.Flush()
+	status.Reason = p.c.secrets.mask(status.Reason)
 	p.mu.Lock()
 	p.status = status
 	p.mu.Unlock()
@@ -351,23 +359,33 @@ func (p *Process) Exit() transport.ExitStatus {
 func (p *Process) StderrTail() string { return p.stderr.Tail() }
 
 // CloseWrite ends the input stream, so every byte written so far reaches
-// the worker, then closes the worker's stdin with CloseStdin.
+// the worker (waiting up to CloseTimeout for it), then closes the worker's
+// stdin with CloseStdin (waiting up to CloseTimeout more). A Write in
+// progress returns at once, with an error; as its bytes are cut short
+// anyway, CloseWrite then does not wait for the input stream, which a
+// worker that stopped reading holds, and goes straight to CloseStdin.
 func (p *Process) CloseWrite() error {
 	p.closeWriteOnce.Do(func() {
 		p.stdinClosed.Store(true)
-		p.inW.Close()
-		t := time.NewTimer(p.closeTimeout)
-		defer t.Stop()
-		select {
-		case <-p.inDone:
-		case <-t.C:
-		case <-p.done:
+		interrupted := p.writing.Load()
+		p.inW.Close() // first: it unblocks a stuck Write
+		if !interrupted {
+			t := time.NewTimer(p.closeTimeout)
+			defer t.Stop()
+			select {
+			case <-p.inDone:
+			case <-t.C:
+			case <-p.done:
+			}
+		}
+		if p.isDone() {
+			return // the worker has ended: its stdin is gone
 		}
 		ctx, cancel := context.WithTimeout(p.ctx, p.closeTimeout)
 		defer cancel()
 		err := p.c.rpc(ctx, p.sb, "CloseStdin", processRequest{Process: processSelector{Pid: p.pid}}, nil, true)
 		if err != nil && !p.isDone() {
-			p.closeWriteErr = err
+			p.closeWriteErr = p.c.secrets.maskErr(err)
 		}
 	})
 	return p.closeWriteErr
@@ -408,10 +426,13 @@ func (p *Process) signal(sig string) error {
 
 // Close runs the shutdown ladder (close stdin, wait CloseTimeout, SIGTERM,
 // wait TermTimeout, SIGKILL, wait KillTimeout, drop the stream) and then
-// kills the sandbox. Output the host has not read when Close starts is
-// discarded. It returns nil whatever the worker's exit status; an error
+// kills the sandbox, waiting at most 30s for the control plane, or at most
+// E2B.CleanupGrace after Kill: a host kills a worker when it cannot wait
+// (its deadline has passed, the worker went silent), and Close must not
+// make it wait 30s more. Output the host has not read when Close starts
+// is discarded. It returns nil whatever the worker's exit status; an error
 // means the ladder or the sandbox kill failed (the sandbox then expires
-// by its timeout, or Sweep finds it).
+// by its timeout, no longer refreshed, or Sweep finds it).
 func (p *Process) Close() error {
 	p.closeOnce.Do(func() {
 		// Nobody reads any more; a blocked delivery must not stall the
@@ -440,7 +461,11 @@ func (p *Process) Close() error {
 				}
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		limit := sandboxKillTimeout
+		if p.killed.Load() {
+			limit = p.c.t.cleanupGrace()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), limit)
 		if err := p.c.kill(ctx, p.sb.ID); err != nil {
 			errs = append(errs, err)
 		}
@@ -449,15 +474,17 @@ func (p *Process) Close() error {
 		p.stdinClosed.Store(true)
 		p.inW.Close()
 		p.bg.Wait()
-		p.closeErr = errors.Join(errs...)
+		p.closeErr = p.c.secrets.maskErr(errors.Join(errs...))
 	})
 	return p.closeErr
 }
 
 // Kill implements transport.Killer: it sends SIGKILL to the worker through
 // the sandbox's daemon and waits up to KillTimeout for the end event, then
-// drops the stream. Close still kills the sandbox.
+// drops the stream. Close still kills the sandbox, waiting at most
+// E2B.CleanupGrace for it.
 func (p *Process) Kill() error {
+	p.killed.Store(true)
 	err := p.signal("SIGNAL_SIGKILL")
 	if !p.waitDone(p.killTimeout) {
 		p.mu.Lock()
@@ -466,5 +493,5 @@ func (p *Process) Kill() error {
 		p.cancel()
 		<-p.done
 	}
-	return err
+	return p.c.secrets.maskErr(err)
 }

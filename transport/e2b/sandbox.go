@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -46,6 +47,13 @@ func (c *client) create(ctx context.Context) (*sandbox, error) {
 	}
 	if sb.ID == "" {
 		return nil, errors.New("e2b: create sandbox: the answer has no sandboxID")
+	}
+	// The id, token and domain are sent on to envd's host (and the domain
+	// to DNS): a control plane that put the key there would make it leave.
+	if len(c.apiKey) >= minPiece && (strings.Contains(sb.ID, c.apiKey) ||
+		sb.AccessToken != nil && strings.Contains(*sb.AccessToken, c.apiKey) ||
+		sb.Domain != nil && strings.Contains(*sb.Domain, c.apiKey)) {
+		return nil, errors.New("e2b: create sandbox: the answer holds the API key in the sandbox's id, access token or domain; refusing to send it on")
 	}
 	return &sb, nil
 }
@@ -129,11 +137,12 @@ const listPage = 100
 
 // List returns the team's running and paused sandboxes that match opts,
 // oldest first (GET /v2/sandboxes, following X-Next-Token).
-func (t *E2B) List(ctx context.Context, opts ListOptions) ([]Sandbox, error) {
+func (t *E2B) List(ctx context.Context, opts ListOptions) (_ []Sandbox, err error) {
 	c, err := t.client()
 	if err != nil {
 		return nil, err
 	}
+	defer func() { err = c.secrets.maskErr(err) }()
 	meta := opts.Metadata
 	if meta == nil {
 		meta = map[string]string{TagKey: TagValue}
@@ -199,7 +208,7 @@ func hasTags(have, want map[string]string) bool {
 // ListOptions it kills every sandbox this package started, so give
 // OlderThan a value longer than any session. It returns the ids it
 // killed; it goes on after a failed kill and reports every failure.
-func (t *E2B) Sweep(ctx context.Context, opts ListOptions) ([]string, error) {
+func (t *E2B) Sweep(ctx context.Context, opts ListOptions) (_ []string, err error) {
 	list, err := t.List(ctx, opts)
 	if err != nil {
 		return nil, err
@@ -208,6 +217,7 @@ func (t *E2B) Sweep(ctx context.Context, opts ListOptions) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer func() { err = c.secrets.maskErr(err) }()
 	var killed []string
 	var errs []error
 	for _, s := range list {

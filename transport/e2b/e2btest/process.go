@@ -70,24 +70,28 @@ func (p *proc) signal(sig syscall.Signal) error {
 	return nil
 }
 
+// closeStdin closes the process's stdin without waiting for a write in
+// progress, which it ends with an error: as envd does, so that CloseStdin
+// reaches a process that stopped reading while a write to it was blocked.
 func (p *proc) closeStdin() error {
 	p.stdinMu.Lock()
-	defer p.stdinMu.Unlock()
-	if p.stdin == nil {
+	stdin := p.stdin
+	p.stdin = nil // later writes fail at once
+	p.stdinMu.Unlock()
+	if stdin == nil {
 		return nil
 	}
-	err := p.stdin.Close()
-	p.stdin = nil
-	return err
+	return stdin.Close()
 }
 
 func (p *proc) writeStdin(b []byte) error {
 	p.stdinMu.Lock()
-	defer p.stdinMu.Unlock()
-	if p.stdin == nil {
+	stdin := p.stdin
+	p.stdinMu.Unlock()
+	if stdin == nil {
 		return errors.New("stdin is not enabled or already closed")
 	}
-	_, err := p.stdin.Write(b)
+	_, err := stdin.Write(b)
 	return err
 }
 

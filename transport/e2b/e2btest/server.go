@@ -26,6 +26,7 @@
 // # Faults
 //
 // FailNext makes the next calls of an operation fail with a status;
+// Stall makes its calls hang unanswered, as an unresponsive API would;
 // Signal, CutStreams and DeleteSandbox kill a worker, drop its output
 // stream, or remove its sandbox from under it; a wrong API key or access
 // token gets a 401 as E2B's would. Requests records every request for
@@ -134,6 +135,7 @@ type Server struct {
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
 	faults    map[Op][]int // statuses to answer the next calls with
+	stalls    map[Op]*Stall
 	calls     map[Op]int
 	requests  []*Request
 	closed    bool
@@ -148,7 +150,7 @@ func New(opts Options) (*Server, error) {
 	if opts.ChunkSize <= 0 {
 		opts.ChunkSize = defaultChunk
 	}
-	s := &Server{opts: opts, dir: opts.Dir, sandboxes: map[string]*sandbox{}, faults: map[Op][]int{}, calls: map[Op]int{}}
+	s := &Server{opts: opts, dir: opts.Dir, sandboxes: map[string]*sandbox{}, faults: map[Op][]int{}, stalls: map[Op]*Stall{}, calls: map[Op]int{}}
 	if s.dir == "" {
 		d, err := os.MkdirTemp("", "e2btest-")
 		if err != nil {
@@ -178,13 +180,17 @@ func New(opts Options) (*Server, error) {
 // APIKey returns the key the control plane accepts.
 func (s *Server) APIKey() string { return s.opts.APIKey }
 
-// Close kills every sandbox, waits for their processes, stops the server
-// and removes the sandboxes' directories.
+// Close releases every stall, kills every sandbox, waits for their
+// processes, stops the server and removes the sandboxes' directories.
 func (s *Server) Close() {
 	s.mu.Lock()
 	s.closed = true
 	ids := slices.Collect(maps.Keys(s.sandboxes))
+	stalls := slices.Collect(maps.Values(s.stalls))
 	s.mu.Unlock()
+	for _, st := range stalls {
+		st.Release()
+	}
 	for _, id := range ids {
 		s.DeleteSandbox(id)
 	}
@@ -202,6 +208,61 @@ func (s *Server) FailNext(op Op, status, n int) {
 	defer s.mu.Unlock()
 	for range n {
 		s.faults[op] = append(s.faults[op], status)
+	}
+}
+
+// Stall is a stalled operation: see Server.Stall.
+type Stall struct {
+	s          *Server
+	op         Op
+	arrived    chan struct{}
+	arriveOnce sync.Once
+	released   chan struct{}
+	releaseOne sync.Once
+}
+
+// Stall makes every call of op that arrives from now on hang before it has
+// any effect, sending nothing back, as an unresponsive API or a
+// black-holed connection would, until Release is called; the calls then
+// proceed normally. A call also ends when its client goes away, if the
+// server notices (it does not while a request body is unread). Close
+// releases every stall. Stalling an op that is already stalled returns the
+// same Stall.
+func (s *Server) Stall(op Op) *Stall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.stalls[op]; st != nil {
+		return st
+	}
+	st := &Stall{s: s, op: op, arrived: make(chan struct{}), released: make(chan struct{})}
+	s.stalls[op] = st
+	return st
+}
+
+// Arrived is closed once the first call has stalled.
+func (st *Stall) Arrived() <-chan struct{} { return st.arrived }
+
+// Release lets the stalled calls, and any later ones, proceed.
+func (st *Stall) Release() {
+	st.releaseOne.Do(func() {
+		st.s.mu.Lock()
+		if st.s.stalls[st.op] == st {
+			delete(st.s.stalls, st.op)
+		}
+		st.s.mu.Unlock()
+		close(st.released)
+	})
+}
+
+// hold blocks a call until the stall is released or the client is gone;
+// it reports whether the call may proceed.
+func (st *Stall) hold(r *http.Request) bool {
+	st.arriveOnce.Do(func() { close(st.arrived) })
+	select {
+	case <-st.released:
+		return true
+	case <-r.Context().Done():
+		return false
 	}
 }
 
@@ -438,18 +499,26 @@ func (sb *sandbox) argPath(a string) string {
 
 // --- HTTP plumbing ---
 
-// record logs the request and consumes an injected fault, if any.
-func (s *Server) record(op Op, r *http.Request) (*Request, int) {
+// record logs the request, holds it while op is stalled, and consumes an
+// injected fault, if any. It reports false if the client went away while
+// the call was stalled.
+func (s *Server) record(op Op, r *http.Request) (*Request, int, bool) {
 	rec := &Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header.Clone()}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.requests = append(s.requests, rec)
 	s.calls[op]++
+	st := s.stalls[op]
+	s.mu.Unlock()
+	if st != nil && !st.hold(r) {
+		return rec, 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if f := s.faults[op]; len(f) > 0 {
 		s.faults[op] = f[1:]
-		return rec, f[0]
+		return rec, f[0], true
 	}
-	return rec, 0
+	return rec, 0, true
 }
 
 // recordingBody keeps the start of a request body in the Request.
@@ -487,7 +556,10 @@ func apiError(w http.ResponseWriter, status int, msg string) {
 // api wraps a control-plane handler: recording, faults, X-API-Key.
 func (s *Server) api(op Op, h func(http.ResponseWriter, *http.Request)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		rec, fault := s.record(op, r)
+		rec, fault, ok := s.record(op, r)
+		if !ok {
+			return
+		}
 		r.Body = &recordingBody{s: s, rec: rec, r: r.Body}
 		if r.Header.Get("X-API-Key") != s.opts.APIKey {
 			apiError(w, http.StatusUnauthorized, "Invalid API key, it must start with 'e2b_' prefix")
@@ -506,7 +578,10 @@ func (s *Server) api(op Op, h func(http.ResponseWriter, *http.Request)) http.Han
 // token, refused with a plain JSON 401 as envd does.
 func (s *Server) envd(op Op, h func(http.ResponseWriter, *http.Request, *sandbox)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		rec, fault := s.record(op, r)
+		rec, fault, ok := s.record(op, r)
+		if !ok {
+			return
+		}
 		r.Body = &recordingBody{s: s, rec: rec, r: r.Body}
 		id := r.Header.Get("E2b-Sandbox-Id")
 		if id == "" {

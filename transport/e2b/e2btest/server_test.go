@@ -2,9 +2,11 @@ package e2btest_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -221,5 +223,55 @@ func TestStdin(t *testing.T) {
 		if got := bytes.Contains(rest, []byte(base64.StdEncoding.EncodeToString([]byte("got hello\n")))); got != tt.ok {
 			t.Errorf("stdin%s: output has the input: %v", tt.stdin, got)
 		}
+	}
+}
+
+// TestStall: a stalled call hangs without an effect until Release, then
+// proceeds; a stalled call whose client gives up ends too.
+func TestStall(t *testing.T) {
+	c := newRaw(t, e2btest.Options{})
+	kill := func(ctx context.Context) (int, error) {
+		req, _ := http.NewRequestWithContext(ctx, "DELETE", c.srv.URL+"/sandboxes/"+c.id, nil)
+		req.Header.Set("X-API-Key", c.srv.APIKey())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+
+	st := c.srv.Stall(e2btest.OpKill)
+	if c.srv.Stall(e2btest.OpKill) != st {
+		t.Error("stalling a stalled op made a second Stall")
+	}
+	done := make(chan int, 1)
+	go func() { code, _ := kill(t.Context()); done <- code }()
+	<-st.Arrived()
+	if ids := c.srv.Sandboxes(); len(ids) != 1 {
+		t.Fatalf("the stalled kill had an effect: sandboxes %v", ids)
+	}
+	st.Release()
+	select {
+	case code := <-done:
+		if code != http.StatusNoContent {
+			t.Errorf("the released kill answered %d, want 204", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the released kill did not answer within 30s")
+	}
+	if ids := c.srv.Sandboxes(); len(ids) != 0 {
+		t.Errorf("sandboxes after the released kill: %v", ids)
+	}
+
+	// Left stalled: Close releases it.
+	st = c.srv.Stall(e2btest.OpKill)
+	ctx, cancel := context.WithCancel(t.Context())
+	gaveUp := make(chan error, 1)
+	go func() { _, err := kill(ctx); gaveUp <- err }()
+	<-st.Arrived()
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Errorf("a stalled call whose client gave up: %v", err)
 	}
 }
