@@ -1,25 +1,57 @@
 package tproxy
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Masked is what a secret is replaced by wherever it would leave the worker
 // or reach a file.
 const Masked = "***MASKED***"
 
-// DefaultSecretKeys are the config key patterns whose values are secrets. A
-// key matches a pattern when, lowercased and with '-' read as '_', it
-// contains the pattern: "DB_Password", "apiKey", "x-auth-token" all match.
+// DefaultSecretKeys are the config key patterns whose values are secrets.
+//
+// A key and a pattern are both read as words: they are split at every byte
+// that is not an ASCII letter or digit, and inside a run of letters and
+// digits before an upper-case letter that follows a lower-case letter or a
+// digit ("apiKey": api, key) and before an upper-case letter that starts a
+// capitalized word after other upper-case letters ("APIKey": api, key;
+// "DBPassword": db, password); the words are lower-cased. A pattern
+// matches a key when
+//   - its words, concatenated, occur anywhere in the key's words
+//     concatenated: "apikey" matches "apiKey", "X-API-KEY" and
+//     "my_apikey_2"; "password" matches "DB_Password" and "dbpassword";
+//   - for a pattern ending in '$', its words, concatenated, equal the
+//     key's last words concatenated: "auth$" matches "auth", "basic_auth"
+//     and "proxyAuth", but not "author", "authority", "oauth" or
+//     "auth_type"; "session$" matches "user_session" but not "session_id".
+//
+// The '$' patterns are the short names that, matched anywhere, would flag
+// harmless keys (a key's last word says what its value is: "auth_url" is
+// a URL, "session_id" an id, "signature_version" a version). Everything
+// else matches anywhere, preferring a masked harmless value to a leaked
+// secret: "tokenizer" and "max_tokens" match "token". Secrets.Keys takes
+// patterns of both kinds.
 var DefaultSecretKeys = []string{
-	"password", "passwd", "secret", "token", "api_key", "apikey",
-	"access_key", "private_key", "credential",
+	"password", "passwd", "passphrase", "passcode", "pwd",
+	"secret", "token", "credential", "bearer", "jwt", "cookie", "dsn",
+	"authorization", "authheader", "authkey",
+	"apikey", "accesskey", "privatekey", "privkey", "sshkey", "signingkey",
+	"encryptionkey", "masterkey", "sessionkey", "accountkey", "licensekey", "clientkey",
+	"connectionstring", "connstr",
+	"auth$", "pass$", "creds$", "session$", "signature$", "sig$", "pin$", "otp$",
 }
 
 // MinSecretLen is the shortest secret value that is also masked inside
@@ -44,13 +76,35 @@ type Secrets struct {
 // configs it is shown (Config) and then masks them wherever they appear:
 // in values under a secret key, and as substrings of any string. A nil
 // *Masker masks nothing. It is safe for concurrent use.
+//
+// A secret is masked in every form that text takes when it is quoted or
+// encoded, because error messages and logs quote: its raw bytes; escaped
+// as in JSON (with and without HTML escaping, with non-ASCII as \u
+// escapes, with upper-case \u digits), as by Go's strconv.Quote,
+// QuoteToASCII and QuoteToGraphic (%q, %+q; url.Parse and strconv errors
+// quote this way) and as by Python's repr and ascii, each without the
+// surrounding quotes so that it is found inside a longer quoted text;
+// quoted twice, as JSON or Go strings (a quoted message quoted again);
+// URL-escaped (url.QueryEscape, url.PathEscape, a URL's path, fragment
+// and userinfo); as hexadecimal, lower and upper case; and as base64,
+// standard and URL alphabets, padded or not: the encoding of the whole
+// secret, and, for a secret inside a longer base64 text, the characters
+// that encode the secret's bytes alone, for each of the 3 offsets the
+// secret can have within base64's 3-byte groups (a character at either end
+// that mixes the secret's bits with its neighbours' stays). It is not
+// found under other encodings, in base64 broken into lines, or split by
+// other text.
+//
+// Where forms overlap, the one that starts first is replaced, and of those
+// that start at one place, the longest; so where two different secrets
+// overlap in a text, what of the second runs past the first stays.
 type Masker struct {
-	keys     []string
+	keys     []keyPattern
 	pointers [][]string
 
-	mu     sync.RWMutex
-	values []string // known secret values, longest first
-	repl   *strings.Replacer
+	mu     sync.Mutex // serializes learning
+	values []string   // known secret values
+	match  atomic.Pointer[matcher]
 }
 
 // NewMasker returns a Masker for the policy s. It returns an error naming
@@ -58,8 +112,8 @@ type Masker struct {
 func NewMasker(s Secrets) (*Masker, error) {
 	m := &Masker{}
 	for _, k := range slices.Concat(DefaultSecretKeys, s.Keys) {
-		if k = normalizeKey(k); k != "" && !slices.Contains(m.keys, k) {
-			m.keys = append(m.keys, k)
+		if p, ok := parseKeyPattern(k); ok && !slices.Contains(m.keys, p) {
+			m.keys = append(m.keys, p)
 		}
 	}
 	for _, p := range s.Pointers {
@@ -72,54 +126,124 @@ func NewMasker(s Secrets) (*Masker, error) {
 	return m, nil
 }
 
-func normalizeKey(k string) string { return strings.ReplaceAll(strings.ToLower(k), "-", "_") }
+// keyPattern is a parsed key pattern (see DefaultSecretKeys).
+type keyPattern struct {
+	words  string  // the pattern's words, concatenated
+	suffix bool    // it ended in '$': it must equal the key's last words
+	bytes  byteSet // the bytes in words: a key without one of them cannot match
+}
+
+// byteSet is a set of bytes.
+type byteSet [4]uint64
+
+func (s *byteSet) add(c byte) { s[c>>6] |= 1 << (c & 63) }
+
+// within reports whether every byte of s is in t.
+func (s *byteSet) within(t *byteSet) bool {
+	return s[0]&^t[0]|s[1]&^t[1]|s[2]&^t[2]|s[3]&^t[3] == 0
+}
+
+func parseKeyPattern(p string) (keyPattern, bool) {
+	kp := keyPattern{suffix: strings.HasSuffix(p, "$")}
+	if kp.suffix {
+		p = p[:len(p)-1]
+	}
+	w, _ := keyWords(p, nil, nil)
+	kp.words = string(w)
+	for _, c := range w {
+		kp.bytes.add(c)
+	}
+	return kp, kp.words != ""
+}
+
+// keyWords appends to w the words of key (see DefaultSecretKeys),
+// lower-cased and concatenated, and to start, for each byte appended to
+// w, whether it begins a word.
+func keyWords(key string, w []byte, start []bool) ([]byte, []bool) {
+	const (
+		sep = iota
+		lower
+		upper
+		digit
+	)
+	kind := func(c byte) int {
+		switch {
+		case 'a' <= c && c <= 'z':
+			return lower
+		case 'A' <= c && c <= 'Z':
+			return upper
+		case '0' <= c && c <= '9':
+			return digit
+		}
+		return sep
+	}
+	prev := sep
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		k := kind(c)
+		if k == sep {
+			prev = sep
+			continue
+		}
+		begins := prev == sep ||
+			k == upper && (prev == lower || prev == digit) ||
+			k == upper && prev == upper && i+1 < len(key) && kind(key[i+1]) == lower
+		if k == upper {
+			c += 'a' - 'A'
+		}
+		w = append(w, c)
+		start = append(start, begins)
+		prev = k
+	}
+	return w, start
+}
 
 // SecretKey reports whether key names a secret under m's key patterns.
 func (m *Masker) SecretKey(key string) bool {
 	if m == nil {
 		return false
 	}
-	for _, p := range m.keys {
-		if containsNormalized(key, p) {
+	// Keys are short: their words fit on the stack.
+	var wbuf [64]byte
+	var sbuf [64]bool
+	w, start := keyWords(key, wbuf[:0], sbuf[:0])
+	var have byteSet
+	for _, c := range w {
+		have.add(c)
+	}
+	for i := range m.keys {
+		p := &m.keys[i]
+		if !p.bytes.within(&have) {
+			continue
+		}
+		if p.suffix {
+			if i := len(w) - len(p.words); i >= 0 && start[i] && string(w[i:]) == p.words {
+				return true
+			}
+		} else if containsString(w, p.words) {
 			return true
 		}
 	}
 	return false
 }
 
-// containsNormalized reports whether normalizeKey(s) contains the
-// normalized pattern p, without allocating.
-func containsNormalized(s, p string) bool {
-	if !isASCII(s) {
-		return strings.Contains(normalizeKey(s), p)
+// containsString is strings.Contains(string(b), s) without the copy.
+func containsString(b []byte, s string) bool {
+	if len(s) == 0 {
+		return true
 	}
-	for i := 0; i+len(p) <= len(s); i++ {
-		j := 0
-		for ; j < len(p); j++ {
-			c := s[i+j]
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			} else if c == '-' {
-				c = '_'
-			}
-			if c != p[j] {
-				break
-			}
-		}
-		if j == len(p) {
-			return true
-		}
-	}
-	return false
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
+	for i := 0; i+len(s) <= len(b); {
+		j := bytes.IndexByte(b[i:len(b)-len(s)+1], s[0])
+		if j < 0 {
 			return false
 		}
+		i += j
+		if string(b[i:i+len(s)]) == s {
+			return true
+		}
+		i++
 	}
-	return true
+	return false
 }
 
 // Config learns the secret values of cfg (under secret keys, at m's
@@ -174,13 +298,12 @@ func (m *Masker) learn(found []string) {
 	if !changed {
 		return
 	}
-	// Longest first, so that a secret containing another is masked whole.
-	slices.SortFunc(m.values, func(a, b string) int { return len(b) - len(a) })
-	args := make([]string, 0, 2*len(m.values))
+	// The matcher is built once per set of values; masking only reads it.
+	var forms []string
 	for _, v := range m.values {
-		args = append(args, v, Masked)
+		forms = append(forms, secretForms(v)...)
 	}
-	m.repl = strings.NewReplacer(args...)
+	m.match.Store(newMatcher(forms))
 }
 
 // collectSecrets gathers the string forms of secret leaves under v. all
@@ -219,45 +342,445 @@ func collectSecrets(m *Masker, v any, all bool, out *[]string) {
 	}
 }
 
-// String returns s with every known secret value replaced by Masked.
+// String returns s with every known secret value, in each of the forms
+// listed on Masker, replaced by Masked.
 func (m *Masker) String(s string) string {
+	out, _ := m.str(s)
+	return out
+}
+
+// str is String, also reporting whether anything was masked. It does not
+// allocate when nothing was.
+func (m *Masker) str(s string) (string, bool) {
 	if m == nil {
-		return s
+		return s, false
 	}
-	m.mu.RLock()
-	r := m.repl
-	m.mu.RUnlock()
-	if r == nil {
-		return s
+	mt := m.match.Load()
+	if mt == nil {
+		return s, false
 	}
-	return r.Replace(s)
+	return mt.replace(s)
 }
 
 // Bytes is String for a byte slice; it returns b itself when nothing in it
 // is secret.
 func (m *Masker) Bytes(b []byte) []byte {
-	if m == nil || !m.hasValues() {
-		return b
-	}
-	s := string(b)
-	if t := m.String(s); t != s {
-		return []byte(t)
-	}
-	return b
+	out, _ := m.MaskPrefix(b, true)
+	return out
 }
 
 // HasValues reports whether m knows any secret value to mask in free
 // text.
-func (m *Masker) HasValues() bool { return m != nil && m.hasValues() }
+func (m *Masker) HasValues() bool { return m != nil && m.match.Load() != nil }
 
-func (m *Masker) hasValues() bool {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.repl != nil
+// MaskPrefix masks text that arrives in pieces, such as a pipe's: a
+// secret split across pieces, however far apart in time, is masked as if
+// the text had come whole. It returns the masked form of b's first n
+// bytes, the longest prefix of b that the bytes after b cannot change:
+// b[n:] starts what could still be a secret, and is shorter than the
+// longest form of a secret. The caller passes b[n:] again, followed by
+// what comes next. When final is set (no more text follows), n is len(b).
+// The masked text is b itself when nothing in it was masked.
+func (m *Masker) MaskPrefix(b []byte, final bool) (masked []byte, n int) {
+	if m == nil {
+		return b, len(b)
+	}
+	mt := m.match.Load()
+	if mt == nil {
+		return b, len(b)
+	}
+	return mt.prefix(b, final)
+}
+
+// Excerpt masks s, a piece cut out of a longer text (the last bytes of a
+// log, the first of a response body), as String does, and also what could
+// be a secret cut by its ends: s's first bytes when they are how a form
+// of a secret ends, and its last bytes when they are how one begins, from
+// MinSecretLen bytes on (so no more than MinSecretLen-1 bytes of a
+// secret survive at either end); and all of s when it lies inside one.
+func (m *Masker) Excerpt(s string) string {
+	if m == nil {
+		return s
+	}
+	mt := m.match.Load()
+	if mt == nil {
+		return s
+	}
+	if len(s) >= MinSecretLen && len(s) < mt.maxLen {
+		for _, f := range mt.forms {
+			if len(f) > len(s) && strings.Contains(f, s) {
+				return Masked
+			}
+		}
+	}
+	head := mt.cutEnd(s)
+	tail := mt.cutStart(s[head:])
+	out, _ := mt.replace(s[head : len(s)-tail])
+	if head > 0 {
+		out = Masked + out
+	}
+	if tail > 0 {
+		out += Masked
+	}
+	return out
+}
+
+// matcher finds the forms of a Masker's secrets in text.
+type matcher struct {
+	forms  []string        // longest first
+	first  [256][]uint32   // indexes into forms, by first byte, longest first
+	pairs  [1 << 10]uint64 // the first two bytes of every form, as a bit set
+	maxLen int
+}
+
+// pair reports whether some form begins with the bytes a, b. Most text
+// has no such pair, and skips the search for a form at that byte.
+func (mt *matcher) pair(a, b byte) bool {
+	p := uint(a)<<8 | uint(b)
+	return mt.pairs[p>>6]&(1<<(p&63)) != 0
+}
+
+func newMatcher(forms []string) *matcher {
+	slices.SortFunc(forms, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
+	forms = slices.Compact(forms)
+	mt := &matcher{forms: forms}
+	for i, f := range forms {
+		mt.first[f[0]] = append(mt.first[f[0]], uint32(i))
+		p := uint(f[0])<<8 | uint(f[1]) // every form has MinSecretLen bytes or more
+		mt.pairs[p>>6] |= 1 << (p & 63)
+		mt.maxLen = max(mt.maxLen, len(f))
+	}
+	return mt
+}
+
+// at returns the length of the longest form at s[i:], or 0. Unless
+// final, it reports undecided when s[i:] is a proper prefix of a form
+// that no longer form outranks: what follows s could make it match.
+func (mt *matcher) at(s string, i int, final bool) (n int, undecided bool) {
+	rest := s[i:]
+	for _, fi := range mt.first[s[i]] {
+		f := mt.forms[fi]
+		if len(f) <= len(rest) {
+			if rest[:len(f)] == f {
+				return len(f), false
+			}
+		} else if !final && f[:len(rest)] == rest {
+			return 0, true
+		}
+	}
+	return 0, false
+}
+
+// replace masks s; it returns s itself when nothing matched.
+func (mt *matcher) replace(s string) (string, bool) {
+	var b []byte
+	last := 0
+	// No form fits in the last MinSecretLen-1 bytes.
+	for i := 0; i+MinSecretLen <= len(s); {
+		if !mt.pair(s[i], s[i+1]) {
+			i++
+			continue
+		}
+		n, _ := mt.at(s, i, true)
+		if n == 0 {
+			i++
+			continue
+		}
+		if b == nil {
+			b = make([]byte, 0, len(s)+len(Masked))
+		}
+		b = append(append(b, s[last:i]...), Masked...)
+		i += n
+		last = i
+	}
+	if b == nil {
+		return s, false
+	}
+	return string(append(b, s[last:]...)), true
+}
+
+// atBytes is at for a byte slice.
+func (mt *matcher) atBytes(b []byte, i int, final bool) (n int, undecided bool) {
+	rest := b[i:]
+	for _, fi := range mt.first[b[i]] {
+		f := mt.forms[fi]
+		if len(f) <= len(rest) {
+			if string(rest[:len(f)]) == f {
+				return len(f), false
+			}
+		} else if !final && f[:len(rest)] == string(rest) {
+			return 0, true
+		}
+	}
+	return 0, false
+}
+
+// prefix is Masker.MaskPrefix.
+func (mt *matcher) prefix(b []byte, final bool) ([]byte, int) {
+	var out []byte
+	last := 0
+	i := 0
+	for i < len(b) {
+		if i+1 < len(b) && !mt.pair(b[i], b[i+1]) || i+1 == len(b) && len(mt.first[b[i]]) == 0 {
+			i++
+			continue
+		}
+		n, undecided := mt.atBytes(b, i, final)
+		if undecided {
+			break
+		}
+		if n == 0 {
+			i++
+			continue
+		}
+		if out == nil {
+			out = make([]byte, 0, len(b)+len(Masked))
+		}
+		out = append(append(out, b[last:i]...), Masked...)
+		i += n
+		last = i
+	}
+	if out == nil {
+		return b[:i], i
+	}
+	return append(out, b[last:i]...), i
+}
+
+// cutEnd returns the length of the longest prefix of s, of at least
+// MinSecretLen bytes, that is how a form ends (a proper suffix of it).
+func (mt *matcher) cutEnd(s string) int {
+	best := 0
+	for _, f := range mt.forms {
+		if k := overlap(s[:min(len(s), len(f)-1)], f); k >= MinSecretLen {
+			best = max(best, k)
+		}
+	}
+	return best
+}
+
+// cutStart returns the length of the longest suffix of s, of at least
+// MinSecretLen bytes, that is how a form begins (a proper prefix of it).
+func (mt *matcher) cutStart(s string) int {
+	best := 0
+	for _, f := range mt.forms {
+		if k := overlap(f[:len(f)-1], s); k >= MinSecretLen {
+			best = max(best, k)
+		}
+	}
+	return best
+}
+
+// overlap returns the length of the longest prefix of pattern that is a
+// suffix of text, in time linear in their lengths (Knuth-Morris-Pratt):
+// secrets can be long, and repetitive.
+func overlap(pattern, text string) int {
+	if pattern == "" {
+		return 0
+	}
+	fail := make([]int, len(pattern)) // fail[i]: the longest proper border of pattern[:i+1]
+	for i, k := 1, 0; i < len(pattern); i++ {
+		for k > 0 && pattern[i] != pattern[k] {
+			k = fail[k-1]
+		}
+		if pattern[i] == pattern[k] {
+			k++
+		}
+		fail[i] = k
+	}
+	k := 0
+	for i := 0; i < len(text); i++ {
+		for k > 0 && (k == len(pattern) || text[i] != pattern[k]) {
+			k = fail[k-1]
+		}
+		if text[i] == pattern[k] {
+			k++
+		}
+	}
+	return k
+}
+
+// secretForms returns the forms in which text that contains s holds it
+// (see Masker), each at least MinSecretLen bytes long.
+func secretForms(s string) []string {
+	forms := []string{s}
+	add := func(f string) {
+		if len(f) >= MinSecretLen && !slices.Contains(forms, f) {
+			forms = append(forms, f)
+		}
+	}
+	escaped := escapedForms(s)
+	for _, e := range escaped {
+		add(e)
+	}
+	// Quoted twice: an error message holding a quoted secret, quoted
+	// again by whoever reports it.
+	for _, e := range []string{jsonEscape(s, jsonGo), goQuoteInner(strconv.Quote(s))} {
+		add(jsonEscape(e, jsonGo))
+		add(jsonEscape(e, jsonNoHTML))
+		add(goQuoteInner(strconv.Quote(e)))
+	}
+	add(url.QueryEscape(s))
+	add(url.PathEscape(s))
+	add((&url.URL{Path: s}).EscapedPath())
+	add((&url.URL{Fragment: s}).EscapedFragment())
+	add(strings.TrimPrefix(url.UserPassword("", s).String(), ":"))
+	add(url.User(s).String())
+	b := []byte(s)
+	add(hex.EncodeToString(b))
+	add(strings.ToUpper(hex.EncodeToString(b)))
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+		add(enc.EncodeToString(b))
+		raw := enc.WithPadding(base64.NoPadding)
+		add(raw.EncodeToString(b))
+		for off := range 3 {
+			add(base64Middle(raw, b, off))
+		}
+	}
+	return forms
+}
+
+// JSON escaping profiles.
+const (
+	jsonHTML     = 1 << iota // <, > and & as \u escapes
+	jsonLineSep              // U+2028 and U+2029 as \u escapes
+	jsonASCII                // everything beyond ASCII as \u escapes
+	jsonUpperHex             // \u escapes with upper-case digits
+
+	jsonGo     = jsonHTML | jsonLineSep // encoding/json's default
+	jsonNoHTML = jsonLineSep            // json.Encoder with SetEscapeHTML(false)
+)
+
+// escapedForms returns s escaped as a string literal's content by common
+// encoders: JSON's (Go, Python, JavaScript, Java), Go's and Python's.
+func escapedForms(s string) []string {
+	var out []string
+	for _, p := range []int{jsonGo, jsonNoHTML, 0, jsonASCII, jsonASCII | jsonHTML} {
+		out = append(out, jsonEscape(s, p), jsonEscape(s, p|jsonUpperHex))
+	}
+	out = append(out,
+		goQuoteInner(strconv.Quote(s)), goQuoteInner(strconv.QuoteToASCII(s)), goQuoteInner(strconv.QuoteToGraphic(s)),
+		pyEscape(s, '\'', false), pyEscape(s, 0, false), pyEscape(s, '\'', true), pyEscape(s, 0, true))
+	return out
+}
+
+func goQuoteInner(q string) string { return q[1 : len(q)-1] }
+
+// jsonEscape escapes s as the content of a JSON string under profile p.
+// Invalid UTF-8 becomes \ufffd, as encoding/json writes it.
+func jsonEscape(s string, p int) string {
+	hexd := "0123456789abcdef"
+	if p&jsonUpperHex != 0 {
+		hexd = "0123456789ABCDEF"
+	}
+	u := func(b []byte, r rune) []byte {
+		return append(b, '\\', 'u', hexd[r>>12&0xf], hexd[r>>8&0xf], hexd[r>>4&0xf], hexd[r&0xf])
+	}
+	var b []byte
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+		switch {
+		case r == '"' || r == '\\':
+			b = append(b, '\\', byte(r))
+		case r == '\b':
+			b = append(b, `\b`...)
+		case r == '\f':
+			b = append(b, `\f`...)
+		case r == '\n':
+			b = append(b, `\n`...)
+		case r == '\r':
+			b = append(b, `\r`...)
+		case r == '\t':
+			b = append(b, `\t`...)
+		case r < 0x20,
+			p&jsonASCII != 0 && r == 0x7f, // Python's ensure_ascii
+			p&jsonHTML != 0 && (r == '<' || r == '>' || r == '&'),
+			p&jsonLineSep != 0 && (r == '\u2028' || r == '\u2029'),
+			r == utf8.RuneError && size == 1:
+			b = u(b, r)
+		case p&jsonASCII != 0 && r >= utf8.RuneSelf:
+			if r1, r2 := utf16Pair(r); r1 != 0 {
+				b = u(u(b, r1), r2)
+			} else {
+				b = u(b, r)
+			}
+		default:
+			b = utf8.AppendRune(b, r)
+		}
+	}
+	return string(b)
+}
+
+// utf16Pair returns the surrogate pair of r, or zeros when r needs none.
+func utf16Pair(r rune) (rune, rune) {
+	if r < 0x10000 {
+		return 0, 0
+	}
+	r -= 0x10000
+	return 0xd800 + r>>10&0x3ff, 0xdc00 + r&0x3ff
+}
+
+// pyEscape escapes s as the content of the string literal that Python's
+// repr (or, with ascii, its ascii) writes, with quote as the quote it
+// escapes: repr quotes with ' and escapes it unless s holds ' and not ",
+// and which it does depends on the whole text s is part of.
+func pyEscape(s string, quote rune, ascii bool) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\\' || r == quote && quote != 0:
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r < utf8.RuneSelf:
+			b.WriteRune(r)
+		case ascii || !unicode.IsPrint(r):
+			switch {
+			case r <= 0xff:
+				fmt.Fprintf(&b, `\x%02x`, r)
+			case r <= 0xffff:
+				fmt.Fprintf(&b, `\u%04x`, r)
+			default:
+				fmt.Fprintf(&b, `\U%08x`, r)
+			}
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// base64Middle returns the characters of the base64 encoding (enc, not
+// padded) of a text in which b starts off bytes into a 3-byte group that
+// encode b's bits alone: the ones that do not change with the bytes around
+// b.
+func base64Middle(enc *base64.Encoding, b []byte, off int) string {
+	t := enc.EncodeToString(append(make([]byte, off), b...))
+	// Character c encodes bits [6c, 6c+6); b holds bits [8off, 8(off+len(b))).
+	from, to := (8*off+5)/6, 8*(off+len(b))/6
+	if from >= to {
+		return ""
+	}
+	return t[from:to]
 }
 
 // Value returns v with secrets masked: the value under a secret key is
-// replaced whole, and known secret values inside strings are replaced. v is
+// replaced whole, known secret values inside strings are replaced, and so
+// are they inside map keys (a key holding one is renamed, with "#2",
+// "#3", ... appended should it then collide with another) and inside the
+// base64 form of []byte values, which then become masked strings. v is
 // not modified; a copy is returned when anything had to change. Values of
 // types other than JSON's own (structs, typed maps and slices) are masked
 // through their JSON encoding.
@@ -276,8 +799,13 @@ func (m *Masker) value(v any) (any, bool) {
 		uint, uint8, uint16, uint32, uint64, json.Number, time.Time, time.Duration:
 		return v, false
 	case string:
-		s := m.String(x)
-		return s, s != x
+		return m.str(x)
+	case []byte:
+		// As JSON writes it: the form every record of it takes.
+		if s, changed := m.str(base64.StdEncoding.EncodeToString(x)); changed {
+			return s, true
+		}
+		return v, false
 	case map[string]any:
 		var cp map[string]any
 		for k, e := range x {
@@ -290,14 +818,19 @@ func (m *Masker) value(v any) (any, bool) {
 			} else {
 				ne, changed = m.value(e)
 			}
-			if changed && cp == nil {
+			nk, renamed := m.str(k)
+			if (changed || renamed) && cp == nil {
 				cp = make(map[string]any, len(x))
 				for k2, e2 := range x {
 					cp[k2] = e2
 				}
 			}
 			if cp != nil {
-				cp[k] = ne
+				if renamed {
+					delete(cp, k)
+					nk = freeKey(cp, nk)
+				}
+				cp[nk] = ne
 			}
 		}
 		if cp == nil {
@@ -324,7 +857,7 @@ func (m *Masker) value(v any) (any, bool) {
 	case []string:
 		var cp []string
 		for i, e := range x {
-			if s := m.String(e); s != e {
+			if s, changed := m.str(e); changed {
 				if cp == nil {
 					cp = slices.Clone(x)
 				}
@@ -336,16 +869,12 @@ func (m *Masker) value(v any) (any, bool) {
 		}
 		return cp, true
 	case error:
-		s := x.Error()
-		t := m.String(s)
-		return t, t != s
+		return m.str(x.Error())
 	case fmt.Stringer:
-		s := x.String()
-		t := m.String(s)
-		if t == s {
-			return v, false
+		if t, changed := m.str(x.String()); changed {
+			return t, true
 		}
-		return t, true
+		return v, false
 	default:
 		b, err := json.Marshal(v)
 		if err != nil {
@@ -362,8 +891,27 @@ func (m *Masker) value(v any) (any, bool) {
 	}
 }
 
+// freeKey returns k, or k with "#2", "#3", ... appended, whichever is
+// not yet a key of mp: a renamed key must not overwrite another.
+func freeKey[V any](mp map[string]V, k string) string {
+	if _, taken := mp[k]; !taken {
+		return k
+	}
+	for i := 2; ; i++ {
+		if c := k + "#" + strconv.Itoa(i); !mapHas(mp, c) {
+			return c
+		}
+	}
+}
+
+func mapHas[V any](mp map[string]V, k string) bool {
+	_, ok := mp[k]
+	return ok
+}
+
 // StringMap returns tags with values under secret keys and known secret
-// values masked; tags itself when nothing changed.
+// values masked, in keys as in values (a key holding a secret is renamed
+// as Value renames it); tags itself when nothing changed.
 func (m *Masker) StringMap(tags map[string]string) map[string]string {
 	if m == nil {
 		return tags
@@ -375,20 +923,23 @@ func (m *Masker) StringMap(tags map[string]string) map[string]string {
 func (m *Masker) stringMap(tags map[string]string) (map[string]string, bool) {
 	var cp map[string]string
 	for k, v := range tags {
-		nv := v
-		if m.SecretKey(k) {
-			nv = Masked
-		} else {
-			nv = m.String(v)
+		nv := Masked
+		if !m.SecretKey(k) {
+			nv, _ = m.str(v)
 		}
-		if nv != v && cp == nil {
+		nk, renamed := m.str(k)
+		if (nv != v || renamed) && cp == nil {
 			cp = make(map[string]string, len(tags))
 			for k2, v2 := range tags {
 				cp[k2] = v2
 			}
 		}
 		if cp != nil {
-			cp[k] = nv
+			if renamed {
+				delete(cp, k)
+				nk = freeKey(cp, nk)
+			}
+			cp[nk] = nv
 		}
 	}
 	if cp == nil {
@@ -425,34 +976,48 @@ func deepCopy(v any) any {
 	}
 }
 
-// Event returns e with its data masked.
+// Event returns e with every string a worker controls masked: its name,
+// step id and data (keys, values, nested values; see Value).
 func (m *Masker) Event(e Event) Event {
-	if m == nil || len(e.Data) == 0 {
+	if m == nil {
 		return e
 	}
-	if d, ok := m.Value(e.Data).(map[string]any); ok {
-		e.Data = d
+	e.Name, _ = m.str(e.Name)
+	e.StepID, _ = m.str(e.StepID)
+	if len(e.Data) > 0 {
+		if d, ok := m.Value(e.Data).(map[string]any); ok {
+			e.Data = d
+		}
 	}
 	return e
 }
 
-// Metric returns mt with its tags masked.
+// Metric returns mt with every string a worker controls masked: its name,
+// unit, step id and tags (keys and values).
 func (m *Masker) Metric(mt Metric) Metric {
 	if m == nil {
 		return mt
 	}
+	mt.Name, _ = m.str(mt.Name)
+	mt.Unit, _ = m.str(mt.Unit)
+	mt.StepID, _ = m.str(mt.StepID)
 	mt.Tags = m.StringMap(mt.Tags)
 	return mt
 }
 
-// LogRecord returns r with its message and attributes masked.
+// LogRecord returns r with every string a worker controls masked: its
+// level, message, step id and attributes (keys, values, nested values).
 func (m *Masker) LogRecord(r LogRecord) LogRecord {
 	if m == nil {
 		return r
 	}
-	r.Message = m.String(r.Message)
-	if d, ok := m.Value(r.Attrs).(map[string]any); ok {
-		r.Attrs = d
+	r.Level, _ = m.str(r.Level)
+	r.Message, _ = m.str(r.Message)
+	r.StepID, _ = m.str(r.StepID)
+	if len(r.Attrs) > 0 {
+		if d, ok := m.Value(r.Attrs).(map[string]any); ok {
+			r.Attrs = d
+		}
 	}
 	return r
 }

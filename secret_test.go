@@ -42,8 +42,8 @@ func TestMaskerConfig(t *testing.T) {
 		},
 		{
 			name: "secret value reused under a plain key is masked there too",
-			in:   map[string]any{"password": "hunter22", "dsn": "postgres://bob:hunter22@db/x"},
-			want: map[string]any{"password": tproxy.Masked, "dsn": "postgres://bob:" + tproxy.Masked + "@db/x"},
+			in:   map[string]any{"password": "hunter22", "url": "postgres://bob:hunter22@db/x"},
+			want: map[string]any{"password": tproxy.Masked, "url": "postgres://bob:" + tproxy.Masked + "@db/x"},
 		},
 		{
 			name:    "pointers, including short and non-string values",
@@ -55,9 +55,11 @@ func TestMaskerConfig(t *testing.T) {
 		},
 		{
 			name:    "extra key patterns",
-			secrets: tproxy.Secrets{Keys: []string{"DSN"}},
-			in:      map[string]any{"source_dsn": "postgres://u:pw@h/db", "table": "users"},
-			want:    map[string]any{"source_dsn": tproxy.Masked, "table": "users"},
+			secrets: tproxy.Secrets{Keys: []string{"Warehouse-URI", "ref$"}},
+			in: map[string]any{"source_warehouse_uri": "postgres://u:pw@h/db", "warehouseUri": "x", "table": "users",
+				"vault_ref": "kv/x", "ref_count": 2.0},
+			want: map[string]any{"source_warehouse_uri": tproxy.Masked, "warehouseUri": tproxy.Masked, "table": "users",
+				"vault_ref": tproxy.Masked, "ref_count": 2.0},
 		},
 		{
 			name: "a secret key holding an object masks the whole object",

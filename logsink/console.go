@@ -28,9 +28,16 @@ const DefaultConsolePrefix = "   "
 // An event line is the name, then step=<StepID> if set, then the data
 // fields sorted by key; a metric line is name = value, then the unit, then
 // step=<StepID>, then the tags sorted by key. A data field or tag named
-// "step" is shown as "data.step". Strings are shown bare when they are one
-// plain word and Go-quoted otherwise; other values as compact JSON, or %v
-// when JSON cannot encode them. Timestamps are not shown.
+// "step" is shown as "data.step". Strings — names, units, step ids, keys
+// and values alike — are shown bare when they are one plain word and
+// Go-quoted otherwise; other values as compact JSON, or as the string %v
+// gives when JSON cannot encode them. Timestamps are not shown.
+//
+// Everything but the prefix comes from the worker, so nothing reaches the
+// terminal raw that it could take for a command: control characters (C0,
+// C1, DEL, and with them every escape sequence), and any other character
+// that is not printable (bidirectional overrides, zero-width characters),
+// are written as Go or JSON escapes.
 //
 // Console is safe for concurrent use; each record is one Write to the
 // writer. Its methods ignore ctx.
@@ -56,7 +63,7 @@ func (c *Console) Event(_ context.Context, e tproxy.Event) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.buf = append(append(c.buf[:0], c.Prefix...), "📊 Event: "...)
-	c.buf = append(c.buf, e.Name...)
+	c.buf = appendWord(c.buf, e.Name)
 	if e.StepID != "" {
 		c.buf = appendPair(c.buf, "step", e.StepID)
 	}
@@ -71,11 +78,11 @@ func (c *Console) Metric(_ context.Context, m tproxy.Metric) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.buf = append(append(c.buf[:0], c.Prefix...), "📈 Metric: "...)
-	c.buf = append(c.buf, m.Name...)
+	c.buf = appendWord(c.buf, m.Name)
 	c.buf = append(c.buf, " = "...)
 	c.buf = strconv.AppendFloat(c.buf, m.Value, 'g', -1, 64)
 	if m.Unit != "" {
-		c.buf = append(append(c.buf, ' '), m.Unit...)
+		c.buf = appendWord(append(c.buf, ' '), m.Unit)
 	}
 	if m.StepID != "" {
 		c.buf = appendPair(c.buf, "step", m.StepID)
@@ -139,9 +146,34 @@ func appendPair(b []byte, k string, v any) []byte {
 		return append(b, "null"...)
 	}
 	if j, err := json.Marshal(v); err == nil {
-		return append(b, j...)
+		return appendPrintableJSON(b, j)
 	}
 	return appendWord(b, fmt.Sprint(v))
+}
+
+// appendPrintableJSON appends the JSON text j with every rune that is not
+// printable written as a \u escape. encoding/json escapes C0 controls but
+// writes DEL, C1 controls and the like as they are; in its compact output
+// they can only be inside strings, where the escape means the same.
+func appendPrintableJSON(b, j []byte) []byte {
+	const hexd = "0123456789abcdef"
+	u := func(b []byte, r rune) []byte {
+		return append(b, '\\', 'u', hexd[r>>12&0xf], hexd[r>>8&0xf], hexd[r>>4&0xf], hexd[r&0xf])
+	}
+	for i := 0; i < len(j); {
+		r, size := utf8.DecodeRune(j[i:])
+		switch {
+		case r == ' ' || unicode.IsPrint(r) && !(r == utf8.RuneError && size == 1):
+			b = append(b, j[i:i+size]...)
+		case r >= 0x10000:
+			r -= 0x10000
+			b = u(u(b, 0xd800+r>>10&0x3ff), 0xdc00+r&0x3ff)
+		default:
+			b = u(b, r)
+		}
+		i += size
+	}
+	return b
 }
 
 // appendWord appends s bare if it reads as one word, quoted otherwise.

@@ -27,6 +27,6 @@
 //	}
 //	return files.Close()
 //
-// Secrets are not masked here: records must be masked before they reach a
-// Sink.
+// Files, Console and Memory write records as they get them: wrap a sink
+// with Mask to mask a session's secrets in everything it records.
 package logsink

@@ -1,18 +1,32 @@
 package logsink
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 
 	"github.com/tproxy/tproxy"
 )
 
 // Mask returns a Sink that masks m's secrets in every event and metric
-// before passing it to next. A nil m masks nothing.
+// before passing it to next: in every string a worker controls (names,
+// step ids, units, data and tag keys and values, nested values; see
+// tproxy.Masker's Event and Metric). A nil m masks nothing.
+//
+// When next is a RawEventSink, so is the Sink Mask returns, and an event
+// that has nothing to mask reaches next's EventRaw as it was parsed. Any
+// other event is decoded, masked and given to next's Event: the fast path
+// is taken only where masking could not change anything.
 func Mask(next Sink, m *tproxy.Masker) Sink {
 	if m == nil {
 		return next
 	}
-	return maskSink{next: next, m: m}
+	s := maskSink{next: next, m: m}
+	if raw, ok := next.(RawEventSink); ok {
+		return maskRawSink{maskSink: s, raw: raw}
+	}
+	return s
 }
 
 type maskSink struct {
@@ -29,3 +43,53 @@ func (s maskSink) Metric(ctx context.Context, m tproxy.Metric) error {
 }
 
 func (s maskSink) Flush() error { return s.next.Flush() }
+
+// maskRawSink is maskSink in front of a RawEventSink.
+type maskRawSink struct {
+	maskSink
+	raw RawEventSink
+}
+
+var _ RawEventSink = maskRawSink{}
+
+func (s maskRawSink) EventRaw(ctx context.Context, e *tproxy.RawEvent) error {
+	if !s.mayMask(e) {
+		return s.raw.EventRaw(ctx, e)
+	}
+	ev := tproxy.Event{Name: e.Name, Timestamp: e.Timestamp, StepID: e.StepID, Source: e.Source}
+	if len(e.Data) > 0 {
+		ev.Data = make(map[string]any, len(e.Data))
+		for _, f := range e.Data {
+			var v any
+			if err := json.Unmarshal(f.Value, &v); err != nil {
+				return fmt.Errorf("logsink: masking event %q: data %q: %w", s.m.String(e.Name), s.m.String(f.Key), err)
+			}
+			ev.Data[f.Key] = v
+		}
+	}
+	return s.next.Event(ctx, s.m.Event(ev))
+}
+
+// mayMask reports whether masking e could change it. It errs towards
+// yes: a data value whose JSON text holds an escape or an object is not
+// looked into (an escape can spell a secret, an object can hold a secret
+// key), and a secret's form found anywhere in a value's text counts, even
+// across JSON's punctuation.
+func (s maskRawSink) mayMask(e *tproxy.RawEvent) bool {
+	if s.m.String(e.Name) != e.Name || s.m.String(e.StepID) != e.StepID {
+		return true
+	}
+	for _, f := range e.Data {
+		if s.m.SecretKey(f.Key) || s.m.String(f.Key) != f.Key ||
+			bytes.IndexByte(f.Value, '\\') >= 0 || bytes.IndexByte(f.Value, '{') >= 0 {
+			return true
+		}
+		// MaskPrefix returns the very bytes it is given when nothing in
+		// them is secret, and it does not copy them to find out.
+		if masked, _ := s.m.MaskPrefix(f.Value, true); len(masked) != len(f.Value) ||
+			len(masked) > 0 && &masked[0] != &f.Value[0] {
+			return true
+		}
+	}
+	return false
+}

@@ -3,8 +3,7 @@
 package worker
 
 import (
-	"bytes"
-	"errors"
+	"io"
 	"os"
 	"runtime/debug"
 	"sync/atomic"
@@ -15,15 +14,11 @@ import (
 	"github.com/tproxy/tproxy"
 )
 
-// partialLineWait is how long the stderr filter holds a line that has no
-// newline yet, so that a secret split across two writes is still masked,
-// before it passes the partial line on as is.
-const partialLineWait = 50 * time.Millisecond
-
 // stderrFilter masks the session's secrets in everything written to fds 1
 // and 2, from the runtime, drivers, C code and child processes alike: both
 // become a pipe that one goroutine copies to the original stderr, masking
-// line by line.
+// as it goes (maskCopy). A secret split across writes is masked however
+// far apart the writes come, and so is one in a line of any length.
 //
 // A fatal crash (an unrecovered panic, a runtime fatal error) ends the
 // process before that goroutine can copy it, so the runtime is also told
@@ -66,37 +61,38 @@ func startStderrFilter() (*stderrFilter, error) {
 
 func (f *stderrFilter) setMasker(m *tproxy.Masker) { f.masker.Store(m) }
 
-// copy moves bytes from the pipe to the original stderr, masking whole
-// lines. A partial line is held until its newline arrives or
-// partialLineWait passes.
+// copy moves bytes from the pipe to the original stderr, masked.
 func (f *stderrFilter) copy() {
 	defer close(f.done)
-	buf := make([]byte, 32<<10)
+	maskCopy(f.orig, f.r, f.masker.Load)
+}
+
+// maskReadSize is how much maskCopy reads at a time.
+const maskReadSize = 32 << 10
+
+// maskCopy copies src to dst until src ends, masking the secrets of the
+// masker that masker returns at each read (nil masks nothing). It holds
+// back only what could be the beginning of a secret, whatever the time
+// until the next read (tproxy.Masker.MaskPrefix): fewer bytes than the
+// longest form of a secret, on top of one read. Whatever it holds when src
+// ends (EOF or an error) is written, masked. Errors writing to dst are
+// ignored: stderr has nowhere else to report them.
+func maskCopy(dst io.Writer, src io.Reader, masker func() *tproxy.Masker) {
+	buf := make([]byte, maskReadSize)
 	var pending []byte
 	for {
-		if len(pending) > 0 {
-			f.r.SetReadDeadline(time.Now().Add(partialLineWait))
-		} else {
-			f.r.SetReadDeadline(time.Time{})
-		}
-		n, err := f.r.Read(buf)
+		n, err := src.Read(buf)
 		pending = append(pending, buf[:n]...)
-		if i := bytes.LastIndexByte(pending, '\n'); i >= 0 {
-			f.write(pending[:i+1])
-			pending = append(pending[:0], pending[i+1:]...)
+		out, done := masker().MaskPrefix(pending, err != nil)
+		if len(out) > 0 {
+			dst.Write(out)
 		}
-		if len(pending) >= len(buf) || (err != nil && len(pending) > 0) {
-			f.write(pending)
-			pending = pending[:0]
-		}
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		// Keep the held bytes at the front; the buffer keeps its size.
+		pending = append(pending[:0], pending[done:]...)
+		if err != nil {
 			return
 		}
 	}
-}
-
-func (f *stderrFilter) write(b []byte) {
-	f.orig.Write(f.masker.Load().Bytes(b))
 }
 
 // close points fds 1 and 2 back at the original stderr, which closes this
