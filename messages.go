@@ -74,6 +74,19 @@ type PrepareParams struct {
 	// Secrets says which config values the worker must mask in
 	// everything it sends and writes; nil means DefaultSecretKeys.
 	Secrets *Secrets `json:"secrets,omitempty"`
+	// ArtifactLimits are the host's caps on what a step's artifact
+	// listing may hold (docs/protocol.md section 10); nil means none.
+	ArtifactLimits *ArtifactLimits `json:"artifact_limits,omitempty"`
+}
+
+// ArtifactLimits are the caps a host sends with prepare so that the worker
+// does not list, or hash, what the host would refuse anyway. Zero means no
+// cap of that kind.
+type ArtifactLimits struct {
+	// MaxFiles is the most files one step's listing may hold.
+	MaxFiles int64 `json:"max_files,omitempty"`
+	// MaxFileBytes is the largest file the host fetches.
+	MaxFileBytes int64 `json:"max_file_bytes,omitempty"`
 }
 
 // PrepareResult is the result of MethodPrepare.

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/transport"
 )
 
 // ErrClosed is matched by errors.Is for every call that failed because the
@@ -96,19 +99,30 @@ func (e *VersionError) Error() string {
 }
 
 // ArtifactError reports an artifact that was refused or did not arrive
-// intact: a path that would escape the session directory, a file over the
-// size cap, or bytes that do not match the listed size and SHA-256.
+// intact: a path that would escape the session directory, a negative
+// size, bytes that do not match the listed size and SHA-256, or a file
+// the host could not write (Err then holds the cause, such as ENOSPC).
 type ArtifactError struct {
 	// StepID and Path name the artifact as the worker listed it.
 	StepID, Path string
 	// Reason says what is wrong.
 	Reason string
+	// Err is the underlying error, if any: errors.Is(err,
+	// syscall.ENOSPC) sees a full disk through it.
+	Err error
 }
 
-// Error names the step, the path and the reason.
+// Error names the step, the path, the reason and the underlying error.
 func (e *ArtifactError) Error() string {
-	return fmt.Sprintf("tproxy/host: artifact %q of step %q: %s", e.Path, e.StepID, e.Reason)
+	msg := fmt.Sprintf("tproxy/host: artifact %q of step %q: %s", e.Path, e.StepID, e.Reason)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
 }
+
+// Unwrap returns Err.
+func (e *ArtifactError) Unwrap() error { return e.Err }
 
 // SinkError reports that what the worker sent could not be persisted: the
 // log sink failed to write or flush. Err is the sink's error, such as an
@@ -140,3 +154,215 @@ func (e *SessionTimeoutError) Error() string {
 
 // Unwrap returns context.DeadlineExceeded.
 func (e *SessionTimeoutError) Unwrap() error { return context.DeadlineExceeded }
+
+// ErrRunState is matched by errors.Is for a Run phase called out of
+// order: Prepare twice, Execute before Prepare or twice, Execute or
+// Prepare after Collect, or any phase while another is running. The Run
+// is unchanged by the refused call.
+var ErrRunState = errors.New("tproxy/host: Run phase out of order")
+
+// ErrSessionDirUsed is matched by errors.Is when Prepare finds its session
+// directory already used: not empty, or claimed by another run at the
+// same moment. A session directory belongs to one run.
+var ErrSessionDirUsed = errors.New("tproxy/host: the session directory is not empty: a session directory belongs to one run")
+
+// LimitError reports that a worker made the host reach one of its caps on
+// what a session may spend (the README's caps table). The run fails with
+// it (status kind FailureLimit) and status.json is still written.
+type LimitError struct {
+	// Limit names the cap: "log_bytes" (RunSpec.MaxLogBytes, the bytes
+	// of events.jsonl and metrics.jsonl together).
+	Limit string
+	// Max is the cap in force.
+	Max int64
+	// Err is what reaching the cap caused, such as the log sink's
+	// refusal (which wraps logsink.ErrMaxBytes).
+	Err error
+}
+
+// Error names the cap.
+func (e *LimitError) Error() string {
+	what := e.Limit
+	if e.Limit == limitLogBytes {
+		what = "events.jsonl and metrics.jsonl together"
+	}
+	msg := fmt.Sprintf("tproxy/host: the session reached its cap of %d bytes for %s", e.Max, what)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Unwrap returns Err.
+func (e *LimitError) Unwrap() error { return e.Err }
+
+// limitLogBytes is LimitError.Limit for RunSpec.MaxLogBytes.
+const limitLogBytes = "log_bytes"
+
+// maskError returns err with m's secrets masked in its message and in
+// every field of its chain that carries text from the worker: a
+// *transport.ExitError's stderr tail and exit reason, a *RemoteError's
+// message and data, a *StepError's message, a *tproxy.FrameError's quote
+// (inside a *ProtocolError), an *ArtifactError's path and reason, a
+// *tproxy.ManifestError's reason. Those types are copied with their
+// fields masked, so errors.As still finds them; sentinels and errors
+// without secrets are kept as they are, so errors.Is still matches. An
+// error of another type whose own text holds a secret is replaced by one
+// that has the masked text and unwraps to its masked chain: its type is
+// lost, the secret with it.
+func maskError(m *tproxy.Masker, err error) error {
+	if err == nil || !m.HasValues() {
+		return err
+	}
+	masked, _ := maskChain(m, err)
+	return masked
+}
+
+// maskChain masks err as maskError does, and reports whether anything
+// changed.
+func maskChain(m *tproxy.Masker, err error) (error, bool) {
+	str := func(s string) (string, bool) {
+		ms := m.String(s)
+		return ms, ms != s
+	}
+	switch e := err.(type) {
+	case *transport.ExitError:
+		c := *e
+		var ch1, ch2 bool
+		c.Stderr, ch1 = str(e.Stderr)
+		c.Status.Reason, ch2 = str(e.Status.Reason)
+		if !ch1 && !ch2 {
+			return e, false
+		}
+		return &c, true
+	case *RemoteError:
+		c := *e
+		var ch1, ch2 bool
+		c.Message, ch1 = str(e.Message)
+		var data string
+		data, ch2 = str(string(e.Data))
+		if !ch1 && !ch2 {
+			return e, false
+		}
+		if ch2 {
+			c.Data = json.RawMessage(data)
+		}
+		return &c, true
+	case *StepError:
+		c := *e
+		var ch1, ch2, ch3 bool
+		c.Message, ch1 = str(e.Message)
+		c.ErrorType, ch2 = str(e.ErrorType)
+		if e.Remote != nil {
+			var r error
+			r, ch3 = maskChain(m, e.Remote)
+			c.Remote = r.(*RemoteError)
+		}
+		if !ch1 && !ch2 && !ch3 {
+			return e, false
+		}
+		return &c, true
+	case *tproxy.FrameError:
+		c := *e
+		var ch1, ch2, ch3 bool
+		c.Reason, ch1 = str(e.Reason)
+		var quote string
+		quote, ch2 = str(string(e.Quote))
+		if ch2 {
+			c.Quote = []byte(quote)
+		}
+		if e.Err != nil {
+			c.Err, ch3 = maskChain(m, e.Err)
+		}
+		if !ch1 && !ch2 && !ch3 {
+			return e, false
+		}
+		return &c, true
+	case *ArtifactError:
+		c := *e
+		var ch1, ch2, ch3 bool
+		c.Path, ch1 = str(e.Path)
+		c.Reason, ch2 = str(e.Reason)
+		if e.Err != nil {
+			c.Err, ch3 = maskChain(m, e.Err)
+		}
+		if !ch1 && !ch2 && !ch3 {
+			return e, false
+		}
+		return &c, true
+	case *tproxy.ManifestError:
+		c := *e
+		var ch bool
+		c.Reason, ch = str(e.Reason)
+		if !ch {
+			return e, false
+		}
+		return &c, true
+	case *ProtocolError:
+		if e.Err == nil {
+			return e, false
+		}
+		inner, ch := maskChain(m, e.Err)
+		if !ch {
+			return e, false
+		}
+		c := *e
+		c.Err = inner
+		return &c, true
+	case *SinkError:
+		if e.Err == nil {
+			return e, false
+		}
+		inner, ch := maskChain(m, e.Err)
+		if !ch {
+			return e, false
+		}
+		c := *e
+		c.Err = inner
+		return &c, true
+	case *LimitError:
+		if e.Err == nil {
+			return e, false
+		}
+		inner, ch := maskChain(m, e.Err)
+		if !ch {
+			return e, false
+		}
+		c := *e
+		c.Err = inner
+		return &c, true
+	}
+	// Any other error: keep it if neither its text nor its chain holds a
+	// secret; otherwise stand in for it.
+	var kids []error
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		if k := u.Unwrap(); k != nil {
+			kids = []error{k}
+		}
+	case interface{ Unwrap() []error }:
+		kids = u.Unwrap()
+	}
+	changed := false
+	masked := make([]error, len(kids))
+	for i, k := range kids {
+		var ch bool
+		masked[i], ch = maskChain(m, k)
+		changed = changed || ch
+	}
+	msg, ch := str(err.Error())
+	if !ch && !changed {
+		return err, false
+	}
+	return &maskedError{msg: msg, errs: masked}, true
+}
+
+// maskedError stands in for an error whose text held a secret: its text
+// masked, its chain masked.
+type maskedError struct {
+	msg  string
+	errs []error
+}
+
+func (e *maskedError) Error() string   { return e.msg }
+func (e *maskedError) Unwrap() []error { return e.errs }

@@ -1,17 +1,20 @@
 package host
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tproxy/tproxy"
@@ -22,7 +25,8 @@ import (
 // The files of a session directory besides logsink.EventsFile and
 // logsink.MetricsFile.
 const (
-	// StatusFile is the run's summary, written after every run.
+	// StatusFile is the run's summary: written when Prepare claims the
+	// session directory (outcome "running") and rewritten by Collect.
 	StatusFile = "status.json"
 	// ManifestFile is the manifest as run, secrets masked.
 	ManifestFile = "manifest.json"
@@ -30,28 +34,55 @@ const (
 	ArtifactsDir = "artifacts"
 )
 
-// Defaults of ArtifactPolicy and Run.
+// Defaults of ArtifactPolicy and RunSpec: the caps on what a worker can
+// make the host spend in one session, and the time Collect is given.
 const (
 	DefaultMaxArtifactFileBytes  = 256 << 20
 	DefaultMaxArtifactTotalBytes = 1 << 30
-	// DefaultCollectTimeout bounds the collect phase (cleanup, shutdown)
-	// when it runs after the caller's context has ended.
-	DefaultCollectTimeout = 30 * time.Second
+	// DefaultMaxArtifactFiles caps the artifacts fetched per session.
+	DefaultMaxArtifactFiles = 10_000
+	// DefaultMaxLogBytes caps events.jsonl and metrics.jsonl together.
+	DefaultMaxLogBytes = 1 << 30
+	// DefaultCollectGrace is how long Collect may run past the caller's
+	// deadline (see RunSpec.CollectGrace).
+	DefaultCollectGrace = 5 * time.Second
 )
 
-// ArtifactPolicy says which artifacts the host fetches. The worker's
-// cleaned_config.json of each step is always fetched.
+// maxCleanedConfigBytes caps the worker runtime's cleaned_config.json of
+// a step, which is fetched whatever the include patterns: it is the
+// step's config, never data, so a larger one is a worker misbehaving.
+const maxCleanedConfigBytes = 1 << 20
+
+// cleanedConfigFile is the artifact the worker runtime writes for every
+// step (worker.CleanedConfigFile).
+const cleanedConfigFile = "cleaned_config.json"
+
+// statusReserve is the disk space Prepare sets aside, as status.json.tmp,
+// for Collect's status.json: a worker that fills the disk with its
+// artifacts or logs cannot take the space status.json needs.
+const statusReserve = 1 << 20
+
+// ArtifactPolicy says which artifacts the host fetches. Every artifact
+// counts against the caps, cleaned_config.json too; a step's
+// cleaned_config.json is fetched whatever the include patterns and
+// MaxFileBytes, up to a cap of its own of 1 MiB. What the policy refuses
+// is reported in artifact_skipped events and counted in status.json.
 type ArtifactPolicy struct {
 	// Include are path.Match patterns matched against an artifact's path
 	// and, for patterns without '/', its base name: "*.csv",
 	// "reports/*". Empty means every artifact.
 	Include []string
 	// MaxFileBytes skips a larger file; DefaultMaxArtifactFileBytes when
-	// zero.
+	// zero. It is also sent to the worker, which then neither lists nor
+	// hashes a larger file.
 	MaxFileBytes int64
 	// MaxTotalBytes skips files once a session has fetched this many
 	// bytes; DefaultMaxArtifactTotalBytes when zero.
 	MaxTotalBytes int64
+	// MaxFiles skips files once a session has fetched this many;
+	// DefaultMaxArtifactFiles when zero. It is also sent to the worker,
+	// which then lists at most this many files per step.
+	MaxFiles int
 }
 
 // RunSpec describes one run of a manifest.
@@ -60,6 +91,8 @@ type RunSpec struct {
 	// empty.
 	SessionID string
 	// Dir is the session directory, created if needed; it must be empty.
+	// Prepare claims it atomically: of runs racing for one directory,
+	// exactly one gets it, the others fail with ErrSessionDirUsed.
 	// Default: $TMPDIR/tproxy-sessions/<SessionID>.
 	Dir string
 	// Manifest is the pipeline to run.
@@ -71,11 +104,24 @@ type RunSpec struct {
 	Secrets tproxy.Secrets
 	// Artifacts says which artifacts are fetched.
 	Artifacts ArtifactPolicy
+	// MaxLogBytes caps events.jsonl and metrics.jsonl together;
+	// DefaultMaxLogBytes when zero. Reaching it cancels the step in
+	// flight and fails the run with a *LimitError; status.json is still
+	// written.
+	MaxLogBytes int64
 	// Timeout bounds the whole session, from the start of Prepare to the
 	// end of Execute; zero means no bound beyond the caller's context.
 	// When it passes, the step in flight is cancelled in the worker and
 	// the run fails with FailureTimeout; Collect still runs.
 	Timeout time.Duration
+	// CollectGrace is how long Collect may run past the caller's
+	// deadline (the context's or Timeout's, whichever comes first), or
+	// past its own start once the run has failed or the context has
+	// ended: the cleanup call waits that long for a worker still busy
+	// with a step; then the worker is killed if its transport can
+	// (transport.Killer), or left to the transport's shutdown ladder.
+	// DefaultCollectGrace when zero.
+	CollectGrace time.Duration
 	// ContinueOnError runs the steps that do not depend on a failed step
 	// instead of stopping at the first failure.
 	ContinueOnError bool
@@ -97,6 +143,13 @@ type RunSpec struct {
 //
 // Collect must be called after every Prepare, successful or not: it is
 // what guarantees status.json. RunManifest does all three.
+//
+// The phases run once each, in that order; Collect may follow any of
+// them, or come alone. A call out of order, or while another phase is
+// running, is refused with an error matching ErrRunState and changes
+// nothing. A Run's methods may be called from any goroutine. The errors
+// they return have the session's secrets masked, in their text and in
+// every field errors.As reaches.
 type Run struct {
 	t      transport.Transport
 	spec   RunSpec
@@ -104,16 +157,37 @@ type Run struct {
 	order  []tproxy.StepSpec
 	files  *logsink.Files
 	sink   logsink.Sink
-	client *Client
 
-	status    Status
-	err       error // the run's first failure
-	prepared  bool  // the worker's session is open
-	collected bool
-	ownDir    bool // this run created or emptied-checked the session directory
-	start     time.Time
-	artBytes  int64
-	deadline  time.Time // from RunSpec.Timeout; zero when none
+	mu     sync.Mutex // guards the fields up to limit
+	phase  runPhase   // the last phase begun
+	busy   string     // the phase running, "" when none
+	client *Client
+	stop   context.CancelCauseFunc // cancels the phase running
+	limit  *LimitError             // the cap a worker made the host reach
+
+	// Owned by the phase running.
+	status   Status
+	err      error // the run's first failure
+	prepared bool  // the worker's session is open
+	ownDir   bool  // this run claimed the session directory
+	start    time.Time
+	artBytes int64
+	deadline time.Time // from RunSpec.Timeout; zero when none
+}
+
+// runPhase is how far a Run has gone.
+type runPhase int
+
+const (
+	phaseNew runPhase = iota
+	phasePrepared
+	phaseExecuted
+	phaseCollected
+)
+
+// when says where a refused call came, for ErrRunState's message.
+func (p runPhase) when() string {
+	return [...]string{"before Prepare", "after Prepare", "after Execute", "after Collect"}[p]
 }
 
 // NewRun returns a Run of spec through t. It does no I/O.
@@ -126,12 +200,12 @@ func NewRun(t transport.Transport, spec RunSpec) *Run {
 	if spec.Dir == "" {
 		spec.Dir = filepath.Join(os.TempDir(), "tproxy-sessions", spec.SessionID)
 	}
-	if spec.Artifacts.MaxFileBytes == 0 {
-		spec.Artifacts.MaxFileBytes = DefaultMaxArtifactFileBytes
-	}
-	if spec.Artifacts.MaxTotalBytes == 0 {
-		spec.Artifacts.MaxTotalBytes = DefaultMaxArtifactTotalBytes
-	}
+	a := &spec.Artifacts
+	a.MaxFileBytes = cmp.Or(a.MaxFileBytes, DefaultMaxArtifactFileBytes)
+	a.MaxTotalBytes = cmp.Or(a.MaxTotalBytes, DefaultMaxArtifactTotalBytes)
+	a.MaxFiles = cmp.Or(a.MaxFiles, DefaultMaxArtifactFiles)
+	spec.MaxLogBytes = cmp.Or(spec.MaxLogBytes, DefaultMaxLogBytes)
+	spec.CollectGrace = cmp.Or(spec.CollectGrace, DefaultCollectGrace)
 	r := &Run{t: t, spec: spec}
 	r.status = Status{SessionID: spec.SessionID, Dir: spec.Dir, Outcome: OutcomeFailed, StepsTotal: len(spec.Manifest.Steps)}
 	for _, st := range spec.Manifest.Steps {
@@ -143,7 +217,8 @@ func NewRun(t transport.Transport, spec RunSpec) *Run {
 // RunManifest runs spec through t: Prepare, Execute and Collect. It returns
 // the run's status, also written to status.json in the session directory,
 // and the run's first error, which keeps its type (a *StepError, a
-// *tproxy.ManifestError, an error wrapping *transport.ExitError, ...).
+// *tproxy.ManifestError, an error wrapping *transport.ExitError, ...) with
+// the session's secrets masked.
 func RunManifest(ctx context.Context, t transport.Transport, spec RunSpec) (*Status, error) {
 	r := NewRun(t, spec)
 	if err := r.Prepare(ctx); err == nil {
@@ -160,23 +235,54 @@ func (r *Run) Dir() string { return r.spec.Dir }
 
 // Client returns the connection to the worker once Prepare has started
 // it, for calls of the caller's own; nil before.
-func (r *Run) Client() *Client { return r.client }
+func (r *Run) Client() *Client {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.client
+}
 
-// Prepare validates the manifest, creates the session directory with
-// manifest.json and the log files, starts the worker, checks that it has
-// every driver the manifest names, and opens the session in it.
+// begin starts phase name if the Run is in one of the states from and no
+// phase is running.
+func (r *Run) begin(name string, from ...runPhase) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.busy != "" {
+		return fmt.Errorf("%w: %s while %s is running", ErrRunState, name, r.busy)
+	}
+	if !slices.Contains(from, r.phase) {
+		return fmt.Errorf("%w: %s %s", ErrRunState, name, r.phase.when())
+	}
+	r.busy = name
+	return nil
+}
+
+// end ends the phase running, leaving the Run in state p.
+func (r *Run) end(p runPhase) {
+	r.mu.Lock()
+	r.busy, r.phase = "", p
+	r.mu.Unlock()
+}
+
+// Prepare claims the session directory, writes the first status.json
+// (outcome "running") and manifest.json, opens the log files, validates
+// the manifest, starts the worker, checks that it has every driver the
+// manifest names, and opens the session in it.
 func (r *Run) Prepare(ctx context.Context) error {
+	if err := r.begin("Prepare", phaseNew); err != nil {
+		return err
+	}
+	defer r.end(phasePrepared)
 	r.start = time.Now()
 	r.status.StartedAt = r.start.UTC()
 	if r.spec.Timeout > 0 {
 		r.deadline = r.start.Add(r.spec.Timeout)
 	}
-	ctx, cancel := r.sessionContext(ctx)
+	ctx, cancel := r.phaseContext(ctx)
 	defer cancel()
-	err := withCause(ctx, r.prepare(ctx))
+	err := r.cause(ctx, r.prepare(ctx))
 	r.status.Phases.PrepareMS = msSince(r.start)
 	if err != nil {
-		return r.fail("", err)
+		return r.maskErr(r.fail("", err))
 	}
 	r.event(ctx, "phase_complete", "", map[string]any{"phase": "prepare", "duration_ms": r.status.Phases.PrepareMS})
 	return nil
@@ -202,14 +308,22 @@ func (r *Run) prepare(ctx context.Context) error {
 	}
 	masked.Pipeline, _ = m.Value(masked.Pipeline).(map[string]any)
 
-	if err := makeSessionDir(r.spec.Dir); err != nil {
+	if err := claimSessionDir(r.spec.Dir); err != nil {
 		return err
 	}
 	r.ownDir = true
+	// status.json says "running" from now on, and the space for its final
+	// version is set aside before the worker can fill the disk.
+	first := r.status
+	first.Outcome = OutcomeRunning
+	if err := r.writeStatus(&first); err != nil {
+		return err
+	}
+	reserveStatus(r.spec.Dir)
 	if err := writeJSON(filepath.Join(r.spec.Dir, ManifestFile), masked); err != nil {
 		return err
 	}
-	files, err := logsink.OpenDir(r.spec.Dir, r.spec.SessionID)
+	files, err := openLogs(r.spec.Dir, r.spec.SessionID, logsink.WithMaxBytes(r.spec.MaxLogBytes))
 	if err != nil {
 		return err
 	}
@@ -218,10 +332,11 @@ func (r *Run) prepare(ctx context.Context) error {
 	if r.spec.Sink != nil {
 		sink = logsink.Multi(files, r.spec.Sink)
 	}
-	if m.HasValues() {
-		sink = logsink.Mask(sink, m)
-	}
-	r.sink = sink
+	// Always, even with no secret value known: a value under a secret key
+	// is masked whatever it is. Events with nothing to mask keep the raw
+	// fast path.
+	sink = logsink.Mask(sink, m)
+	r.sink = capGuard(sink, r.hitLimit)
 	r.event(ctx, "run_start", "", map[string]any{"session_id": r.spec.SessionID, "steps_total": len(r.spec.Manifest.Steps)})
 
 	order, err := r.spec.Manifest.Order()
@@ -230,12 +345,14 @@ func (r *Run) prepare(ctx context.Context) error {
 	}
 	r.order = order
 
-	opts := append(slices.Clone(r.spec.Options), WithSink(sink))
+	opts := append(slices.Clone(r.spec.Options), WithSink(r.sink))
 	c, err := Start(ctx, r.t, opts...)
 	if err != nil {
 		return err
 	}
+	r.mu.Lock()
 	r.client = c
+	r.mu.Unlock()
 	info := c.Worker().Worker
 	r.status.Worker = &info
 	for _, st := range order {
@@ -244,8 +361,9 @@ func (r *Run) prepare(ctx context.Context) error {
 		}
 	}
 	secrets := r.spec.Secrets
+	limits := tproxy.ArtifactLimits{MaxFiles: int64(r.spec.Artifacts.MaxFiles), MaxFileBytes: r.spec.Artifacts.MaxFileBytes}
 	if _, err := c.Prepare(ctx, tproxy.PrepareParams{SessionID: r.spec.SessionID, Manifest: r.spec.Manifest,
-		Config: r.spec.Config, LogLevel: r.spec.LogLevel, Secrets: &secrets}); err != nil {
+		Config: r.spec.Config, LogLevel: r.spec.LogLevel, Secrets: &secrets, ArtifactLimits: &limits}); err != nil {
 		return err
 	}
 	r.prepared = true
@@ -256,16 +374,19 @@ func (r *Run) prepare(ctx context.Context) error {
 // outputs kept in the worker, and fetches each step's artifacts when it
 // ends. It stops at the first failed step unless ContinueOnError is set,
 // in which case only the steps that depend on a failed step are skipped.
+// After a failed Prepare it returns Prepare's error and runs nothing.
 func (r *Run) Execute(ctx context.Context) error {
-	if !r.prepared || r.err != nil {
-		if r.err != nil {
-			return r.err
-		}
-		return errors.New("tproxy/host: Execute before a successful Prepare")
+	if err := r.begin("Execute", phasePrepared); err != nil {
+		return err
 	}
+	if !r.prepared {
+		r.end(phasePrepared)
+		return r.maskErr(r.err)
+	}
+	defer r.end(phaseExecuted)
 	start := time.Now()
 	defer func() { r.status.Phases.ExecuteMS = msSince(start) }()
-	ctx, cancel := r.sessionContext(ctx)
+	ctx, cancel := r.phaseContext(ctx)
 	defer cancel()
 	failed := map[string]bool{}
 	for _, st := range r.order {
@@ -275,7 +396,7 @@ func (r *Run) Execute(ctx context.Context) error {
 			r.event(ctx, "step_skipped", st.ID, map[string]any{"reason": "a step it needs failed"})
 			continue
 		}
-		if err := withCause(ctx, r.runStep(ctx, st)); err != nil {
+		if err := r.cause(ctx, r.runStep(ctx, st)); err != nil {
 			failed[st.ID] = true
 			r.fail(st.ID, err)
 			if !r.spec.ContinueOnError || ctx.Err() != nil || !isStepFailure(err) {
@@ -286,7 +407,7 @@ func (r *Run) Execute(ctx context.Context) error {
 	if r.err == nil {
 		r.event(ctx, "phase_complete", "", map[string]any{"phase": "execute", "duration_ms": msSince(start)})
 	}
-	return r.err
+	return r.maskErr(r.err)
 }
 
 // isStepFailure reports whether err failed only its step, leaving the
@@ -308,7 +429,7 @@ func (r *Run) runStep(ctx context.Context, st tproxy.StepSpec) error {
 			s.Status, s.RowsProcessed, s.DurationMS = StepComplete, res.RowsProcessed, res.DurationMS
 		})
 	case errors.As(err, &se):
-		r.setStep(st.ID, func(s *StepStatus) { s.Status, s.ErrorType = StepFailed, se.ErrorType })
+		r.setStep(st.ID, func(s *StepStatus) { s.Status, s.ErrorType = StepFailed, r.masker.String(se.ErrorType) })
 		var f tproxy.StepFailure
 		if json.Unmarshal(se.Remote.Data, &f) == nil {
 			arts = f.Artifacts
@@ -335,16 +456,26 @@ func (r *Run) fetchArtifacts(ctx context.Context, stepID string, arts []tproxy.A
 	}
 	dir := filepath.Join(r.spec.Dir, ArtifactsDir, stepID)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return &ArtifactError{StepID: stepID, Path: ".", Reason: "creating the step's artifact directory", Err: err}
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return err
+		return &ArtifactError{StepID: stepID, Path: ".", Reason: "opening the step's artifact directory", Err: err}
 	}
 	defer root.Close()
+	// Past the count cap, one event says how many more were skipped:
+	// the worker chose how many it listed.
+	var over []tproxy.Artifact
 	for _, a := range arts {
 		if err := tproxy.CheckArtifactPath(a.Path); err != nil {
-			return &ArtifactError{StepID: stepID, Path: a.Path, Reason: "refused: " + err.Error()}
+			return &ArtifactError{StepID: stepID, Path: a.Path, Reason: "refused", Err: err}
+		}
+		if a.Size < 0 {
+			return &ArtifactError{StepID: stepID, Path: a.Path, Reason: fmt.Sprintf("refused: the worker listed a negative size, %d bytes", a.Size)}
+		}
+		if r.status.Artifacts.Files >= r.spec.Artifacts.MaxFiles {
+			over = append(over, a)
+			continue
 		}
 		if skip := r.skipReason(a); skip != "" {
 			r.status.Artifacts.Skipped++
@@ -359,19 +490,27 @@ func (r *Run) fetchArtifacts(ctx context.Context, stepID string, arts []tproxy.A
 		r.status.Artifacts.Bytes += a.Size
 		r.setStep(stepID, func(s *StepStatus) { s.Artifacts = append(s.Artifacts, a) })
 	}
+	if len(over) > 0 {
+		r.status.Artifacts.Skipped += len(over)
+		r.event(ctx, "artifact_skipped", stepID, map[string]any{"path": over[0].Path, "size": over[0].Size, "count": len(over),
+			"reason": fmt.Sprintf("the session's cap of %d artifacts is reached: this one and %d more are skipped", r.spec.Artifacts.MaxFiles, len(over)-1)})
+	}
 	return nil
 }
 
 func (r *Run) skipReason(a tproxy.Artifact) string {
 	p := r.spec.Artifacts
+	maxFile := p.MaxFileBytes
+	cleaned := a.Path == cleanedConfigFile
+	if cleaned {
+		maxFile = maxCleanedConfigBytes
+	}
 	switch {
-	case a.Path == "cleaned_config.json":
-		return ""
-	case a.Size > p.MaxFileBytes:
-		return fmt.Sprintf("%d bytes is over the per-file cap of %d", a.Size, p.MaxFileBytes)
-	case r.artBytes+a.Size > p.MaxTotalBytes:
+	case a.Size > maxFile:
+		return fmt.Sprintf("%d bytes is over the per-file cap of %d", a.Size, maxFile)
+	case a.Size > p.MaxTotalBytes-r.artBytes: // not r.artBytes+a.Size: that can overflow
 		return fmt.Sprintf("the session's artifacts would exceed the cap of %d bytes", p.MaxTotalBytes)
-	case len(p.Include) == 0:
+	case cleaned || len(p.Include) == 0:
 		return ""
 	}
 	for _, pat := range p.Include {
@@ -388,16 +527,22 @@ func (r *Run) skipReason(a tproxy.Artifact) string {
 func (r *Run) fetchOne(ctx context.Context, root *os.Root, stepID string, a tproxy.Artifact) error {
 	if d := path.Dir(a.Path); d != "." {
 		if err := root.MkdirAll(d, 0o755); err != nil {
-			return &ArtifactError{StepID: stepID, Path: a.Path, Reason: "refused: " + err.Error()}
+			return &ArtifactError{StepID: stepID, Path: a.Path, Reason: "refused: creating its directory", Err: err}
 		}
 	}
 	f, err := root.OpenFile(a.Path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
-		return &ArtifactError{StepID: stepID, Path: a.Path, Reason: "refused: " + err.Error()}
+		return &ArtifactError{StepID: stepID, Path: a.Path, Reason: "refused: creating the file", Err: err}
 	}
-	err = r.client.FetchArtifact(ctx, stepID, a, f)
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("tproxy/host: writing artifact %q of step %q: %w", a.Path, stepID, cerr)
+	w := &artifactWriter{f: f}
+	err = r.client.FetchArtifact(ctx, stepID, a, w)
+	cerr := f.Close()
+	switch {
+	case w.err != nil:
+		// The host's disk, not the worker: say so, with the cause.
+		err = &ArtifactError{StepID: stepID, Path: a.Path, Reason: "writing the file", Err: w.err}
+	case err == nil && cerr != nil:
+		err = &ArtifactError{StepID: stepID, Path: a.Path, Reason: "writing the file", Err: cerr}
 	}
 	if err != nil {
 		root.Remove(a.Path) // never leave bytes that failed verification
@@ -405,24 +550,56 @@ func (r *Run) fetchOne(ctx context.Context, root *os.Root, stepID string, a tpro
 	return err
 }
 
+// artifactWriter keeps the first error writing an artifact's file, so
+// that a full disk is reported as such.
+type artifactWriter struct {
+	f   *os.File
+	err error
+}
+
+func (w *artifactWriter) Write(p []byte) (int, error) {
+	n, err := writeArtifact(w.f, p)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
+}
+
 // Collect ends the run: it cleans up the worker's session, stops the
 // worker, records the artifact metrics and the final event, closes the log
-// files and writes status.json. It runs even when ctx has ended, bounded
-// by DefaultCollectTimeout, and may be called after any phase failed. It
-// returns the status and the run's first error; later calls return the
-// same.
+// files and writes status.json. It may be called after any phase, or
+// alone; it returns the status and the run's first error, and later calls
+// return the same. Called while another phase runs, it returns a nil
+// status and an error matching ErrRunState.
+//
+// It runs even when ctx has ended, and returns at most
+// RunSpec.CollectGrace after the caller's deadline, or after it was
+// called once the run has failed or ctx has ended (plus the time to kill
+// the worker when the transport has a transport.Killer): a worker still
+// busy with a step that ignores its cancellation is killed, not waited
+// for.
 func (r *Run) Collect(ctx context.Context) (*Status, error) {
-	if r.collected {
+	r.mu.Lock()
+	switch {
+	case r.busy != "":
+		busy := r.busy
+		r.mu.Unlock()
+		return nil, fmt.Errorf("%w: Collect while %s is running", ErrRunState, busy)
+	case r.phase == phaseCollected:
 		st := r.status
-		return &st, r.err
+		r.mu.Unlock()
+		return &st, r.maskErr(r.err)
 	}
-	r.collected = true
+	r.busy = "Collect"
+	r.mu.Unlock()
+	defer r.end(phaseCollected)
+
 	if r.start.IsZero() {
 		r.start = time.Now()
 		r.status.StartedAt = r.start.UTC()
 	}
 	start := time.Now()
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultCollectTimeout)
+	cctx, cancel := r.collectContext(ctx)
 	defer cancel()
 
 	if r.client != nil {
@@ -431,12 +608,14 @@ func (r *Run) Collect(ctx context.Context) (*Status, error) {
 				r.fail("", err)
 			}
 		}
-		if err := r.client.Close(); err != nil {
+		if err := r.closeClient(cctx); err != nil {
 			r.fail("", err)
 		}
 		exit := r.client.Process().Exit()
+		exit.Reason = r.masker.String(exit.Reason)
 		r.status.Exit = &exit
-		r.status.StderrTail = r.masker.String(string(r.client.Process().StderrTail()))
+		// Excerpt: the tail may begin in the middle of a secret.
+		r.status.StderrTail = r.masker.Excerpt(string(r.client.Process().StderrTail()))
 		r.status.Protocol = r.client.ProtocolCounts()
 	}
 	r.status.Phases.CollectMS = msSince(start)
@@ -467,10 +646,65 @@ func (r *Run) Collect(ctx context.Context) (*Status, error) {
 		}
 	}
 	st := r.status
-	if err := r.writeStatus(); err != nil {
+	if err := r.writeStatus(&r.status); err != nil {
 		r.err = errors.Join(r.err, err)
 	}
-	return &st, r.err
+	return &st, r.maskErr(r.err)
+}
+
+// collectContext returns the context Collect's calls use: ctx's values
+// without its cancellation, ending CollectGrace after the caller's
+// deadline. That is now when the run has failed or ctx has ended;
+// otherwise the session's deadline, if any, or the moment ctx ends.
+func (r *Run) collectContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	grace := r.spec.CollectGrace
+	base := context.WithoutCancel(ctx)
+	if ctx.Err() != nil || r.err != nil {
+		return context.WithTimeout(base, grace)
+	}
+	var cancel context.CancelFunc
+	if !r.deadline.IsZero() {
+		base, cancel = context.WithDeadline(base, r.deadline.Add(grace))
+	} else {
+		base, cancel = context.WithCancel(base)
+	}
+	// ctx's deadline passing, or the caller cancelling, starts the grace.
+	var (
+		mu    sync.Mutex
+		timer *time.Timer
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		timer = time.AfterFunc(grace, cancel)
+		mu.Unlock()
+	})
+	return base, func() {
+		stop()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
+}
+
+// closeClient closes the connection and the worker. Once ctx ends the
+// worker is killed if its transport can (transport.Killer): the
+// transport's shutdown ladder would otherwise take its course, seconds
+// past the caller's deadline for a worker that ignores its stdin closing.
+func (r *Run) closeClient(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- r.client.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	if k, ok := r.client.Process().(transport.Killer); ok {
+		k.Kill()
+	}
+	return <-done
 }
 
 // alive reports whether the connection to the worker is still open.
@@ -484,8 +718,10 @@ func (r *Run) alive() bool {
 }
 
 // fail records err as the run's failure if it is the first, and returns
-// err.
+// err, as a *LimitError if it comes from a cap the worker made the host
+// reach.
 func (r *Run) fail(stepID string, err error) error {
+	err = r.asLimit(err)
 	if r.err != nil {
 		return err
 	}
@@ -502,10 +738,79 @@ func (r *Run) fail(stepID string, err error) error {
 	f := &Failure{Kind: kind, StepID: stepID, Reason: r.masker.String(err.Error())}
 	var se *StepError
 	if errors.As(err, &se) {
-		f.ErrorType = se.ErrorType
+		f.ErrorType = r.masker.String(se.ErrorType)
 	}
 	r.status.Failure = f
 	return err
+}
+
+// maskErr masks the session's secrets in err, whose text and fields may
+// quote the worker.
+func (r *Run) maskErr(err error) error { return maskError(r.masker, err) }
+
+// phaseContext bounds ctx by the session's deadline, if it has one, and
+// lets a cap the worker makes the host reach cancel the phase.
+func (r *Run) phaseContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancelTimeout := r.sessionContext(ctx)
+	ctx, stop := context.WithCancelCause(ctx)
+	r.mu.Lock()
+	r.stop = stop
+	if r.limit != nil {
+		stop(r.limit)
+	}
+	r.mu.Unlock()
+	return ctx, func() {
+		r.mu.Lock()
+		r.stop = nil
+		r.mu.Unlock()
+		stop(nil)
+		cancelTimeout()
+	}
+}
+
+// hitLimit records that the session's sink refused a record for its byte
+// cap (err), and cancels the phase running: the worker's step is
+// cancelled rather than left streaming into a sink that drops everything.
+// It is called by the connection's read loop.
+func (r *Run) hitLimit(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.limit != nil {
+		return
+	}
+	r.limit = &LimitError{Limit: limitLogBytes, Max: r.spec.MaxLogBytes, Err: err}
+	if r.stop != nil {
+		r.stop(r.limit)
+	}
+}
+
+// asLimit returns err as the *LimitError of the cap it comes from, if it
+// comes from one.
+func (r *Run) asLimit(err error) error {
+	var le *LimitError
+	if err == nil || errors.As(err, &le) || !errors.Is(err, logsink.ErrMaxBytes) {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.limit == nil {
+		r.limit = &LimitError{Limit: limitLogBytes, Max: r.spec.MaxLogBytes, Err: err}
+	}
+	return r.limit
+}
+
+// cause explains an error that ctx's end caused, when ctx's cause says
+// more than the context's own error: the session's timeout, or a cap
+// reached, which replaces the error of the call it cut short.
+func (r *Run) cause(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	var le *LimitError
+	if errors.As(context.Cause(ctx), &le) {
+		return le
+	}
+	return withCause(ctx, err)
 }
 
 func (r *Run) setStep(id string, f func(*StepStatus)) {
@@ -526,17 +831,74 @@ func (r *Run) event(ctx context.Context, name, stepID string, data map[string]an
 	r.sink.Event(ctx, tproxy.Event{Name: name, Timestamp: time.Now().UTC(), StepID: stepID, Data: data, Source: tproxy.SourceHost})
 }
 
-func (r *Run) writeStatus() error {
+// capGuard returns next, calling hit with the first error next returns
+// for its byte cap (logsink.ErrMaxBytes). It keeps next's RawEventSink
+// fast path.
+func capGuard(next logsink.Sink, hit func(error)) logsink.Sink {
+	g := &guard{next: next, hit: hit}
+	if raw, ok := next.(logsink.RawEventSink); ok {
+		return &rawGuard{guard: g, raw: raw}
+	}
+	return g
+}
+
+type guard struct {
+	next logsink.Sink
+	hit  func(error)
+	once sync.Once
+}
+
+func (g *guard) check(err error) error {
+	if err != nil && errors.Is(err, logsink.ErrMaxBytes) {
+		g.once.Do(func() { g.hit(err) })
+	}
+	return err
+}
+
+func (g *guard) Event(ctx context.Context, e tproxy.Event) error {
+	return g.check(g.next.Event(ctx, e))
+}
+
+func (g *guard) Metric(ctx context.Context, m tproxy.Metric) error {
+	return g.check(g.next.Metric(ctx, m))
+}
+
+func (g *guard) Flush() error { return g.check(g.next.Flush()) }
+
+type rawGuard struct {
+	*guard
+	raw logsink.RawEventSink
+}
+
+func (g *rawGuard) EventRaw(ctx context.Context, e *tproxy.RawEvent) error {
+	return g.check(g.raw.EventRaw(ctx, e))
+}
+
+// writeStatus writes st to status.json (see writeStatusFile).
+func (r *Run) writeStatus(st *Status) error {
 	if !r.ownDir {
 		return fmt.Errorf("tproxy/host: no %s written: the run never had its session directory %s", StatusFile, r.spec.Dir)
 	}
-	return writeJSON(filepath.Join(r.spec.Dir, StatusFile), r.status)
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("tproxy/host: encoding %s: %w", StatusFile, err)
+	}
+	if err := writeStatusFile(r.spec.Dir, append(b, '\n')); err != nil {
+		return fmt.Errorf("tproxy/host: writing %s: %w", StatusFile, err)
+	}
+	return nil
 }
 
-// makeSessionDir creates dir, refusing one that holds files: a session
-// directory belongs to one run.
-func makeSessionDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// claimSessionDir makes dir the session directory of one run: it creates
+// dir, or takes an existing empty one, and creates status.json in it with
+// O_EXCL. Of runs racing for one directory exactly one creates
+// status.json; the others find the directory not empty, or the file
+// there, and fail with ErrSessionDirUsed.
+func claimSessionDir(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("tproxy/host: creating the session directory: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("tproxy/host: creating the session directory: %w", err)
 	}
 	entries, err := os.ReadDir(dir)
@@ -544,13 +906,98 @@ func makeSessionDir(dir string) error {
 		return fmt.Errorf("tproxy/host: reading the session directory: %w", err)
 	}
 	if len(entries) > 0 {
-		return fmt.Errorf("tproxy/host: session directory %s is not empty (it holds %s): a session directory belongs to one run", dir, entries[0].Name())
+		return fmt.Errorf("%w (%s holds %s)", ErrSessionDirUsed, dir, entries[0].Name())
+	}
+	f, err := openFile(filepath.Join(dir, StatusFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%w (another run claimed %s at the same moment)", ErrSessionDirUsed, dir)
+	}
+	if err != nil {
+		return fmt.Errorf("tproxy/host: claiming the session directory: %w", err)
+	}
+	return f.Close()
+}
+
+// Seams for the tests, which fill the disk: how the session's log files
+// are opened, how an artifact's bytes are written.
+var (
+	openLogs      = logsink.OpenDir
+	writeArtifact = (*os.File).Write
+)
+
+// openFile opens the files of status.json; tests replace it to fill the
+// disk.
+var openFile = func(name string, flag int, perm os.FileMode) (statusFile, error) {
+	return os.OpenFile(name, flag, perm)
+}
+
+// statusFile is what writing status.json needs of an *os.File.
+type statusFile interface {
+	WriteAt(b []byte, off int64) (int, error)
+	Truncate(size int64) error
+	Close() error
+}
+
+// reserveStatus sets statusReserve bytes of disk aside as status.json.tmp,
+// which writeStatusFile then writes over. Without the reserve (a disk
+// already full), status.json is still written, only less surely.
+func reserveStatus(dir string) {
+	tmp := filepath.Join(dir, StatusFile+".tmp")
+	f, err := openFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return
+	}
+	zeros := make([]byte, 64<<10)
+	for off := int64(0); off < statusReserve && err == nil; off += int64(len(zeros)) {
+		_, err = f.WriteAt(zeros, off)
+	}
+	if cerr := f.Close(); err != nil || cerr != nil {
+		os.Remove(tmp)
+	}
+}
+
+// writeStatusFile replaces dir's status.json by b so that a full disk
+// does not lose it: b is written over status.json.tmp (the reserve Prepare
+// set aside, whose blocks are reused rather than allocated), which is cut
+// to b's length and renamed over status.json; should that fail, b is
+// written over status.json itself, in place, as a last resort. No
+// status.json.tmp is left behind.
+func writeStatusFile(dir string, b []byte) error {
+	name := filepath.Join(dir, StatusFile)
+	tmp := name + ".tmp"
+	err := overwrite(tmp, b, os.O_CREATE)
+	if err == nil {
+		if err = os.Rename(tmp, name); err == nil {
+			return nil
+		}
+	}
+	os.Remove(tmp) // frees the reserve for the last resort, too
+	if err2 := overwrite(name, b, 0); err2 != nil {
+		return errors.Join(err, err2)
 	}
 	return nil
 }
 
+// overwrite writes b at the start of the file name and cuts the file to
+// len(b): the blocks the file has are written over, so no free space is
+// needed unless b is longer than the file.
+func overwrite(name string, b []byte, flag int) error {
+	f, err := openFile(name, os.O_WRONLY|flag, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt(b, 0)
+	if err == nil {
+		err = f.Truncate(int64(len(b)))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // writeJSON writes v to path atomically: a crash leaves the old file or the
-// new one, never half of one.
+// new one, never half of one, and a failure leaves no temporary file.
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -558,6 +1005,7 @@ func writeJSON(path string, v any) error {
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("tproxy/host: writing %s: %w", filepath.Base(path), err)
 	}
 	if err := os.Rename(tmp, path); err != nil {

@@ -14,6 +14,10 @@ const (
 	OutcomeSuccess   = "success"
 	OutcomeFailed    = "failed"
 	OutcomeCancelled = "cancelled"
+	// OutcomeRunning is the outcome in the status.json that Prepare
+	// writes; Collect replaces it. A session directory whose status.json
+	// still says it after the run is one whose host died mid-run.
+	OutcomeRunning = "running"
 )
 
 // Step states, in StepStatus.Status.
@@ -39,17 +43,20 @@ const (
 	FailureTimeout         = "timeout"          // the caller's deadline passed
 	FailureArtifact        = "artifact"         // an *ArtifactError
 	FailureSink            = "sink"             // a *SinkError: logs could not be written
+	FailureLimit           = "limit"            // a *LimitError: the worker made the host reach a cap
 	FailureWorkerError     = "worker_error"     // another *RemoteError
 	FailureOther           = "error"            // anything else: the transport, the session directory
 )
 
 // Status is the summary of a run, written to status.json after every run:
-// success, step failure, worker crash, transport failure or cancellation.
+// success, step failure, worker crash, transport failure, cancellation or
+// a cap reached.
 type Status struct {
 	SessionID string `json:"session_id"`
 	// Dir is the session directory.
 	Dir string `json:"dir"`
-	// Outcome is OutcomeSuccess, OutcomeFailed or OutcomeCancelled.
+	// Outcome is OutcomeSuccess, OutcomeFailed or OutcomeCancelled;
+	// OutcomeRunning until Collect.
 	Outcome string `json:"outcome"`
 	// Failure says what ended an unsuccessful run; nil on success.
 	Failure *Failure `json:"failure,omitempty"`
@@ -137,10 +144,14 @@ func failureKind(err error) string {
 		ve *VersionError
 		ae *ArtifactError
 		ke *SinkError
+		le *LimitError
 		xe *transport.ExitError
 		re *RemoteError
 	)
 	switch {
+	case errors.As(err, &le):
+		// Before the step's own error: the cap cut the step short.
+		return FailureLimit
 	case errors.As(err, &se):
 		if se.ErrorType == "cancelled" {
 			return FailureCancelled

@@ -17,3 +17,11 @@ func Lines(ts time.Time, e *tproxy.Event, raw *tproxy.RawEvent) (slow, fast stri
 	fast = string(enc.rawEvent(ts, 7, "sess", raw))
 	return slow, fast
 }
+
+// EncoderBuffers returns the capacity of the buffers f's line encoder
+// keeps between lines.
+func EncoderBuffers(f *Files) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return cap(f.enc.buf) + f.enc.vbuf.Cap()
+}

@@ -30,12 +30,18 @@ const DefaultBufferSize = 64 << 10
 // ErrClosed is returned by writes and flushes after Close.
 var ErrClosed = errors.New("logsink: sink closed")
 
+// ErrMaxBytes is matched by errors.Is for the error Files returns once a
+// line would take events.jsonl and metrics.jsonl past the cap set with
+// WithMaxBytes.
+var ErrMaxBytes = errors.New("logsink: the session's byte cap is reached")
+
 // An Option configures OpenDir.
 type Option func(*filesConfig)
 
 type filesConfig struct {
-	sync    bool
-	bufSize int
+	sync     bool
+	bufSize  int
+	maxBytes int64
 }
 
 // WithSync makes Flush (and Close) also fsync both files, so that a flushed
@@ -46,6 +52,15 @@ func WithSync() Option { return func(c *filesConfig) { c.sync = true } }
 // WithBufferSize sets the per-file buffer size; n <= 0 means
 // DefaultBufferSize.
 func WithBufferSize(n int) Option { return func(c *filesConfig) { c.bufSize = n } }
+
+// WithMaxBytes caps the bytes events.jsonl and metrics.jsonl hold
+// together, what they held when opened included: a peer that streams
+// without end fills the cap, not the disk. The line that would cross the
+// cap is not written, and, like a write error, the refusal is sticky: that
+// call and every later Event, Metric, Flush and Close return an error
+// wrapping ErrMaxBytes. What was written before stays, whole lines only.
+// n <= 0 means no cap, the default.
+func WithMaxBytes(n int64) Option { return func(c *filesConfig) { c.maxBytes = n } }
 
 // Files is the Sink that persists one session to a session directory: events
 // to events.jsonl and metrics to metrics.jsonl, one JSON object per line.
@@ -78,22 +93,25 @@ func WithBufferSize(n int) Option { return func(c *filesConfig) { c.bufSize = n 
 // sticky: that call and every later Event, Metric, Flush and Close return
 // it. It wraps an *fs.PathError naming the file, so it reads
 // "logsink: write /dir/events.jsonl: no space left on device" and errors.Is
-// reaches the cause (syscall.ENOSPC).
+// reaches the cause (syscall.ENOSPC). Reaching the cap of WithMaxBytes is
+// sticky the same way (ErrMaxBytes).
 //
 // Files is safe for concurrent use. Its methods ignore ctx: a line is
 // written or the sink is broken, and a cancelled run still wants its last
 // events recorded.
 type Files struct {
-	dir     string
-	session string
-	sync    bool
-	now     func() time.Time // replaced by tests
+	dir      string
+	session  string
+	sync     bool
+	maxBytes int64            // 0: no cap
+	now      func() time.Time // replaced by tests
 
 	mu       sync.Mutex
 	seq      uint64
 	events   logFile
 	metrics  logFile
 	enc      lineEncoder
+	size     int64 // bytes in both files, buffered ones included
 	err      error // sticky
 	closed   bool
 	closeErr error
@@ -127,40 +145,49 @@ func OpenDir(dir, sessionID string, opts ...Option) (*Files, error) {
 		// MkdirAll names the component that failed, maybe not dir itself.
 		return nil, fmt.Errorf("logsink: session dir %s: %w", dir, err)
 	}
-	s := &Files{dir: dir, session: sessionID, sync: cfg.sync, now: time.Now}
+	s := &Files{dir: dir, session: sessionID, sync: cfg.sync, maxBytes: max(cfg.maxBytes, 0), now: time.Now}
 	var last uint64
 	for _, lf := range []*logFile{&s.events, &s.metrics} {
 		name := EventsFile
 		if lf == &s.metrics {
 			name = MetricsFile
 		}
-		seq, err := lf.open(filepath.Join(dir, name), cfg.bufSize)
+		seq, size, err := lf.open(filepath.Join(dir, name), cfg.bufSize)
 		if err != nil {
 			s.events.close()
 			return nil, fmt.Errorf("logsink: %w", err)
 		}
 		last = max(last, seq)
+		s.size += size
 	}
 	s.seq = last
 	return s, nil
 }
 
-// open opens the file for appending and returns the last seq it holds.
-func (lf *logFile) open(path string, bufSize int) (uint64, error) {
+// open opens the file for appending and returns the last seq it holds
+// and its size.
+func (lf *logFile) open(path string, bufSize int) (seq uint64, size int64, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	seq, cut, err := lastSeq(f)
 	if err == nil && cut {
 		_, err = f.Write([]byte{'\n'})
 	}
+	var st os.FileInfo
+	if err == nil {
+		st, err = f.Stat()
+	}
 	if err != nil {
 		f.Close()
-		return 0, err
+		return 0, 0, err
+	}
+	if st.Mode().IsRegular() {
+		size = st.Size()
 	}
 	lf.path, lf.f, lf.w = path, f, bufio.NewWriterSize(f, bufSize)
-	return seq, nil
+	return seq, size, nil
 }
 
 // lastSeq reads the seq of the last complete line of f (0 when there is
@@ -302,6 +329,13 @@ func (s *Files) stamp(t time.Time) time.Time {
 }
 
 func (s *Files) write(lf *logFile, line []byte) error {
+	defer s.enc.release() // line is the encoder's buffer
+	if s.maxBytes > 0 && s.size+int64(len(line)) > s.maxBytes {
+		s.err = fmt.Errorf("%w: %s and %s hold %d bytes, the cap is %d, the next line has %d",
+			ErrMaxBytes, EventsFile, MetricsFile, s.size, s.maxBytes, len(line))
+		return s.err
+	}
+	s.size += int64(len(line))
 	if _, err := lf.w.Write(line); err != nil {
 		s.err = wrapFileErr("write", lf.path, err)
 	}

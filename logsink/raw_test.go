@@ -130,3 +130,20 @@ func FuzzEventRawLine(f *testing.F) {
 		}
 	})
 }
+
+// TestFilesBufferShrinks pins issue 13 item 8 for the sink: after one huge
+// event, the encoder does not keep a buffer of its size.
+func TestFilesBufferShrinks(t *testing.T) {
+	f, err := logsink.OpenDir(t.TempDir(), "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	big := strings.Repeat("x", 4<<20)
+	if err := f.Event(context.Background(), tproxy.Event{Name: "big", Timestamp: time.Now(), Data: map[string]any{"x": big, "y": []any{big}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := logsink.EncoderBuffers(f); n > 128<<10 {
+		t.Errorf("the sink keeps %d bytes of encoder buffers after a huge event, want at most 128 KiB", n)
+	}
+}

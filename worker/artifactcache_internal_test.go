@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tproxy/tproxy"
 )
 
 func sha(s string) string {
@@ -39,7 +41,7 @@ func TestArtifactCache(t *testing.T) {
 	cache := &artifactCache{}
 	list := func(want ...string) { // path, content, path, content...
 		t.Helper()
-		arts, err := listArtifacts(dir, func(p, r string) { t.Errorf("refused %s: %s", p, r) }, cache)
+		arts, err := listArtifacts(dir, tproxy.ArtifactLimits{}, func(p, r string) { t.Errorf("refused %s: %s", p, r) }, cache)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +76,7 @@ func TestArtifactCache(t *testing.T) {
 		t.Fatalf("listing and hashes of files left alone for %v not remembered: %+v", racyWindow, cache)
 	}
 	l.artifacts[0].SHA256 = sha("planted")
-	if arts, _ := listArtifacts(dir, nil, cache); arts[0].SHA256 != sha("planted") {
+	if arts, _ := listArtifacts(dir, tproxy.ArtifactLimits{}, nil, cache); arts[0].SHA256 != sha("planted") {
 		t.Fatalf("listing not taken from the cache: %+v", arts)
 	}
 	// A file added in a subdirectory moves only that directory's stamp.
@@ -126,7 +128,7 @@ func TestWriteCleanedConfigUsesStamp(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(racyWindow + 50*time.Millisecond)
-	if _, err := listArtifacts(dir, nil, cache); err != nil {
+	if _, err := listArtifacts(dir, tproxy.ArtifactLimits{}, nil, cache); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := cache.files[name]; !ok {

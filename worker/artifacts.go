@@ -68,13 +68,28 @@ func writeCleanedConfig(dir string, cfg map[string]any, cache *artifactCache) er
 	return root.WriteFile(CleanedConfigFile, b, 0o644)
 }
 
+// errTooBig is describe's error for a file over the host's size cap.
+var errTooBig = errors.New("over the host's cap")
+
+// maxCleanedConfigBytes is the size cap of cleaned_config.json when the
+// host sends caps (docs/protocol.md section 10): the host takes it up to
+// that size whatever its per-file cap, since it is the step's config.
+const maxCleanedConfigBytes = 1 << 20
+
 // listArtifacts describes the regular files under dir, sorted by path. A
 // symlink is listed only when it resolves to a regular file inside dir;
 // one that points elsewhere is refused: refuse is called with its path and
 // the reason, and it is left out. What cache knows unchanged is not looked
 // at again; what is learnt is added to it.
-func listArtifacts(dir string, refuse func(path, reason string), cache *artifactCache) ([]tproxy.Artifact, error) {
-	if arts, ok := cache.listing(dir); ok {
+//
+// lim are the host's caps (prepare's artifact_limits; zero: none), which
+// keep a driver's output from costing the worker what the host would
+// refuse anyway: a file over MaxFileBytes is refused without being hashed,
+// and the listing holds at most MaxFiles files, the first in path order,
+// cleaned_config.json always among them (up to maxCleanedConfigBytes,
+// whatever MaxFileBytes); one refusal says how many more were left out.
+func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reason string), cache *artifactCache) ([]tproxy.Artifact, error) {
+	if arts, ok := cache.listing(dir); ok && within(arts, lim) {
 		return arts, nil
 	}
 	before := time.Now()
@@ -89,7 +104,16 @@ func listArtifacts(dir string, refuse func(path, reason string), cache *artifact
 		// keep: the listing may be remembered. Not with refusals (they
 		// are to be reported again), nor without stamps to go on.
 		keep = true
+		// slots are how many files besides cleaned_config.json the
+		// listing may still take; leftOut, how many it did not.
+		slots   = lim.MaxFiles
+		leftOut int64
 	)
+	if slots > 0 {
+		if fi, err := root.Lstat(CleanedConfigFile); err == nil && fi.Mode().IsRegular() {
+			slots--
+		}
+	}
 	stamp := func(p string, isDir bool, fi fs.FileInfo) {
 		st, ok := stampOf(fi)
 		keep = keep && ok
@@ -99,6 +123,7 @@ func listArtifacts(dir string, refuse func(path, reason string), cache *artifact
 		if err != nil {
 			return err
 		}
+		cleaned := p == CleanedConfigFile
 		switch {
 		case d.IsDir():
 			// Stamped before its entries are read: an entry added
@@ -108,6 +133,11 @@ func listArtifacts(dir string, refuse func(path, reason string), cache *artifact
 				return err
 			}
 			stamp(p, true, fi)
+			return nil
+		case lim.MaxFiles > 0 && !cleaned && slots <= 0:
+			// Counted, not looked at: a directory of a million files
+			// costs a walk, not a million hashes.
+			leftOut++
 			return nil
 		case d.Type()&fs.ModeSymlink != 0:
 			fi, err := root.Stat(p)
@@ -126,14 +156,30 @@ func listArtifacts(dir string, refuse func(path, reason string), cache *artifact
 			refuse(p, "not a regular file")
 			return nil
 		}
-		a, fi, err := describe(root, dir, p, cache)
+		maxBytes := lim.MaxFileBytes
+		if cleaned && maxBytes > 0 {
+			maxBytes = maxCleanedConfigBytes
+		}
+		a, fi, err := describe(root, dir, p, maxBytes, cache)
+		if errors.Is(err, errTooBig) {
+			keep = false
+			refuse(p, fmt.Sprintf("%d bytes is over the host's cap of %d bytes per file (artifact_limits.max_file_bytes): not listed", a.Size, maxBytes))
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		stamp(p, false, fi)
 		out = append(out, a)
+		if !cleaned {
+			slots--
+		}
 		return nil
 	})
+	if leftOut > 0 {
+		keep = false
+		refuse(".", fmt.Sprintf("%d more files were left out of the listing: the host takes at most %d files per step (artifact_limits.max_files)", leftOut, lim.MaxFiles))
+	}
 	slices.SortFunc(out, func(a, b tproxy.Artifact) int { return strings.Compare(a.Path, b.Path) })
 	if err == nil && keep {
 		cache.rememberListing(dir, walked, out, before)
@@ -141,12 +187,30 @@ func listArtifacts(dir string, refuse func(path, reason string), cache *artifact
 	return out, err
 }
 
+// within reports whether a remembered listing keeps to lim, which a new
+// prepare may have tightened.
+func within(arts []tproxy.Artifact, lim tproxy.ArtifactLimits) bool {
+	if lim.MaxFiles > 0 && int64(len(arts)) > lim.MaxFiles {
+		return false
+	}
+	for _, a := range arts {
+		if lim.MaxFileBytes > 0 && a.Size > lim.MaxFileBytes && a.Path != CleanedConfigFile {
+			return false
+		}
+	}
+	return true
+}
+
 // describe hashes file p of root, which is directory dir, unless cache
 // knows it unchanged. It returns the file's stat, taken before it was
-// read.
-func describe(root *os.Root, dir, p string, cache *artifactCache) (tproxy.Artifact, fs.FileInfo, error) {
+// read. A file over maxBytes (when > 0) is not hashed: the error is
+// errTooBig, with the size in the Artifact.
+func describe(root *os.Root, dir, p string, maxBytes int64, cache *artifactCache) (tproxy.Artifact, fs.FileInfo, error) {
 	key := filepath.Join(dir, p)
 	if fi, err := root.Stat(p); err == nil && fi.Mode().IsRegular() {
+		if maxBytes > 0 && fi.Size() > maxBytes {
+			return tproxy.Artifact{Path: p, Size: fi.Size()}, fi, errTooBig
+		}
 		if sum, ok := cache.hash(key, fi); ok {
 			return tproxy.Artifact{Path: p, Size: fi.Size(), SHA256: sum}, fi, nil
 		}
@@ -163,10 +227,20 @@ func describe(root *os.Root, dir, p string, cache *artifactCache) (tproxy.Artifa
 	if err != nil {
 		return tproxy.Artifact{}, nil, err
 	}
+	if maxBytes > 0 && fi.Size() > maxBytes {
+		return tproxy.Artifact{Path: p, Size: fi.Size()}, fi, errTooBig
+	}
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	var r io.Reader = f
+	if maxBytes > 0 {
+		r = io.LimitReader(f, maxBytes+1) // a file growing while read
+	}
+	n, err := io.Copy(h, r)
 	if err != nil {
 		return tproxy.Artifact{}, nil, fmt.Errorf("hashing artifact %s: %w", p, err)
+	}
+	if maxBytes > 0 && n > maxBytes {
+		return tproxy.Artifact{Path: p, Size: n}, fi, errTooBig
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if n == fi.Size() {
