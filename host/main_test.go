@@ -34,7 +34,24 @@ func TestMain(m *testing.M) {
 	// wiretest.Main fails the run if a frame the host or the test worker
 	// wrote did not validate against docs/schema (see inMemory and
 	// subprocess).
-	goleak.VerifyTestMain(wiretest.Main(m))
+	goleak.VerifyTestMain(ownTMPDIR{wiretest.Main(m)})
+}
+
+// ownTMPDIR runs the tests with TMPDIR set to a directory of their own,
+// removed afterwards. The test workers inherit it and make their session
+// directories there: the fault-matrix workers die in ways (SIGKILL,
+// os.Exit, a crash) in which no worker can remove its own.
+type ownTMPDIR struct{ m interface{ Run() int } }
+
+func (o ownTMPDIR) Run() int {
+	dir, err := os.MkdirTemp("", "host-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	os.Setenv("TMPDIR", dir)
+	return o.m.Run()
 }
 
 // testWorker is the demo worker plus drivers that misbehave on purpose.

@@ -7,6 +7,7 @@ package host_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -201,28 +202,28 @@ func TestMatrixSinkCannotWrite(t *testing.T) {
 }
 
 // TestMatrixStdinClosed: when the host closes the worker's stdin during a
-// call, the worker finishes the call, answers it, flushes and exits 0.
+// call, the worker cancels the call (step_failed, error_type cancelled),
+// answers it -32800, flushes and exits 0 (docs/protocol.md section 8,
+// "End of input").
 func TestMatrixStdinClosed(t *testing.T) {
 	mem := &logsink.Memory{}
 	sink := newSignalSink(mem, "step_start")
 	c := start(t, subprocess(nil), sink)
 	errc := make(chan error, 1)
-	var res *tproxy.ExecStepResult
 	go func() {
-		var err error
-		res, err = exec(t.Context(), c, "sleep", map[string]any{"ms": 300})
+		_, err := exec(t.Context(), c, "sleep", map[string]any{"ms": 30000})
 		errc <- err
 	}()
 	<-sink.ch
+	closed := time.Now()
 	if err := c.Process().CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-errc; err != nil {
-		t.Fatalf("the call in flight failed after stdin was closed: %v", err)
+	var re *host.RemoteError
+	if err := <-errc; !errors.As(err, &re) || re.Code != tproxy.CodeRequestCancelled {
+		t.Fatalf("the call in flight = %v, want a *host.RemoteError with code %d", err, tproxy.CodeRequestCancelled)
 	}
-	if res.Status != "complete" {
-		t.Errorf("result %+v", res)
-	}
+	t.Logf("the call was answered as cancelled %v after stdin was closed", time.Since(closed))
 	select {
 	case <-c.Process().Done():
 	case <-time.After(10 * time.Second):
@@ -231,14 +232,14 @@ func TestMatrixStdinClosed(t *testing.T) {
 	if st := c.Process().Exit(); !st.Success() {
 		t.Errorf("exit %v, want 0", st)
 	}
-	var completes int
+	var failed []string
 	for _, e := range mem.Events() {
-		if e.Name == "step_complete" {
-			completes++
+		if e.Name == "step_failed" {
+			failed = append(failed, fmt.Sprint(e.Data["error_type"]))
 		}
 	}
-	if completes != 1 {
-		t.Errorf("%d step_complete events, want 1", completes)
+	if len(failed) != 1 || failed[0] != "cancelled" {
+		t.Errorf("step_failed events with error types %q, want one, cancelled", failed)
 	}
 }
 

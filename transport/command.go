@@ -31,8 +31,11 @@ import (
 //     start.
 //   - Closing stdin, the first rung of the close ladder, is relayed by all
 //     three (ssh -T, kubectl exec -i, docker exec -i close the remote
-//     stdin), and a tproxy worker exits on stdin EOF once the call in
-//     flight is answered. This is the rung that reaches a remote worker.
+//     stdin), and a tproxy worker exits on stdin EOF, cancelling the call
+//     in flight and answering it as cancelled. This is the rung that
+//     reaches a remote worker, and also what a remote worker sees when the
+//     host dies: the parent-death signal (see Subprocess) reaches only the
+//     local intermediary, whose end then drops the connection.
 //   - SIGTERM and SIGKILL go to the local process group: the intermediary
 //     and whatever it runs locally. An intermediary that execs the worker
 //     (sh -c 'exec worker', env, nice, timeout in the foreground) is

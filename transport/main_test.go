@@ -80,6 +80,21 @@ func runChild(mode string) int {
 		time.Sleep(50 * time.Millisecond) // likely a separate read for the host
 		fmt.Fprint(os.Stderr, "two\n")
 		return 0
+	case "host-of-sleep": // start a "sleep" worker, say its pid once it is ready, wait to be killed
+		exe, _ := os.Executable()
+		p, err := (&transport.Subprocess{Path: exe, Env: childEnviron("sleep")}).Start(context.Background())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		// Its "ready" is read: the worker writes nothing more, so only a
+		// signal can end it.
+		if line, err := bufio.NewReader(p).ReadString('\n'); line != "ready\n" {
+			fmt.Fprintln(os.Stderr, "worker said", line, err)
+			return 1
+		}
+		fmt.Println(p.(interface{ Pid() int }).Pid())
+		select {}
 	case "stderr-flood":
 		os.Stderr.Write(floodLines())
 		return 0

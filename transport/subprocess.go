@@ -31,7 +31,10 @@ var stderrGrace = time.Second
 //
 // The worker runs in its own process group. When the worker exits, for
 // whatever reason, the whole group is killed, so processes it spawned do
-// not outlive it. Its stderr is always drained: the last TailSize bytes are
+// not outlive it. On Linux the worker also gets SIGTERM if the host dies
+// without closing it (a parent-death signal): a tproxy worker then
+// cancels its step, removes its session directory, ends the processes its
+// drivers started and exits, instead of running on as an orphan. Its stderr is always drained: the last TailSize bytes are
 // kept for [Process.StderrTail], and everything is copied to Stderr and
 // Logger if set.
 //
@@ -117,13 +120,15 @@ func (s *Subprocess) Start(ctx context.Context) (Process, error) {
 				cmd.Stdout = stdoutW
 				cmd.Stderr = stderrW
 				cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-				if err = cmd.Start(); err == nil {
+				setParentDeath(cmd.SysProcAttr)
+				var p *subprocess
+				if p, err = s.startAndWait(cmd, stdinW, stdoutR, stderrR); err == nil {
 					// The child has its own copies; the parent must not
 					// hold the child's ends, or EOF would never come.
 					stdinR.Close()
 					stdoutW.Close()
 					stderrW.Close()
-					return s.newProcess(cmd, stdinW, stdoutR, stderrR), nil
+					return p, nil
 				}
 			}
 		}
@@ -132,6 +137,30 @@ func (s *Subprocess) Start(ctx context.Context) (Process, error) {
 	return nil, fmt.Errorf("transport: start worker %q: %w", s.Path, err)
 }
 
+// startAndWait starts cmd on a goroutine that stays on its OS thread until
+// the worker is reaped (see lockStartThread) and waits for it there.
+func (s *Subprocess) startAndWait(cmd *exec.Cmd, stdin, stdout, stderr *os.File) (*subprocess, error) {
+	started := make(chan error, 1)
+	var p *subprocess
+	go func() {
+		unlock := lockStartThread()
+		defer unlock()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		p = s.newProcess(cmd, stdin, stdout, stderr)
+		started <- nil
+		p.wait()
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// newProcess returns the Process of a started cmd and starts draining its
+// stderr; the caller runs wait.
 func (s *Subprocess) newProcess(cmd *exec.Cmd, stdin, stdout, stderr *os.File) *subprocess {
 	p := &subprocess{
 		cmd:          cmd,
@@ -162,7 +191,6 @@ func (s *Subprocess) newProcess(cmd *exec.Cmd, stdin, stdout, stderr *os.File) *
 		defer close(p.stderrDone)
 		drainStderr(&stderrReader{f: stderr}, p.tail, w, ll)
 	}()
-	go p.wait()
 	return p
 }
 

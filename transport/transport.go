@@ -26,8 +26,9 @@ type Process interface {
 	io.Reader
 	io.Writer
 
-	// CloseWrite closes the worker's stdin. A well-behaved worker finishes
-	// the call in flight and exits.
+	// CloseWrite closes the worker's stdin. A well-behaved worker cancels
+	// the call in flight, answers it as cancelled and exits
+	// (docs/protocol.md section 8).
 	CloseWrite() error
 
 	// Close ends the worker: it closes stdin, waits, then asks the worker

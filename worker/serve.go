@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,13 @@ import (
 // loop runs on Serve's goroutine when the connection's reads can be
 // interrupted (see serve): an idle session then costs no goroutine beyond
 // the one that called Serve.
+//
+// A session ends in two stages. halt ends the work: whatever stopped the
+// session (the end of the host's input, a failed write to the host, the
+// end of Serve's ctx, which is SIGTERM in a worker process), the request
+// running is cancelled and those queued are answered as cancelled without
+// running. close then ends the connection, once every request has been
+// answered or the worker's stop grace has passed, whichever is first.
 type server struct {
 	w      *Worker
 	rwc    io.ReadWriteCloser
@@ -31,18 +39,24 @@ type server struct {
 	log    *slog.Logger
 	ctx    context.Context // the connection's; ends when Serve ends
 	cancel context.CancelFunc
+	work   context.Context // the requests' parent; ends when the session stops
+	stop   context.CancelFunc
 	conn   *rpcConn
 
-	mu       sync.Mutex
-	queue    []*job
-	running  bool // an executor goroutine is running
-	stopped  bool // serve is ending: start no executor
-	execWG   sync.WaitGroup
-	inflight map[jsonrpc2.ID]context.CancelFunc
-	busy     int  // jobs queued or running
-	eof      bool // the host closed its end
-	drained  chan struct{}
-	readErr  error
+	mu        sync.Mutex
+	queue     []*job
+	running   bool          // an executor goroutine is running
+	stopped   bool          // serve is ending: start no executor
+	execDone  chan struct{} // closed by the executor when it ends once stopped
+	inflight  map[jsonrpc2.ID]context.CancelFunc
+	busy      int   // jobs queued or running
+	stopCause error // why the session stopped; nil while it runs
+	stopBy    time.Time
+	drained   chan struct{} // closed once stopped with nothing left to answer
+	readErr   error
+	writeErr  error    // the first failed write to the host
+	dir       string   // the session directory, for shut when the executor is stuck
+	dirLock   *os.File // the directory's owner file, locked while it is in use
 
 	closeRead func() error // the connection's CloseRead, if reads are on serve's goroutine
 	closeOnce sync.Once
@@ -68,25 +82,62 @@ type job struct {
 }
 
 func newServer(w *Worker, rwc io.ReadWriteCloser) *server {
-	stream := tproxy.NewStream(rwc, w.MaxFrameSize)
-	return &server{
+	s := &server{
 		w:        w,
 		rwc:      rwc,
-		stream:   stream,
-		tail:     batchSink{max: stream.MaxFrameSize()},
 		log:      w.logger(),
 		inflight: map[jsonrpc2.ID]context.CancelFunc{},
 		drained:  make(chan struct{}),
 	}
+	s.stream = tproxy.NewStream(watchedWrites{rwc, s.writeFailed}, w.MaxFrameSize)
+	s.tail = batchSink{max: s.stream.MaxFrameSize()}
+	return s
+}
+
+// watchedWrites reports the connection's failed writes to onErr.
+type watchedWrites struct {
+	io.ReadWriteCloser
+	onErr func(error)
+}
+
+func (c watchedWrites) Write(p []byte) (int, error) {
+	n, err := c.ReadWriteCloser.Write(p)
+	if err != nil {
+		c.onErr(err)
+	}
+	return n, err
+}
+
+// errHostClosed is why a session stops when the host closes its end.
+var errHostClosed = errors.New("the host closed the worker's input")
+
+// errServeEnded is why a session stops when nothing else stopped it first.
+var errServeEnded = errors.New("the worker is shutting down")
+
+// writeFailed stops the session on a failed write to the host (EPIPE: the
+// host is gone, or closed its end of the worker's output). Nothing more
+// can reach the host, so the connection is closed at once.
+func (s *server) writeFailed(err error) {
+	if s.conn.closed() {
+		return // our own close interrupted the write
+	}
+	s.mu.Lock()
+	if s.writeErr == nil {
+		s.writeErr = err
+	}
+	s.mu.Unlock()
+	s.log.Warn("tproxy/worker: writing to the host failed; stopping", "err", err)
+	s.halt(fmt.Errorf("writing to the host failed: %w", err))
+	s.close()
 }
 
 // serve reads and handles the host's messages until the connection ends.
 // A connection with a CloseRead method (transport.InMemory's, a TCP or Unix
-// socket) is read on this goroutine: the end of ctx closes the connection
-// and interrupts the read with CloseRead. Any other (the process's stdin,
-// whose blocking read nothing interrupts) is read on a goroutine of its
-// own, so that serve can return when ctx ends; that goroutine ends when its
-// read fails.
+// socket) is read on this goroutine: the end of ctx stops the session,
+// then closes the connection and interrupts the read with CloseRead. Any
+// other (the process's stdin, whose blocking read nothing interrupts) is
+// read on a goroutine of its own, so that serve can return when ctx ends;
+// that goroutine ends when its read fails.
 func (s *server) serve(ctx context.Context) error {
 	// The read loop runs under this frame for the whole session, so the
 	// work before and after it is in open and shut: an idle session's
@@ -104,37 +155,125 @@ func (s *server) serve(ctx context.Context) error {
 // open sets the connection up and reports whether to read it on serve's
 // goroutine.
 func (s *server) open(ctx context.Context) (inline bool) {
-	s.ctx, s.cancel = context.WithCancel(ctx)
+	// The connection outlives ctx by the stop grace, so that the step
+	// cancelled by ctx's end can still be answered; its values pass on.
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.work, s.stop = context.WithCancel(s.ctx)
 	s.conn = &rpcConn{stream: s.stream, async: s.w.AsyncNotify, done: make(chan struct{})}
 	cr, inline := s.rwc.(interface{ CloseRead() error })
 	if inline {
 		s.closeRead = cr.CloseRead
 	}
-	s.stopClose = context.AfterFunc(s.ctx, s.close) // as jsonrpc2's Conn does
+	s.stopClose = context.AfterFunc(ctx, func() {
+		cause := context.Cause(ctx)
+		if cause == context.Canceled {
+			cause = errServeEnded
+		}
+		s.halt(cause)
+		s.closeWhenAnswered()
+	})
 	return inline
 }
 
 // shut ends the session once reading has ended: the connection is closed
 // (by the time shut returns, whoever began closing it), the calls in
-// flight are cancelled and waited for, the session's directory removed.
+// flight are cancelled and waited for, up to the stop grace, and the
+// session's directory is removed.
 func (s *server) shut() error {
 	s.stopClose()
+	s.halt(errServeEnded)
 	s.close()
-	s.cancel()
 	s.mu.Lock()
 	s.stopped = true
+	idle := !s.running
+	if !idle {
+		s.execDone = make(chan struct{})
+	}
+	execDone, by := s.execDone, s.stopBy
 	s.mu.Unlock()
-	s.execWG.Wait()
+	if !idle && !waitUntil(execDone, by) {
+		// A driver ignores its cancelled context. It is abandoned: in a
+		// worker process, the process exits under it.
+		s.log.Error("tproxy/worker: a request still runs after the stop grace; abandoning it",
+			"grace", s.w.stopGrace())
+	}
+	s.cancel()
 	s.stream.Flush() // a queued heartbeat's writer, if any, has ended
-	s.sess.removeDir(s.log)
+	if idle || chanClosed(execDone) {
+		s.removeSessionDir()
+	} else {
+		s.removeDirOf() // the session is still the executor's
+	}
 
 	s.mu.Lock()
-	err := s.readErr
+	rerr, werr := s.readErr, s.writeErr
 	s.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("tproxy/worker: reading from host: %w", err)
+	if rerr != nil {
+		return fmt.Errorf("tproxy/worker: reading from host: %w", rerr)
+	}
+	if werr != nil {
+		return fmt.Errorf("tproxy/worker: writing to host: %w", werr)
 	}
 	return nil
+}
+
+// halt stops the session's work, once, for cause: the request running is
+// cancelled and those queued will be answered as cancelled. The stop
+// grace starts now.
+func (s *server) halt(cause error) {
+	s.mu.Lock()
+	if s.stopCause != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.stopCause = cause
+	s.stopBy = time.Now().Add(s.w.stopGrace())
+	if s.busy == 0 {
+		s.closeDrainedLocked()
+	}
+	s.mu.Unlock()
+	s.stop()
+}
+
+// closeWhenAnswered closes the connection once the session has stopped
+// and every request received has been answered, or once the stop grace
+// has passed.
+func (s *server) closeWhenAnswered() {
+	s.mu.Lock()
+	by := s.stopBy
+	s.mu.Unlock()
+	timer := time.NewTimer(time.Until(by))
+	select {
+	case <-s.drained:
+	case <-s.conn.done:
+	case <-timer.C:
+		s.log.Warn("tproxy/worker: closing the connection with a request unanswered after the stop grace",
+			"grace", s.w.stopGrace())
+	}
+	timer.Stop()
+	s.close()
+}
+
+// waitUntil waits for ch to close until deadline, and reports whether it
+// did.
+func waitUntil(ch <-chan struct{}, deadline time.Time) bool {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-timer.C:
+		return false
+	}
+}
+
+func chanClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // close closes the connection: nothing more is written, the host reads
@@ -154,9 +293,12 @@ func (s *server) close() {
 // Requests in the common shape (tproxy.ParseRequest) are taken as they
 // are; any other frame is decoded by decodeMessage. A frame that is not a
 // request is answered as docs/protocol.md section 12 says, and reading
-// goes on. When the host closes its end, read closes the connection only
-// once every request already received has been answered.
+// goes on. When the host closes its end, the session stops, and read
+// closes the connection once every request already received has been
+// answered (as cancelled, unless it completed first), or the stop grace
+// has passed.
 func (s *server) read() {
+	defer s.removeDirOnPanic()
 	for {
 		frame, err := s.stream.ReadFrame()
 		if err == nil {
@@ -215,26 +357,19 @@ func truncate(b []byte, n int) string {
 	return string(b[:n]) + "..."
 }
 
-// readEnded records why reading ended and, at the end of the host's input,
-// waits until every request received has been answered.
+// readEnded records why reading ended, stops the session and waits until
+// every request received has been answered, up to the stop grace.
 func (s *server) readEnded(err error) {
-	s.mu.Lock()
-	s.eof = true
+	cause := errHostClosed
 	if !errors.Is(err, io.EOF) {
+		s.mu.Lock()
 		s.readErr = err
-	}
-	if s.busy == 0 {
-		s.closeDrainedLocked()
-	}
-	s.mu.Unlock()
-	if !errors.Is(err, io.EOF) {
+		s.mu.Unlock()
 		s.log.Error("tproxy/worker: protocol error from host; closing the connection", "err", err)
-		return
+		cause = fmt.Errorf("reading from the host failed: %w", err)
 	}
-	select {
-	case <-s.drained:
-	case <-s.ctx.Done():
-	}
+	s.halt(cause)
+	s.closeWhenAnswered()
 }
 
 func (s *server) closeDrainedLocked() {
@@ -259,7 +394,7 @@ func (s *server) handle(req *jsonrpc2.Request) (runExecutor bool) {
 		s.reply(req.ID, res, err, nil)
 		return false
 	}
-	jctx, cancel := context.WithCancel(s.ctx)
+	jctx, cancel := context.WithCancel(s.work)
 	j := &job{ctx: jctx, cancel: cancel, req: req}
 	s.mu.Lock()
 	s.inflight[req.ID] = cancel
@@ -268,7 +403,6 @@ func (s *server) handle(req *jsonrpc2.Request) (runExecutor bool) {
 	start := !s.running && !s.stopped
 	if start {
 		s.running = true
-		s.execWG.Add(1)
 	}
 	s.mu.Unlock()
 	if !start {
@@ -303,14 +437,17 @@ func (s *server) cancelRequest(req *jsonrpc2.Request) {
 }
 
 // execute runs queued requests one at a time until the queue is empty.
-// Once the connection's ctx has ended, what is left is answered as
-// cancelled at once.
+// Once the session has stopped, what is left is answered as cancelled at
+// once.
 func (s *server) execute() {
-	defer s.execWG.Done()
+	defer s.removeDirOnPanic()
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
 			s.running = false
+			if s.execDone != nil {
+				close(s.execDone)
+			}
 			s.mu.Unlock()
 			return
 		}
@@ -330,7 +467,7 @@ func (s *server) execute() {
 		s.mu.Lock()
 		delete(s.inflight, j.req.ID)
 		s.busy--
-		if s.busy == 0 && s.eof {
+		if s.busy == 0 && s.stopCause != nil {
 			s.closeDrainedLocked()
 		}
 		s.mu.Unlock()
@@ -339,7 +476,7 @@ func (s *server) execute() {
 
 func (s *server) dispatch(j *job) (any, error) {
 	if err := j.ctx.Err(); err != nil {
-		return nil, errCancelled(j.req.Method)
+		return nil, s.errCancelled(j.req.Method)
 	}
 	var params json.RawMessage
 	if j.req.Params != nil {
@@ -368,7 +505,7 @@ func (s *server) dispatch(j *job) (any, error) {
 	if err != nil && j.ctx.Err() != nil && s.ctx.Err() == nil {
 		var rpcErr *jsonrpc2.Error
 		if !errors.As(err, &rpcErr) || rpcErr.Code == tproxy.CodeStepFailed {
-			return nil, errCancelled(j.req.Method)
+			return nil, s.errCancelled(j.req.Method)
 		}
 	}
 	return res, err
@@ -383,7 +520,15 @@ func callHandler(ctx context.Context, h Handler, params json.RawMessage) (res an
 	return h(ctx, params)
 }
 
-func errCancelled(method string) *jsonrpc2.Error {
+// errCancelled is the answer to a cancelled request: by $/cancelRequest,
+// or by the session's stop, whose cause it names.
+func (s *server) errCancelled(method string) *jsonrpc2.Error {
+	s.mu.Lock()
+	cause := s.stopCause
+	s.mu.Unlock()
+	if cause != nil {
+		return &jsonrpc2.Error{Code: tproxy.CodeRequestCancelled, Message: method + " cancelled: " + cause.Error()}
+	}
 	return &jsonrpc2.Error{Code: tproxy.CodeRequestCancelled, Message: method + " cancelled by the host"}
 }
 

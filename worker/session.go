@@ -39,6 +39,7 @@ type session struct {
 	totalRows int64
 	outputs   map[string]map[string]any // step id → output key → value
 	artifacts artifactCache             // of the files under dir
+	limits    tproxy.ArtifactLimits     // the host's caps on a step's listing
 }
 
 func (ss *session) removeDir(log *slog.Logger) {
@@ -88,8 +89,11 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 	if err != nil {
 		return nil, invalidParams(tproxy.MethodPrepare, err)
 	}
+	if l := p.ArtifactLimits; l != nil && (l.MaxFiles < 0 || l.MaxFileBytes < 0) {
+		return nil, invalidParams(tproxy.MethodPrepare, fmt.Errorf("artifact_limits: negative max_files %d or max_file_bytes %d", l.MaxFiles, l.MaxFileBytes))
+	}
 	if ss.dir == "" {
-		dir, err := os.MkdirTemp(s.w.workDir(), "tproxy-"+p.SessionID+"-")
+		dir, err := s.createDir(p.SessionID)
 		if err != nil {
 			return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("creating the session directory: %v", err)}
 		}
@@ -97,6 +101,10 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 	}
 	ss.id, ss.prepared, ss.cleaned = p.SessionID, true, false
 	ss.manifest, ss.config, ss.level, ss.masker = p.Manifest, p.Config, level, masker
+	ss.limits = tproxy.ArtifactLimits{}
+	if p.ArtifactLimits != nil {
+		ss.limits = *p.ArtifactLimits
+	}
 	s.setMasker(masker)
 	if ss.outputs == nil {
 		ss.outputs = map[string]map[string]any{}
@@ -202,7 +210,9 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	if runErr != nil {
 		msg := ss.masker.String(runErr.Error())
 		failure := tproxy.StepFailure{StepID: p.StepID, ErrorType: errorType(runErr), Message: msg, Artifacts: artifacts}
-		if ctx.Err() != nil && errors.Is(runErr, ctx.Err()) {
+		if ctx.Err() != nil {
+			// Cancelled, whatever the driver made of it: a child process
+			// killed by exec.CommandContext fails with "signal: killed".
 			failure.ErrorType = "cancelled"
 		}
 		sink.Event(ctx, tproxy.Event{Name: "step_failed", Timestamp: end, StepID: p.StepID,
@@ -332,7 +342,7 @@ func (s *server) cleanup(ctx context.Context) (*tproxy.CleanupResult, error) {
 	}
 	s.sink().Event(ctx, tproxy.Event{Name: "session_cleanup", Timestamp: time.Now().UTC(),
 		Data: map[string]any{"session_id": ss.id, "steps_executed": ss.executed, "total_rows": ss.totalRows}})
-	ss.removeDir(s.log)
+	s.removeSessionDir()
 	ss.prepared, ss.cleaned = false, true
 	ss.outputs = nil
 	return &tproxy.CleanupResult{Status: "cleaned", SessionID: ss.id, StepsExecuted: ss.executed, TotalRows: ss.totalRows}, nil
@@ -353,7 +363,7 @@ func (s *server) artifacts(ctx context.Context, sink logsink.Sink, stepID, dir s
 		sink.Event(ctx, tproxy.Event{Name: "artifact_refused", Timestamp: time.Now().UTC(), StepID: stepID,
 			Data: map[string]any{"path": path, "reason": reason}})
 	}
-	arts, err := listArtifacts(dir, refuse, &s.sess.artifacts)
+	arts, err := listArtifacts(dir, s.sess.limits, refuse, &s.sess.artifacts)
 	if err != nil {
 		refuse(".", fmt.Sprintf("listing the artifact directory: %v", err))
 	}

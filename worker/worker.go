@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/tproxy/tproxy"
@@ -50,9 +51,25 @@ type Worker struct {
 	// wait for everything queued before them.
 	AsyncNotify bool
 
-	// WorkDir is where session directories are created; os.TempDir()
-	// when empty. A session's directory is removed by cleanup.
+	// WorkDir is where session directories (tproxy-<session id>-*) are
+	// created; os.TempDir() when empty. A session's directory is removed
+	// by cleanup, and whenever the session ends otherwise: the end of the
+	// host's input, SIGTERM, a failed write to the host, a panic in the
+	// runtime. A worker killed outright (SIGKILL, a crash outside the
+	// runtime, os.Exit in a driver) cannot remove it; the first prepare
+	// of a later worker with the same WorkDir (at most once an hour per
+	// WorkDir) removes such a directory once it is 24 hours old, if no
+	// live process holds its lock.
 	WorkDir string
+
+	// StopGrace bounds how long a stopping session waits. A session stops
+	// when the host closes its input, a write to the host fails, or
+	// Serve's ctx ends (SIGTERM, for ServeStdio): the request running is
+	// cancelled and the session waits up to StopGrace for its driver to
+	// return and its answer to be written, then closes the connection and
+	// returns, abandoning a driver that ignores its context. Zero means
+	// 2s.
+	StopGrace time.Duration
 
 	// Logger receives the worker runtime's own diagnostics, such as the
 	// stack of a panicking driver. In a worker process it should write to
@@ -60,8 +77,9 @@ type Worker struct {
 	// ServeStdio points at stderr.
 	Logger *slog.Logger
 
-	drivers map[string]Driver
-	methods map[string]Handler
+	drivers   map[string]Driver
+	methods   map[string]Handler
+	sweepOnce sync.Once // stale session directories are swept once
 }
 
 // New returns a Worker with the given name and version.
@@ -137,6 +155,17 @@ func (w *Worker) heartbeat() time.Duration {
 	return DefaultHeartbeatInterval
 }
 
+// defaultStopGrace is StopGrace's default: well inside the 5 s a host
+// waits after closing the worker's input before it sends SIGTERM.
+const defaultStopGrace = 2 * time.Second
+
+func (w *Worker) stopGrace() time.Duration {
+	if w.StopGrace > 0 {
+		return w.StopGrace
+	}
+	return defaultStopGrace
+}
+
 func (w *Worker) workDir() string {
 	if w.WorkDir != "" {
 		return w.WorkDir
@@ -145,8 +174,12 @@ func (w *Worker) workDir() string {
 }
 
 // Serve serves one session over rwc until the host closes its end, the
-// connection fails, or ctx ends. Once the host's end is closed, the calls
-// already received are finished and answered before Serve returns nil.
+// connection fails, or ctx ends. Each of these stops the session: the
+// request running is cancelled (an exec_step still sends step_failed,
+// error_type "cancelled") and it and those queued are answered with
+// -32800; Serve then returns, within Worker.StopGrace, and removes the
+// session's directory. It returns nil after the end of the host's input
+// or of ctx, and an error when reading or writing the connection failed.
 // Serve closes rwc before it returns.
 //
 // If rwc has a CloseRead method (transport.InMemory's worker end does, and

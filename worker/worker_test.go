@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +20,15 @@ import (
 	"github.com/tproxy/tproxy/worker"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if playRole != nil {
+		playRole() // exits if the binary was started in a role (exit_test.go)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// playRole, if set, plays the role the test binary was started in, if any.
+var playRole func()
 
 type pipeEnd struct {
 	io.Reader
@@ -110,35 +121,87 @@ func sleeper() *worker.Worker {
 	return w
 }
 
-// TestServeFinishesCallsAfterStdinEOF: the host may close the worker's
-// stdin right after sending; the calls already sent are still answered,
-// then Serve returns nil.
-func TestServeFinishesCallsAfterStdinEOF(t *testing.T) {
-	w := sleeper()
+// TestServeCancelsCallsAtStdinEOF: the end of the host's input stops the
+// session (docs/protocol.md section 8, "End of input"): the step running
+// is cancelled and still reports (step_failed, error_type cancelled,
+// before its -32800 answer), a request queued behind it is answered -32800
+// without running, then Serve returns nil and the session directory is
+// gone.
+func TestServeCancelsCallsAtStdinEOF(t *testing.T) {
+	w := worker.New("t", "1")
+	w.WorkDir = t.TempDir()
+	started := make(chan struct{})
+	w.RegisterFunc("wait", func(ctx context.Context, s *worker.Step) error {
+		close(started)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	w.RegisterFunc("never", func(ctx context.Context, s *worker.Step) error {
+		t.Error("a request queued when the input ended was run")
+		return nil
+	})
 	hr, ww := io.Pipe()
 	wr, hw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
 		done <- w.Serve(context.Background(), wiretest.Conn(t, pipeEnd{wr, ww}, wiretest.WorkerFrames))
 	}()
-	go func() {
-		io.WriteString(hw, `{"jsonrpc":"2.0","id":1,"method":"prepare","params":{"session_id":"s","manifest":{"steps":[]}}}`+"\n")
-		io.WriteString(hw, `{"jsonrpc":"2.0","id":2,"method":"exec_step","params":{"step_id":"a","driver":"sleep"}}`+"\n")
-		hw.Close()
-	}()
-	out, err := io.ReadAll(hr)
-	if err != nil {
-		t.Fatal(err)
+	out := bufio.NewReader(hr)
+	io.WriteString(hw, `{"jsonrpc":"2.0","id":1,"method":"prepare","params":{"session_id":"s","manifest":{"steps":[]}}}`+"\n")
+	var prepared struct {
+		Result tproxy.PrepareResult `json:"result"`
 	}
+	for prepared.Result.SessionDir == "" {
+		line, err := out.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.Unmarshal([]byte(line), &prepared)
+	}
+	restc := make(chan []byte, 1)
+	go func() { // the pipe is synchronous: keep reading
+		rest, _ := io.ReadAll(out)
+		restc <- rest
+	}()
+	io.WriteString(hw, `{"jsonrpc":"2.0","id":2,"method":"exec_step","params":{"step_id":"a","driver":"wait"}}`+"\n")
+	io.WriteString(hw, `{"jsonrpc":"2.0","id":3,"method":"exec_step","params":{"step_id":"b","driver":"never"}}`+"\n")
+	<-started
+	hw.Close()
+	rest := <-restc
 	if err := <-done; err != nil {
 		t.Fatalf("Serve = %v, want nil after EOF", err)
 	}
-	if !strings.Contains(string(out), `"id":2,"result":{"status":"complete","step_id":"a"`) &&
-		!strings.Contains(string(out), `"result":{"status":"complete","step_id":"a"`) {
-		t.Fatalf("exec_step was not answered before Serve returned:\n%s", out)
+	var order []string
+	for _, line := range strings.Split(strings.TrimSpace(string(rest)), "\n") {
+		var m struct {
+			ID     *int   `json:"id"`
+			Method string `json:"method"`
+			Params struct {
+				Name string         `json:"name"`
+				Data map[string]any `json:"data"`
+			} `json:"params"`
+			Error *struct {
+				Code int64 `json:"code"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		switch {
+		case m.ID != nil && m.Error != nil:
+			order = append(order, fmt.Sprintf("answer %d: %d", *m.ID, m.Error.Code))
+		case m.ID != nil:
+			order = append(order, fmt.Sprintf("answer %d: result", *m.ID))
+		case m.Params.Name == "step_failed":
+			order = append(order, fmt.Sprintf("step_failed %v", m.Params.Data["error_type"]))
+		}
 	}
-	if !strings.Contains(string(out), `"name":"slept"`) {
-		t.Errorf("the step's event is missing:\n%s", out)
+	want := []string{"step_failed cancelled", "answer 2: -32800", "answer 3: -32800"}
+	if !slices.Equal(order, want) {
+		t.Errorf("after the end of the input the worker wrote %q, want %q", order, want)
+	}
+	if _, err := os.Stat(prepared.Result.SessionDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the session directory is left behind: %v", err)
 	}
 }
 

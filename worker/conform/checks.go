@@ -73,7 +73,7 @@ var checks = []check{
 	{Check{"cleanup", sections("§5.4", "§9", "§7"),
 		"cleanup sends session_cleanup and answers the session's totals; exec_step, cleanup and fetch_artifact after it are -32001"}, checkCleanup},
 	{Check{"eof_exit", sections("§8"),
-		"at the end of its input the worker answers the step in flight, ends its output and exits with status 0"}, checkEOFExit},
+		"at the end of its input the worker cancels the step in flight (step_failed with error_type cancelled, then -32800), answers a queued exec_step -32800 without running it, ends its output and exits with status 0"}, checkEOFExit},
 }
 
 const (
@@ -854,13 +854,29 @@ func checkCleanup(c *checkRun) {
 
 func checkEOFExit(c *checkRun) {
 	c.startPinged()
-	config := cfg{"ms": 300}
-	c.prepare("conform-eof", step("last", driverSleep, config))
-	req := c.exec("last", driverSleep, config, nil)
+	slow := cfg{"ms": 30000}
+	c.prepare("conform-eof", step("last", driverSleep, slow), step("queued", driverEmit, cfg{"events": 1}))
+	running := c.exec("last", driverSleep, slow, nil)
+	notes := c.waitEvent("§9", "step_start", "last", running)
+	queued := c.exec("queued", driverEmit, cfg{"events": 1}, nil)
 	c.w.p.CloseWrite()
 	closed := time.Now()
-	f, _ := c.awaitFor("§8", "the answer to "+req.String()+" sent before the end of the input", req)
-	c.stepResult(f, "last", driverSleep)
+	for left := []request{running, queued}; len(left) > 0; {
+		f, more := c.awaitFor("§8", "-32800 for the requests in flight at the end of the input", left...)
+		notes = append(notes, more...)
+		i := slices.IndexFunc(left, func(r request) bool { return r.key == idKey(f.id) })
+		if f.err == nil || f.err.code != tproxy.CodeRequestCancelled {
+			c.failf("§8", "at the end of its input the worker answered %s %s after %s; want -32800: the end of the input cancels it", left[i], errText(f), since(closed))
+		}
+		left = slices.Delete(left, i, i+1)
+	}
+	d := c.failed(notes, "last", driverSleep, 1)
+	if t := d.str("error_type"); t != "cancelled" {
+		c.failf("§9", `step_failed of the step cancelled by the end of the input: data.error_type is %q; want "cancelled"`, t)
+	}
+	if i := find(notes, isEvent("step_start", "queued")); i >= 0 {
+		c.failf("§8", "the exec_step queued at the end of the input ran (step_start of step %q); it is answered -32800 without running", "queued")
+	}
 	for {
 		f, eof := c.recv("§8", "the end of the worker's output after the end of its input")
 		if eof {

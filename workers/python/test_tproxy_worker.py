@@ -299,6 +299,23 @@ class MaskerTest(unittest.TestCase):
         self.assertTrue(m.secret_key("postgres_dsn"))
         self.assertTrue(m.secret_key("password"))
 
+    def test_key_rule_shared_with_go(self):
+        # testdata/secret_keys.json is the Go runtime's table too
+        # (secret_keys_test.go): both runtimes keep one rule.
+        path = os.path.join(HERE, "..", "..", "testdata", "secret_keys.json")
+        if not os.path.exists(path):
+            self.skipTest("no %s outside the repository" % path)
+        with open(path, encoding="utf-8") as f:
+            cases = json.load(f)
+        m = tw.Masker()
+        for k in cases["secret"]:
+            self.assertTrue(m.secret_key(k), k)
+        for k in cases["harmless"]:
+            self.assertFalse(m.secret_key(k), k)
+        for c in cases["patterns"]:
+            self.assertFalse(m.secret_key(c["key"]), c)
+            self.assertEqual(tw.Masker(keys=[c["pattern"]]).secret_key(c["key"]), c["match"], c)
+
     def test_config_and_strings(self):
         m = tw.Masker(pointers=["/connection/url", "/list/1", "/a~1b/c~0d"])
         cfg = {"password": "hunter22", "path": "/data", "nested": {"api_key": {"x": "deep-secret", "n": 123456}},
@@ -973,15 +990,19 @@ class StdoutHygieneTest(WorkerTest):
 
 
 class ShutdownTest(WorkerTest):
-    def test_eof_finishes_queued_requests(self):
+    def test_eof_cancels_running_and_queued_requests(self):
+        # Protocol section 8, "End of input": the step running is cancelled
+        # (step_failed, error_type cancelled, then -32800), the requests
+        # queued are answered -32800 without running, and the worker exits 0.
         self.prepare(("slow", "conform.sleep"), ("e", "conform.emit"))
-        a = self.w.request("exec_step", {"step_id": "slow", "driver": "conform.sleep", "config": {"ms": 300}})
+        a = self.w.request("exec_step", {"step_id": "slow", "driver": "conform.sleep", "config": {"ms": 30000}})
+        self.assertEqual(self.w.recv()["params"]["name"], "step_start")
         b = self.w.request("exec_step", {"step_id": "e", "driver": "conform.emit", "config": {"events": 2}})
         c = self.w.request("cleanup")
         t0 = time.monotonic()
         self.assertEqual(self.w.close(), 0)
         self.assertLess(time.monotonic() - t0, 5)
-        got = {}
+        got, events = {}, []
         while True:
             try:
                 m = self.w.recv(timeout=1)
@@ -989,9 +1010,13 @@ class ShutdownTest(WorkerTest):
                 break
             if "id" in m:
                 got[m["id"]] = m
-        self.assertIn("result", got[a])
-        self.assertIn("result", got[b])
-        self.assertEqual(got[c]["result"]["steps_executed"], 2)
+            elif m.get("method") == "event":
+                events.append(m["params"])
+        for id in (a, b, c):
+            self.assertError(got[id], -32800)
+        failed = [e for e in events if e["name"] == "step_failed"]
+        self.assertEqual([e["data"]["error_type"] for e in failed], ["cancelled"])
+        self.assertNotIn("step_start", [e["name"] for e in events])  # b never ran
 
     def test_sigterm(self):
         self.prepare(("slow", "conform.sleep"))

@@ -100,10 +100,18 @@ ARTIFACT_CHUNK = 1024 * 1024
 CLEANED_CONFIG_FILE = "cleaned_config.json"
 #: What a secret is replaced by.
 MASKED = "***MASKED***"
-#: Config key patterns whose values are secrets (docs/protocol.md section 11).
+#: Config key patterns whose values are secrets (docs/protocol.md section 11;
+#: the same list as the Go runtime's tproxy.DefaultSecretKeys). A pattern
+#: matches a key when its words, concatenated, occur in the key's words
+#: concatenated; one ending in ``$`` when they equal the key's last words.
 DEFAULT_SECRET_KEYS = (
-    "password", "passwd", "secret", "token", "api_key", "apikey",
-    "access_key", "private_key", "credential",
+    "password", "passwd", "passphrase", "passcode", "pwd",
+    "secret", "token", "credential", "bearer", "jwt", "cookie", "dsn",
+    "authorization", "authheader", "authkey",
+    "apikey", "accesskey", "privatekey", "privkey", "sshkey", "signingkey",
+    "encryptionkey", "masterkey", "sessionkey", "accountkey", "licensekey", "clientkey",
+    "connectionstring", "connstr",
+    "auth$", "pass$", "creds$", "session$", "signature$", "sig$", "pin$", "otp$",
 )
 #: Secrets shorter than this (in UTF-8 bytes) are masked as values but not
 #: searched for inside free text.
@@ -346,8 +354,28 @@ def _reject_constant(name):
 # Secrets
 
 
-def _normalize_key(k):
-    return k.lower().replace("-", "_")
+def _key_words(k):
+    """The words of key ``k`` (docs/protocol.md section 11), lower-cased:
+    split at every character that is not an ASCII letter or digit, and
+    before an upper-case letter that follows a lower-case letter or a digit,
+    or that starts a capitalized word after other upper-case letters."""
+    words = []
+    for run in re.findall(r"[A-Za-z0-9]+", k):
+        start = 0
+        for i in range(1, len(run)):
+            c, prev = run[i], run[i - 1]
+            if c.isupper() and (prev.islower() or prev.isdigit() or
+                                (prev.isupper() and i + 1 < len(run) and run[i + 1].islower())):
+                words.append(run[start:i].lower())
+                start = i
+        words.append(run[start:].lower())
+    return words
+
+
+def _key_pattern(p):
+    """A key pattern as (words concatenated, whether it must end the key)."""
+    suffix = p.endswith("$")
+    return "".join(_key_words(p[:-1] if suffix else p)), suffix
 
 
 def _parse_pointer(p):
@@ -383,11 +411,11 @@ class Masker:
     """Replaces secrets by ``***MASKED***`` (docs/protocol.md section 11).
 
     It learns secret values from the configs it is shown (:meth:`learn`,
-    :meth:`config`): values under keys matching a pattern (lower-cased, ``-``
-    read as ``_``, containing one of the patterns) and values at RFC 6901
-    pointers. It then masks them in values under secret keys wherever they
-    appear (:meth:`value`) and, for secrets of 4 bytes or more, as
-    substrings of any string (:meth:`string`). Safe for concurrent use.
+    :meth:`config`): values under keys matching a pattern (see
+    ``DEFAULT_SECRET_KEYS``) and values at RFC 6901 pointers. It then masks
+    them in values under secret keys wherever they appear (:meth:`value`)
+    and, for secrets of 4 bytes or more, as substrings of any string
+    (:meth:`string`). Safe for concurrent use.
     """
 
     def __init__(self, keys=None, pointers=None):
@@ -395,8 +423,8 @@ class Masker:
         for k in list(DEFAULT_SECRET_KEYS) + list(keys or ()):
             if not isinstance(k, str):
                 raise ValueError("secret key pattern must be a string, not %s" % _json_type(k))
-            k = _normalize_key(k)
-            if k and k not in self._keys:
+            k = _key_pattern(k)
+            if k[0] and k not in self._keys:
                 self._keys.append(k)
         self._pointers = [_parse_pointer(p) for p in (pointers or ())]
         self._values = []
@@ -405,8 +433,10 @@ class Masker:
 
     def secret_key(self, key):
         """Whether config key ``key`` names a secret."""
-        k = _normalize_key(str(key))
-        return any(p in k for p in self._keys)
+        words = _key_words(str(key))
+        joined = "".join(words)
+        ends = {"".join(words[i:]) for i in range(len(words))}
+        return any((w in ends) if suffix else (w in joined) for w, suffix in self._keys)
 
     @property
     def has_values(self):
@@ -953,6 +983,7 @@ class _Session:
         self.executed = 0
         self.total_rows = 0
         self.outputs = None  # step id -> {key: value}
+        self.artifact_limits = (0, 0)  # prepare's max_files, max_file_bytes; 0: none
 
 
 class _Server:
@@ -1068,6 +1099,7 @@ class _Server:
     # Main loop ------------------------------------------------------------
 
     def run(self, install_signals):
+        self._own_process = install_signals
         sig_r = None
         if install_signals:
             sig_r = self._install_sigterm()
@@ -1128,7 +1160,7 @@ class _Server:
             return None
         return r
 
-    def _terminate(self):
+    def _terminate(self, why="the worker is terminating", hard_exit=True):
         with self._cond:
             self._terminating = True
             queued = list(self._queue)
@@ -1138,10 +1170,11 @@ class _Server:
                     j.cancel.set()
             self._cond.notify_all()
         for j in queued:
-            self._finish_job(j, error=(REQUEST_CANCELLED, "%s cancelled: the worker is terminating" % j.method, None))
-        t = threading.Timer(_TERM_GRACE, _hard_exit, args=(0,))
-        t.daemon = True
-        t.start()
+            self._finish_job(j, error=(REQUEST_CANCELLED, "%s cancelled: %s" % (j.method, why), None))
+        if hard_exit:
+            t = threading.Timer(_TERM_GRACE, _hard_exit, args=(0,))
+            t.daemon = True
+            t.start()
 
     def _cancel_all(self):
         with self._cond:
@@ -1261,6 +1294,11 @@ class _Server:
             with self._cond:
                 self._eof = True
                 self._cond.notify_all()
+            # The end of the input stops the session (protocol section 8):
+            # the request running is cancelled, those queued are answered
+            # -32800 without running; a process of its own exits within
+            # _TERM_GRACE even if a driver ignores the cancel.
+            self._terminate("the host closed the worker's input", hard_exit=self._own_process)
 
     def _handle_line(self, line):
         if not line.strip(b" \t\r\n"):
@@ -1422,6 +1460,11 @@ class _Server:
         config = _opt(p, "config", dict) or {}
         log_level = _opt(p, "log_level", str)
         secrets = _opt(p, "secrets", dict) or {}
+        limits = _opt(p, "artifact_limits", dict) or {}
+        for k in ("max_files", "max_file_bytes"):
+            v = limits.get(k)
+            if v is not None and (not _is_integer(v) or v < 0):
+                raise _ParamsError("artifact_limits.%s must be an integer >= 0, not %s" % (k, json.dumps(v)))
         keys = _opt(secrets, "keys", list, "secrets.keys") or []
         pointers = _opt(secrets, "pointers", list, "secrets.pointers") or []
         steps = _req(manifest, "steps", list, "manifest.steps")
@@ -1475,6 +1518,7 @@ class _Server:
                 raise _Answer(INTERNAL_ERROR, "creating the session directory: %s" % e)
         ss.id, ss.prepared, ss.cleaned = session_id, True, False
         ss.config, ss.level = config, level
+        ss.artifact_limits = (int(limits.get("max_files") or 0), int(limits.get("max_file_bytes") or 0))
         if ss.outputs is None:
             ss.outputs = {}
         self._mask = masker
@@ -1603,8 +1647,9 @@ class _Server:
             self._diag("step %s: artifact %s refused: %s" % (step_id, path, reason))
             self._event("artifact_refused", {"path": path, "reason": reason}, step_id)
 
+        max_files, max_file_bytes = self._sess.artifact_limits
         try:
-            return list_artifacts(art_dir, refuse)
+            return list_artifacts(art_dir, refuse, max_files, max_file_bytes)
         except OSError as e:
             refuse(".", "listing the artifact directory: %s" % e)
             return []
@@ -1762,7 +1807,9 @@ def _open_inside(art_dir, rel):
     return fd
 
 
-def _sha256_file(path):
+def _sha256_file(path, limit=0):
+    """Return the file's size and SHA-256; with a limit (> 0), stop reading
+    past it: the size then exceeds the limit and the digest is None."""
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
@@ -1772,24 +1819,52 @@ def _sha256_file(path):
                 break
             h.update(b)
             size += len(b)
+            if limit and size > limit:
+                return size, None
     return size, h.hexdigest()
 
 
-def list_artifacts(art_dir, refuse=None):
+#: cleaned_config.json is listed up to this size whatever prepare's
+#: max_file_bytes (docs/protocol.md section 10).
+_MAX_CLEANED_CONFIG_BYTES = 1 << 20
+
+
+def list_artifacts(art_dir, refuse=None, max_files=0, max_file_bytes=0):
     """Describe the regular files under ``art_dir``: a list of ``{"path",
     "size", "sha256"}`` sorted by path ('/'-separated). A symlink is listed
     only when it resolves to a regular file inside the directory; anything
     else that is not a regular file or directory is left out and reported
-    to ``refuse(path, reason)``."""
+    to ``refuse(path, reason)``.
+
+    ``max_files`` and ``max_file_bytes`` (> 0) are prepare's
+    ``artifact_limits`` (docs/protocol.md section 10): a file over
+    ``max_file_bytes`` is refused without being hashed; the listing holds at
+    most ``max_files`` files, the first in path order with
+    cleaned_config.json always among them, and one refusal (path ".") says
+    how many more were left out."""
     refuse = refuse or (lambda path, reason: None)
     root = os.path.realpath(art_dir)
     out = []
+    # slots: files besides cleaned_config.json the listing may still take.
+    state = {"slots": max_files, "left": 0}
+    cleaned_path = os.path.join(art_dir, CLEANED_CONFIG_FILE)
+    if max_files and os.path.isfile(cleaned_path) and not os.path.islink(cleaned_path):
+        state["slots"] -= 1
 
     def walk(dirpath, prefix):
         with os.scandir(dirpath) as it:
             entries = sorted(it, key=lambda e: e.name)
         for e in entries:
             rel = prefix + e.name
+            cleaned = rel == CLEANED_CONFIG_FILE
+            try:
+                is_dir = e.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if max_files and not cleaned and not is_dir and state["slots"] <= 0:
+                # Counted, not looked at.
+                state["left"] += 1
+                continue
             shown = os.fsencode(rel).decode("utf-8", "replace")
             try:
                 rel.encode("utf-8")
@@ -1816,13 +1891,25 @@ def list_artifacts(art_dir, refuse=None):
                 except ValueError as err:
                     refuse(rel, str(err))
                     continue
-                size, digest = _sha256_file(e.path)
+                cap = _MAX_CLEANED_CONFIG_BYTES if cleaned and max_file_bytes else max_file_bytes
+                size = os.stat(e.path).st_size
+                digest = None
+                if not cap or size <= cap:
+                    size, digest = _sha256_file(e.path, cap)
+                if digest is None:
+                    refuse(rel, "%d bytes is over the host's cap of %d bytes per file (artifact_limits.max_file_bytes): not listed" % (size, cap))
+                    continue
             except OSError as err:
                 refuse(rel, "cannot read it: %s" % err)
                 continue
             out.append({"path": rel, "size": size, "sha256": digest})
+            if not cleaned:
+                state["slots"] -= 1
 
     walk(art_dir, "")
+    if state["left"]:
+        refuse(".", "%d more files were left out of the listing: the host takes at most %d files per step (artifact_limits.max_files)"
+               % (state["left"], max_files))
     out.sort(key=lambda a: a["path"])
     return out
 

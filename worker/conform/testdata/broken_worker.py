@@ -258,6 +258,11 @@ class Worker:
                         self.conn.reply(None, error=RPCError(-32600, "invalid request: frame over the cap"))
                     else:
                         self.handle_line(line)
+        # The end of the input cancels what was received (§8): the request
+        # running stops, those queued are answered -32800 without running.
+        with self.lock:
+            for ev in self.inflight.values():
+                ev.set()
         self.jobs.put(None)
 
     def handle_line(self, line):
