@@ -219,6 +219,27 @@ func maskError(m *tproxy.Masker, err error) error {
 }
 
 // maskChain masks err as maskError does, and reports whether anything
+
+// maskWrapped masks the chain under a wrapper's error field (field
+// returns its address in a given wrapper): a copy holding the masked
+// chain, or e itself when nothing under it changed.
+func maskWrapped[T any, P interface {
+	*T
+	error
+}](m *tproxy.Masker, e P, field func(*T) *error) (error, bool) {
+	inner := *field(e)
+	if inner == nil {
+		return e, false
+	}
+	masked, changed := maskChain(m, inner)
+	if !changed {
+		return e, false
+	}
+	c := *e
+	*field(&c) = masked
+	return P(&c), true
+}
+
 // changed.
 func maskChain(m *tproxy.Masker, err error) (error, bool) {
 	str := func(s string) (string, bool) {
@@ -299,38 +320,11 @@ func maskChain(m *tproxy.Masker, err error) (error, bool) {
 		}
 		return &c, true
 	case *ProtocolError:
-		if e.Err == nil {
-			return e, false
-		}
-		inner, ch := maskChain(m, e.Err)
-		if !ch {
-			return e, false
-		}
-		c := *e
-		c.Err = inner
-		return &c, true
+		return maskWrapped(m, e, func(w *ProtocolError) *error { return &w.Err })
 	case *SinkError:
-		if e.Err == nil {
-			return e, false
-		}
-		inner, ch := maskChain(m, e.Err)
-		if !ch {
-			return e, false
-		}
-		c := *e
-		c.Err = inner
-		return &c, true
+		return maskWrapped(m, e, func(w *SinkError) *error { return &w.Err })
 	case *LimitError:
-		if e.Err == nil {
-			return e, false
-		}
-		inner, ch := maskChain(m, e.Err)
-		if !ch {
-			return e, false
-		}
-		c := *e
-		c.Err = inner
-		return &c, true
+		return maskWrapped(m, e, func(w *LimitError) *error { return &w.Err })
 	}
 	// Any other error: keep it if neither its text nor its chain holds a
 	// secret; otherwise stand in for it.
