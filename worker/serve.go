@@ -475,7 +475,13 @@ func (s *server) execute() {
 }
 
 func (s *server) dispatch(j *job) (any, error) {
-	if err := j.ctx.Err(); err != nil {
+	// A stop cancels every request's context, one after another: the
+	// request before this one may have seen it before this one's is
+	// cancelled. The stop's cause is set before any is.
+	s.mu.Lock()
+	stopping := s.stopCause != nil
+	s.mu.Unlock()
+	if stopping || j.ctx.Err() != nil {
 		return nil, s.errCancelled(j.req.Method)
 	}
 	var params json.RawMessage
