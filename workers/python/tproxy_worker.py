@@ -1009,6 +1009,7 @@ class _Server:
         # heartbeats
         self._hb_cond = threading.Condition()
         self._hb_active = False
+        self._hb_sending = False
         self._hb_last = 0.0
         self._hb_step = None
         self._hb_stop = False
@@ -1190,11 +1191,11 @@ class _Server:
                 if self._terminating or not self._queue:
                     return
                 job = self._queue.popleft()
+            if job.cancel.is_set():
+                self._finish_job(job, error=(REQUEST_CANCELLED, "%s cancelled by the host" % job.method, None))
+                continue
             self._hb_start()
             try:
-                if job.cancel.is_set():
-                    self._finish_job(job, error=(REQUEST_CANCELLED, "%s cancelled by the host" % job.method, None))
-                    continue
                 try:
                     result, error = self._dispatch(job), None
                 except _Answer as a:
@@ -1202,9 +1203,11 @@ class _Server:
                 except Exception as e:  # a bug of the runtime's: answer, go on
                     self._diag("%s failed:\n%s" % (job.method, traceback.format_exc()))
                     result, error = None, (INTERNAL_ERROR, "%s: internal error: %s" % (job.method, e), None)
-                self._finish_job(job, result=result, error=error)
             finally:
+                # Heartbeats stop before the answer is written, so none
+                # follows the response it was vouching for.
                 self._hb_stop_beating()
+            self._finish_job(job, result=result, error=error)
 
     def _finish_job(self, job, result=None, error=None):
         with self._cond:
@@ -1400,6 +1403,9 @@ class _Server:
             self._hb_active = False
             self._hb_step = None
             self._hb_cond.notify_all()
+            # A beat already being written finishes first.
+            while self._hb_sending:
+                self._hb_cond.wait()
 
     def _heartbeat_loop(self):
         with self._hb_cond:
@@ -1415,11 +1421,14 @@ class _Server:
                 params = {"timestamp": utc_now()}
                 if self._hb_step:
                     params["step_id"] = self._hb_step
+                self._hb_sending = True
                 self._hb_cond.release()
                 try:
                     self._notify("heartbeat", params)
                 finally:
                     self._hb_cond.acquire()
+                    self._hb_sending = False
+                    self._hb_cond.notify_all()
 
     # Methods --------------------------------------------------------------
 
