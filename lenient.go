@@ -112,3 +112,18 @@ func (p *FetchArtifactParams) UnmarshalJSON(b []byte) error {
 	p.Offset, p.Length = int64(v.Offset), int(v.Length)
 	return nil
 }
+
+// UnmarshalJSON decodes a ping result, with protocol held to
+// docs/protocol.md's integer.
+func (r *PingResult) UnmarshalJSON(b []byte) error {
+	type plain PingResult // without this method
+	v := struct {
+		*plain
+		Protocol integer `json:"protocol"`
+	}{plain: (*plain)(r), Protocol: integer(r.Protocol)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	r.Protocol = int(v.Protocol)
+	return nil
+}

@@ -338,31 +338,6 @@ func (s *Stream) WriteFrame(frame []byte) error {
 	return s.queueLocked(frame)
 }
 
-// WriteFrames writes one or more already-encoded messages at once: frames
-// is their lines, each a single line of JSON ending in a newline. They go
-// out together, in one Write with whatever else is queued, so a peer
-// reading them wakes once for all. Each frame is checked against the cap
-// first; if one is over it, nothing is written and the FrameError names
-// it.
-func (s *Stream) WriteFrames(frames []byte) error {
-	if len(frames) == 0 {
-		return nil
-	}
-	if frames[len(frames)-1] != '\n' {
-		return &FrameError{Op: "write", Reason: "frames do not end in a newline", Size: len(frames), Quote: quote(frames)}
-	}
-	for rest := frames; len(rest) > 0; {
-		i := bytes.IndexByte(rest, '\n')
-		if err := s.checkSize(rest, i); err != nil {
-			return err
-		}
-		rest = rest[i+1:]
-	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	return s.enqueueLocked(frames, true)
-}
-
 // WriteNotification queues the JSON-RPC 2.0 notification of method with
 // params: the same bytes that jsonrpc2's Conn.Notify writes through
 // WriteObject, encoded by AppendNotification without jsonrpc2's maps. It
@@ -414,45 +389,46 @@ func (s *Stream) notify(method string, params any, wait bool) error {
 	return s.enqueueLocked(line, wait)
 }
 
-// Flush waits until everything queued has been written, and returns the
-// first write error, if any.
-func (s *Stream) Flush() error {
+// HoldNotification queues a notification like QueueNotification, but
+// starts no write: it goes out with the next message written (or at
+// Flush), in the same Write.
+func (s *Stream) HoldNotification(method string, params any) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	for (s.writing || s.written < s.queued) && s.werr == nil {
-		s.waitLocked()
+	if s.werr != nil {
+		return s.werr
 	}
-	return s.werr
-}
-
-// WriteRequest writes req: the same bytes WriteObject writes for it,
-// encoded by AppendRequest (without jsonrpc2's map) when it can.
-func (s *Stream) WriteRequest(req *jsonrpc2.Request) error {
-	s.wmu.Lock()
-	line, ok := AppendRequest(s.nbuf[:0], req)
-	if ok {
-		defer s.wmu.Unlock()
-		s.nbuf = line[:0]
-		defer s.shrinkLocked()
-		return s.queueLocked(line)
-	}
-	s.wmu.Unlock()
-	return s.WriteObject(req)
-}
-
-// WriteResponse writes the successful response to request id with result:
-// the same bytes jsonrpc2's Conn.Reply writes through WriteObject, encoded
-// by AppendResponse.
-func (s *Stream) WriteResponse(id jsonrpc2.ID, result any) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	line, err := AppendResponse(s.nbuf[:0], id, result)
+	line, err := AppendNotification(s.nbuf[:0], method, params)
 	if err != nil {
-		return err
+		return fmt.Errorf("tproxy: encode message: %w", err)
 	}
 	s.nbuf = line[:0]
 	defer s.shrinkLocked()
-	return s.queueLocked(line)
+	if err := s.checkSize(line, len(line)-1); err != nil {
+		return err
+	}
+	s.pending = append(s.pending, line...)
+	s.queued += int64(len(line))
+	return nil
+}
+
+// Flush writes what is held and waits until everything queued has been
+// written, and returns the first write error, if any.
+func (s *Stream) Flush() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for s.written < s.queued && s.werr == nil {
+		if !s.writing {
+			s.writing = true
+			s.drainLocked()
+			continue
+		}
+		s.waitLocked()
+	}
+	for s.writing && s.werr == nil {
+		s.waitLocked()
+	}
+	return s.werr
 }
 
 // maxQueued bounds the bytes queued by WriteNotification.

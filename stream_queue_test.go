@@ -141,33 +141,40 @@ func TestStreamGrowsReadBuffer(t *testing.T) {
 	}
 }
 
-// TestStreamWriteFrames: several frames go out in one Write; a frame over
-// the cap, or bytes not ending in a newline, write nothing.
-func TestStreamWriteFrames(t *testing.T) {
+// TestStreamHoldNotification: held notifications go out in one Write with
+// the next frame, or at Flush; one over the cap is refused and holds
+// nothing.
+func TestStreamHoldNotification(t *testing.T) {
 	w := &slowWriter{}
-	s := tproxy.NewStream(w, 16)
-	if err := s.WriteFrames([]byte("{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n")); err != nil {
-		t.Fatal(err)
-	}
-	if w.buf.String() != "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n" || w.writes != 1 {
-		t.Errorf("wrote %q in %d writes, want the three frames in one", w.buf.String(), w.writes)
-	}
-	for _, bad := range []string{
-		"{\"a\":1}\n{\"big\":\"0123456789\"}\n{\"c\":3}\n",
-		"{\"a\":1}\n{\"b\":2}",
-	} {
-		err := s.WriteFrames([]byte(bad))
-		var fe *tproxy.FrameError
-		if !errors.As(err, &fe) || fe.Op != "write" {
-			t.Errorf("WriteFrames(%q) = %v, want a write FrameError", bad, err)
+	s := tproxy.NewStream(w, 64)
+	for i := range 3 {
+		if err := s.HoldNotification("m", map[string]int{"i": i}); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if err := s.WriteFrames([]byte("{\"a\":1}\n{\"big\":\"0123456789\"}\n")); !errors.Is(err, tproxy.ErrFrameTooLarge) ||
-		!strings.Contains(err.Error(), "cap 16") {
-		t.Errorf("oversize frame: %v, want ErrFrameTooLarge naming the cap", err)
+	if err := s.HoldNotification("m", strings.Repeat("x", 100)); !errors.Is(err, tproxy.ErrFrameTooLarge) {
+		t.Errorf("oversize held notification: %v, want ErrFrameTooLarge", err)
 	}
-	if w.writes != 1 {
-		t.Errorf("refused frames were written: %d writes, %q", w.writes, w.buf.String())
+	if w.writes != 0 {
+		t.Fatalf("held notifications were written at once: %q", w.buf.String())
+	}
+	if err := s.WriteFrame([]byte(`{"r":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"jsonrpc":"2.0","method":"m","params":{"i":0}}` + "\n" +
+		`{"jsonrpc":"2.0","method":"m","params":{"i":1}}` + "\n" +
+		`{"jsonrpc":"2.0","method":"m","params":{"i":2}}` + "\n" + `{"r":1}` + "\n"
+	if w.buf.String() != want || w.writes != 1 {
+		t.Errorf("wrote %q in %d writes, want %q in one", w.buf.String(), w.writes, want)
+	}
+	if err := s.HoldNotification("m", 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(w.buf.String(), `{"jsonrpc":"2.0","method":"m","params":7}`+"\n") || w.writes != 2 {
+		t.Errorf("Flush did not write the held notification: %q, %d writes", w.buf.String(), w.writes)
 	}
 }
 

@@ -19,7 +19,7 @@ type badMessage struct {
 	id   *jsonrpc2.ID // nil: answered with "id": null
 }
 
-// decodeMessage decodes a frame that tproxy.ParseRequest did not take. It
+// decodeMessage decodes a frame from the host, as section 12 asks. It
 // returns the request, or nil for a message to ignore (a response: the
 // worker makes no calls), or what to answer a frame that is not a request
 // with.

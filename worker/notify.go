@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,151 +12,103 @@ import (
 	"github.com/tproxy/tproxy"
 )
 
-// rpcConn is the worker's end of the connection: what jsonrpc2's Conn
-// would write, written to the Stream directly. Notifications are encoded by
-// tproxy.AppendNotification (no maps, no reflection for the hot ones) and
-// queued on the stream (Stream.WriteNotification), the same bytes
-// Conn.Notify would write. Responses (server.reply) go to the same Stream,
-// which writes everything in the order it was queued and makes a response
-// wait for the notifications queued before it: a step's notifications stay
-// ahead of its response. The server reads the host's messages itself
-// (server.read), so a connection costs no goroutine of its own.
-type rpcConn struct {
+// lane is the fast lane for the worker's notifications: they are encoded
+// by tproxy.AppendNotification (no maps, no reflection for the hot ones)
+// and written to the Stream directly, the bytes Conn.Notify would write.
+// The Stream writes everything in the order it was queued, Conn's
+// responses included, and makes a response wait for the notifications
+// queued before it: a step's notifications stay ahead of its response.
+type lane struct {
 	stream *tproxy.Stream
 	async  bool          // Worker.AsyncNotify: queue notifications, do not wait
 	done   chan struct{} // closed once the connection is closed
 }
 
-// Notify sends a notification, as jsonrpc2's Conn.Notify does.
-func (c *rpcConn) Notify(_ context.Context, method string, params any) error {
-	if c.closed() {
+// Notify sends a notification: written when it returns, or only queued
+// with Worker.AsyncNotify.
+func (l *lane) Notify(method string, params any) error {
+	if l.closed() {
 		return jsonrpc2.ErrClosed
 	}
 	var err error
-	switch {
-	case params == nil:
-		err = c.stream.WriteObject(&jsonrpc2.Request{Method: method, Notif: true})
-	case c.async:
-		err = c.stream.QueueNotification(method, params)
-	default:
-		err = c.stream.WriteNotification(method, params)
+	if l.async {
+		err = l.stream.QueueNotification(method, params)
+	} else {
+		err = l.stream.WriteNotification(method, params)
 	}
-	if err != nil && c.closed() {
+	if err != nil && l.closed() {
 		return jsonrpc2.ErrClosed
 	}
 	return err
 }
 
-// ReplyWithError sends a response with an error, as jsonrpc2's
-// Conn.ReplyWithError does.
-func (c *rpcConn) ReplyWithError(_ context.Context, id jsonrpc2.ID, respErr *jsonrpc2.Error) error {
-	return c.replyError(true, id, respErr)
-}
-
-// replyError sends an error response to id, or with "id": null when
-// hasID is false: JSON-RPC 2.0's answer to a message whose id could not be
-// read. An error too big for the frame cap (a long message, large data)
-// is sent cut short rather than not at all: the request is answered.
-func (c *rpcConn) replyError(hasID bool, id jsonrpc2.ID, respErr *jsonrpc2.Error) error {
-	if c.closed() {
+// replyError sends an error response to id, or with "id": null when id is
+// nil: JSON-RPC 2.0's answer to a message whose id could not be read,
+// which jsonrpc2's Conn cannot send. An error too big for the frame cap
+// (a long message, large data) is sent cut short rather than not at all.
+func (l *lane) replyError(id *jsonrpc2.ID, respErr *jsonrpc2.Error) error {
+	if l.closed() {
 		return jsonrpc2.ErrClosed
 	}
 	write := func(e *jsonrpc2.Error) error {
-		if hasID {
-			return c.stream.WriteObject(&jsonrpc2.Response{ID: id, Error: e})
-		}
-		return c.stream.WriteObject(&struct {
+		return l.stream.WriteObject(&struct {
 			JSONRPC string          `json:"jsonrpc"`
-			ID      *jsonrpc2.ID    `json:"id"` // always null
+			ID      *jsonrpc2.ID    `json:"id"` // null when nil
 			Error   *jsonrpc2.Error `json:"error"`
-		}{JSONRPC: "2.0", Error: e})
+		}{JSONRPC: "2.0", ID: id, Error: e})
 	}
 	err := write(respErr)
 	if errors.Is(err, tproxy.ErrFrameTooLarge) {
 		err = write(&jsonrpc2.Error{Code: respErr.Code, Message: truncate([]byte(respErr.Message), 100)})
 	}
-	if err != nil && c.closed() {
+	if err != nil && l.closed() {
 		return jsonrpc2.ErrClosed
 	}
 	return err
 }
 
-func (c *rpcConn) closed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
+func (l *lane) closed() bool { return chanClosed(l.done) }
 
-// connSink is the worker side of the shared sink: it forwards what steps
+// laneSink is the worker side of the shared sink: it forwards what steps
 // emit to the host as notifications, in emission order.
-type connSink struct{ conn *rpcConn }
+type laneSink struct{ l *lane }
 
-func (c connSink) Event(ctx context.Context, e tproxy.Event) error {
-	return c.conn.Notify(ctx, tproxy.MethodEvent, e)
+func (c laneSink) Event(_ context.Context, e tproxy.Event) error {
+	return c.l.Notify(tproxy.MethodEvent, e)
 }
 
-func (c connSink) Metric(ctx context.Context, m tproxy.Metric) error {
-	return c.conn.Notify(ctx, tproxy.MethodMetric, m)
+func (c laneSink) Metric(_ context.Context, m tproxy.Metric) error {
+	return c.l.Notify(tproxy.MethodMetric, m)
 }
 
 // Flush is a no-op: each notification is written when it is emitted.
-func (c connSink) Flush() error { return nil }
+func (c laneSink) Flush() error { return nil }
 
-// batchSink collects notifications, encoded, to be written later in one
-// go with the response they precede (see server.reply). The runtime sends
-// what it emits after a step's driver has returned (artifact refusals,
-// the step's metrics, step_complete or step_failed) through one, so that
-// the host reads the end of a step and its response in one wake-up
-// instead of one per message. No driver code runs between those
-// notifications and the response: a driver's own notifications are
-// written as it emits them. It is used by the executor goroutine only.
-type batchSink struct {
-	buf []byte
-	max int // the stream's frame cap
+// heldSink holds notifications in the Stream to go out in one write with
+// the next message, the response they precede (Stream.HoldNotification).
+// The runtime sends what it emits after a step's driver has returned
+// (artifact refusals, the step's metrics, step_complete or step_failed)
+// through one, so that the host reads the end of a step and its response
+// in one wake-up instead of one per message. No driver code runs between
+// those notifications and the response: a driver's own notifications are
+// written as it emits them.
+type heldSink struct{ l *lane }
+
+func (h heldSink) Event(_ context.Context, e tproxy.Event) error {
+	return h.l.stream.HoldNotification(tproxy.MethodEvent, e)
 }
 
-func (b *batchSink) add(method string, params any) error {
-	n := len(b.buf)
-	buf, err := tproxy.AppendNotification(b.buf, method, params)
-	if err != nil {
-		return fmt.Errorf("tproxy: encode message: %w", err)
-	}
-	if size := len(buf) - n - 1; size > b.max {
-		b.buf = buf[:n]
-		return &tproxy.FrameError{Op: "write", Reason: "frame too large", Size: size, Limit: b.max,
-			Quote: bytes.Clone(buf[n : n+min(size, 64)]), Err: tproxy.ErrFrameTooLarge}
-	}
-	b.buf = buf
-	return nil
+func (h heldSink) Metric(_ context.Context, m tproxy.Metric) error {
+	return h.l.stream.HoldNotification(tproxy.MethodMetric, m)
 }
 
-// take returns what was collected and empties the sink; the returned
-// bytes are valid until the sink is next written to.
-func (b *batchSink) take() []byte {
-	buf := b.buf
-	b.buf = buf[:0]
-	return buf
-}
-
-func (b *batchSink) Event(_ context.Context, e tproxy.Event) error {
-	return b.add(tproxy.MethodEvent, e)
-}
-
-func (b *batchSink) Metric(_ context.Context, m tproxy.Metric) error {
-	return b.add(tproxy.MethodMetric, m)
-}
-
-// Flush is a no-op: server.reply writes what was collected.
-func (b *batchSink) Flush() error { return nil }
+// Flush is a no-op: the response's write takes what is held.
+func (h heldSink) Flush() error { return nil }
 
 // logHandler is a slog.Handler that sends records to the host as log
 // notifications.
 type logHandler struct {
-	conn   *rpcConn
-	ctx    context.Context
+	lane   *lane
 	level  slog.Leveler
 	stepID string
 	mask   *tproxy.Masker
@@ -187,7 +138,7 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 			return true
 		})
 	}
-	return h.conn.Notify(h.ctx, tproxy.MethodLog, h.mask.LogRecord(rec))
+	return h.lane.Notify(tproxy.MethodLog, h.mask.LogRecord(rec))
 }
 
 // addAttr flattens groups into dotted keys.
@@ -246,4 +197,11 @@ func (h *logHandler) WithGroup(name string) slog.Handler {
 	}
 	h2.group = name
 	return &h2
+}
+
+// debugLogger routes jsonrpc2's own messages to the logger at debug level.
+type debugLogger struct{ l *slog.Logger }
+
+func (d debugLogger) Printf(format string, v ...any) {
+	d.l.Debug(fmt.Sprintf(format, v...))
 }

@@ -17,14 +17,17 @@ import (
 	"github.com/tproxy/tproxy"
 )
 
-// server is one connection's runtime. The read loop (server.read) answers
-// ping and $/cancelRequest at once and queues every other request; an
-// executor goroutine runs the queue in arrival order, so session state is
-// touched by one goroutine at a time and a cancel is never stuck behind the
-// step it cancels. The executor runs only while there is work, and the read
-// loop runs on Serve's goroutine when the connection's reads can be
-// interrupted (see serve): an idle session then costs no goroutine beyond
-// the one that called Serve.
+// server is one connection's runtime. jsonrpc2's Conn reads the host's
+// messages and writes the responses; server.readObject, under it, frames
+// the input and answers what is not a request (docs/protocol.md section
+// 12) without handing it on. The handler (server.Handle) answers ping and
+// $/cancelRequest at once and queues every other request; an executor
+// goroutine runs the queue in arrival order, so session state is touched
+// by one goroutine at a time, cleanup never overlaps a step still winding
+// down, and a cancel is never stuck behind the step it cancels. The
+// executor runs only while there is work. Notifications take the fast
+// lane (lane), straight to the Stream, which keeps them in order with the
+// responses Conn writes through it.
 //
 // A session ends in two stages. halt ends the work: whatever stopped the
 // session (the end of the host's input, a failed write to the host, the
@@ -41,7 +44,10 @@ type server struct {
 	cancel context.CancelFunc
 	work   context.Context // the requests' parent; ends when the session stops
 	stop   context.CancelFunc
-	conn   *rpcConn
+	conn   *jsonrpc2.Conn
+	lane   *lane
+	ready  chan struct{} // closed once conn is set
+	done   chan struct{} // closed by close
 
 	mu        sync.Mutex
 	queue     []*job
@@ -58,12 +64,11 @@ type server struct {
 	dir       string   // the session directory, for shut when the executor is stuck
 	dirLock   *os.File // the directory's owner file, locked while it is in use
 
-	closeRead func() error // the connection's CloseRead, if reads are on serve's goroutine
-	closeOnce sync.Once
-	stopClose func() bool // stops ctx's end from closing the connection
+	closeOnce   sync.Once
+	closeIOOnce sync.Once
+	stopClose   func() bool // stops ctx's end from closing the connection
 
-	sess session   // the executor's
-	tail batchSink // the executor's: notifications to send with the reply
+	sess session // the executor's
 
 	onMasker func(*tproxy.Masker)   // told the session's masker; may be nil
 	beatStep atomic.Pointer[string] // the step a heartbeat names, if any
@@ -88,9 +93,11 @@ func newServer(w *Worker, rwc io.ReadWriteCloser) *server {
 		log:      w.logger(),
 		inflight: map[jsonrpc2.ID]context.CancelFunc{},
 		drained:  make(chan struct{}),
+		ready:    make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	s.stream = tproxy.NewStream(watchedWrites{rwc, s.writeFailed}, w.MaxFrameSize)
-	s.tail = batchSink{max: s.stream.MaxFrameSize()}
+	s.lane = &lane{stream: s.stream, async: w.AsyncNotify, done: s.done}
 	return s
 }
 
@@ -118,7 +125,7 @@ var errServeEnded = errors.New("the worker is shutting down")
 // host is gone, or closed its end of the worker's output). Nothing more
 // can reach the host, so the connection is closed at once.
 func (s *server) writeFailed(err error) {
-	if s.conn.closed() {
+	if s.closed() {
 		return // our own close interrupted the write
 	}
 	s.mu.Lock()
@@ -131,39 +138,16 @@ func (s *server) writeFailed(err error) {
 	s.close()
 }
 
-// serve reads and handles the host's messages until the connection ends.
-// A connection with a CloseRead method (transport.InMemory's, a TCP or Unix
-// socket) is read on this goroutine: the end of ctx stops the session,
-// then closes the connection and interrupts the read with CloseRead. Any
-// other (the process's stdin, whose blocking read nothing interrupts) is
-// read on a goroutine of its own, so that serve can return when ctx ends;
-// that goroutine ends when its read fails.
+// serve serves the connection until it ends. The end of ctx stops the
+// session, then closes the connection, which interrupts the read in
+// progress.
 func (s *server) serve(ctx context.Context) error {
-	// The read loop runs under this frame for the whole session, so the
-	// work before and after it is in open and shut: an idle session's
-	// stack is then small enough for the runtime to shrink (see
-	// Stream.ReadFrame).
-	if s.open(ctx) {
-		s.read()
-	} else {
-		go s.read()
-		<-s.conn.done
-	}
-	return s.shut()
-}
-
-// open sets the connection up and reports whether to read it on serve's
-// goroutine.
-func (s *server) open(ctx context.Context) (inline bool) {
 	// The connection outlives ctx by the stop grace, so that the step
 	// cancelled by ctx's end can still be answered; its values pass on.
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.work, s.stop = context.WithCancel(s.ctx)
-	s.conn = &rpcConn{stream: s.stream, async: s.w.AsyncNotify, done: make(chan struct{})}
-	cr, inline := s.rwc.(interface{ CloseRead() error })
-	if inline {
-		s.closeRead = cr.CloseRead
-	}
+	s.conn = jsonrpc2.NewConn(s.ctx, objectStream{s}, s, jsonrpc2.SetLogger(debugLogger{s.log}))
+	close(s.ready)
 	s.stopClose = context.AfterFunc(ctx, func() {
 		cause := context.Cause(ctx)
 		if cause == context.Canceled {
@@ -172,11 +156,11 @@ func (s *server) open(ctx context.Context) (inline bool) {
 		s.halt(cause)
 		s.closeWhenAnswered()
 	})
-	return inline
+	<-s.conn.DisconnectNotify()
+	return s.shut()
 }
 
-// shut ends the session once reading has ended: the connection is closed
-// (by the time shut returns, whoever began closing it), the calls in
+// shut ends the session once the connection has ended: the calls in
 // flight are cancelled and waited for, up to the stop grace, and the
 // session's directory is removed.
 func (s *server) shut() error {
@@ -245,7 +229,7 @@ func (s *server) closeWhenAnswered() {
 	timer := time.NewTimer(time.Until(by))
 	select {
 	case <-s.drained:
-	case <-s.conn.done:
+	case <-s.done:
 	case <-timer.C:
 		s.log.Warn("tproxy/worker: closing the connection with a request unanswered after the stop grace",
 			"grace", s.w.stopGrace())
@@ -277,49 +261,67 @@ func chanClosed(ch <-chan struct{}) bool {
 }
 
 // close closes the connection: nothing more is written, the host reads
-// EOF, and a read in progress on serve's goroutine is interrupted.
+// EOF, and the read in progress is interrupted.
 func (s *server) close() {
 	s.closeOnce.Do(func() {
-		close(s.conn.done)
-		s.rwc.Close()
-		if s.closeRead != nil {
-			s.closeRead()
-		}
+		close(s.done)
+		<-s.ready
+		s.conn.Close()
+		s.closeIO()
 	})
 }
 
-// read reads the host's messages and handles them in arrival order until
-// a read fails or the connection is closed, then closes the connection.
-// Requests in the common shape (tproxy.ParseRequest) are taken as they
-// are; any other frame is decoded by decodeMessage. A frame that is not a
-// request is answered as docs/protocol.md section 12 says, and reading
-// goes on. When the host closes its end, the session stops, and read
-// closes the connection once every request already received has been
+func (s *server) closed() bool { return chanClosed(s.done) }
+
+// closeIO closes the connection's byte stream; jsonrpc2 does it too, on
+// close and at the end of reading.
+func (s *server) closeIO() error {
+	var err error
+	s.closeIOOnce.Do(func() {
+		err = s.rwc.Close()
+		if cr, ok := s.rwc.(interface{ CloseRead() error }); ok {
+			// An in-memory pipe's Close ends only its write side.
+			cr.CloseRead()
+		}
+	})
+	return err
+}
+
+// objectStream is the server's jsonrpc2.ObjectStream.
+type objectStream struct{ s *server }
+
+func (o objectStream) ReadObject(v any) error  { return o.s.readObject(v) }
+func (o objectStream) WriteObject(v any) error { return o.s.stream.WriteObject(v) }
+func (o objectStream) Close() error            { return o.s.closeIO() }
+
+// readObject reads the host's next request for jsonrpc2. A frame that is
+// not a request is answered as docs/protocol.md section 12 says, and
+// reading goes on; a response is dropped (the worker makes no calls).
+// When the host closes its end, the session stops, and readObject returns
+// the end of the stream only once every request already received has been
 // answered (as cancelled, unless it completed first), or the stop grace
-// has passed.
-func (s *server) read() {
-	defer s.removeDirOnPanic()
+// has passed: jsonrpc2 writes nothing once reading has ended.
+func (s *server) readObject(v any) error {
+	<-s.ready
 	for {
 		frame, err := s.stream.ReadFrame()
 		if err == nil {
-			req, ok := tproxy.ParseRequest(frame)
-			if !ok {
-				var bad *badMessage
-				if req, bad = decodeMessage(frame); bad != nil {
-					s.refuse(bad, frame)
-					continue
+			req, bad := decodeMessage(frame)
+			if bad == nil && req != nil {
+				if err := json.Unmarshal(frame, v); err != nil {
+					bad = &badMessage{code: tproxy.CodeInvalidRequest, msg: "invalid request: " + err.Error(), id: reqID(req)}
 				}
 			}
-			if req != nil && s.handle(req) {
-				// This goroutine runs the request it just read,
-				// with no hand-off; a new one reads on.
-				go s.read()
-				s.execute()
-				return
+			if bad != nil {
+				s.refuse(bad, frame)
+				continue
 			}
-			continue
+			if req == nil {
+				continue // a response
+			}
+			return nil
 		}
-		if errors.Is(err, tproxy.ErrFrameTooLarge) && !s.conn.closed() {
+		if errors.Is(err, tproxy.ErrFrameTooLarge) && !s.closed() {
 			// The stream skipped the frame without buffering it and
 			// can go on.
 			var fe *tproxy.FrameError
@@ -328,24 +330,26 @@ func (s *server) read() {
 				"invalid request: the frame is %d bytes, over this worker's cap of %d", fe.Size, fe.Limit)}, nil)
 			continue
 		}
-		if !s.conn.closed() {
+		if !s.closed() {
 			s.readEnded(err)
 		}
-		s.close()
-		return
+		return err
 	}
+}
+
+func reqID(req *jsonrpc2.Request) *jsonrpc2.ID {
+	if req.Notif {
+		return nil
+	}
+	return &req.ID
 }
 
 // refuse answers a frame that is not a request, and logs it.
 func (s *server) refuse(bad *badMessage, frame []byte) {
 	s.log.Warn("tproxy/worker: refused a message from the host", "code", bad.code, "reason", bad.msg,
 		"frame", truncate(frame, 200))
-	id := jsonrpc2.ID{}
-	if bad.id != nil {
-		id = *bad.id
-	}
-	err := s.conn.replyError(bad.id != nil, id, &jsonrpc2.Error{Code: bad.code, Message: bad.msg})
-	if err != nil && !s.conn.closed() {
+	err := s.lane.replyError(bad.id, &jsonrpc2.Error{Code: bad.code, Message: bad.msg})
+	if err != nil && !s.closed() {
 		s.log.Error("tproxy/worker: sending a response failed", "err", err)
 	}
 }
@@ -380,19 +384,20 @@ func (s *server) closeDrainedLocked() {
 	}
 }
 
-// handle handles one request. It runs in the read loop, and reports
-// whether the read loop's goroutine is to run the executor.
-func (s *server) handle(req *jsonrpc2.Request) (runExecutor bool) {
+// Handle implements jsonrpc2.Handler. It runs in jsonrpc2's read loop:
+// ping is answered and $/cancelRequest applied at once, and every other
+// request is queued for the executor.
+func (s *server) Handle(_ context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) {
 	if req.Notif {
 		if req.Method == tproxy.MethodCancelRequest {
 			s.cancelRequest(req)
 		}
-		return false
+		return
 	}
 	if req.Method == tproxy.MethodPing {
 		res, err := s.ping(req.Params)
-		s.reply(req.ID, res, err, nil)
-		return false
+		s.reply(req.ID, res, err)
+		return
 	}
 	jctx, cancel := context.WithCancel(s.work)
 	j := &job{ctx: jctx, cancel: cancel, req: req}
@@ -405,19 +410,9 @@ func (s *server) handle(req *jsonrpc2.Request) (runExecutor bool) {
 		s.running = true
 	}
 	s.mu.Unlock()
-	if !start {
-		return false
+	if start {
+		go s.execute()
 	}
-	if s.closeRead == nil {
-		// Reading is on a goroutine of its own: that goroutine runs the
-		// executor and starts another to read (read does both), so the
-		// request starts at once on the thread that read it, and the
-		// new goroutine's start-up is off the request's path. Serve's
-		// own goroutine, when it reads, stays the reader.
-		return true
-	}
-	go s.execute()
-	return false
 }
 
 func (s *server) cancelRequest(req *jsonrpc2.Request) {
@@ -460,7 +455,7 @@ func (s *server) execute() {
 		// result to encode) from a hung worker.
 		stopBeat := s.heartbeats(s.ctx)
 		res, err := s.dispatch(j)
-		s.reply(j.req.ID, res, err, s.tail.take())
+		s.reply(j.req.ID, res, err)
 		stopBeat()
 		s.beatStep.Store(nil)
 		j.cancel()
@@ -538,42 +533,43 @@ func (s *server) errCancelled(method string) *jsonrpc2.Error {
 	return &jsonrpc2.Error{Code: tproxy.CodeRequestCancelled, Message: method + " cancelled by the host"}
 }
 
-// reply sends the response to request id, after tail: notifications
-// already encoded, which go out in the same write as a successful
-// response. A result that cannot be encoded, or is over the frame cap, is
-// answered with an internal error instead, so that the host is not left
-// waiting.
-func (s *server) reply(id jsonrpc2.ID, res any, err error, tail []byte) {
-	if s.conn.closed() {
+// reply sends the response to request id, with whatever notifications
+// the runtime held to go out with it (see lane.hold). A result that cannot
+// be encoded, or is over the frame cap, is answered with an internal error
+// instead, so that the host is not left waiting.
+func (s *server) reply(id jsonrpc2.ID, res any, err error) {
+	if s.closed() {
 		return
 	}
 	var sendErr error
 	if err == nil {
-		n := len(tail)
-		buf, encErr := tproxy.AppendResponse(tail, id, res)
-		switch {
-		case encErr != nil:
+		raw, encErr := json.Marshal(res)
+		if encErr != nil {
 			err = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("encoding the result: %v", encErr)}
-		case len(buf)-n-1 > s.stream.MaxFrameSize():
-			err = &jsonrpc2.Error{Code: tproxy.CodeInternalError,
-				Message: fmt.Sprintf("the result is %d bytes, over the frame cap of %d", len(buf)-n-1, s.stream.MaxFrameSize())}
-			tail = buf[:n]
-		default:
-			// What conn.Reply writes, without its re-encoding of the result.
-			sendErr = s.stream.WriteFrames(buf)
+		} else {
+			sendErr = s.conn.Reply(s.ctx, id, json.RawMessage(raw))
+			var fe *tproxy.FrameError
+			if errors.As(sendErr, &fe) && errors.Is(fe, tproxy.ErrFrameTooLarge) {
+				// Refused before anything was written.
+				err = &jsonrpc2.Error{Code: tproxy.CodeInternalError,
+					Message: fmt.Sprintf("the result is %d bytes, over the frame cap of %d", len(raw), fe.Limit)}
+				sendErr = nil
+			}
 		}
 	}
 	if err != nil {
-		if len(tail) > 0 {
-			sendErr = s.stream.WriteFrames(tail)
-		}
 		var rpcErr *jsonrpc2.Error
 		if !errors.As(err, &rpcErr) {
 			rpcErr = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: err.Error()}
 		}
-		sendErr = errors.Join(sendErr, s.conn.ReplyWithError(s.ctx, id, rpcErr))
+		sendErr = s.conn.ReplyWithError(s.ctx, id, rpcErr)
+		if errors.Is(sendErr, tproxy.ErrFrameTooLarge) {
+			// A long message or large data is sent cut short rather
+			// than not at all: the request is answered.
+			sendErr = s.conn.ReplyWithError(s.ctx, id, &jsonrpc2.Error{Code: rpcErr.Code, Message: truncate([]byte(rpcErr.Message), 100)})
+		}
 	}
-	if sendErr != nil && !errors.Is(sendErr, jsonrpc2.ErrClosed) && !s.conn.closed() {
+	if sendErr != nil && !errors.Is(sendErr, jsonrpc2.ErrClosed) && !s.closed() {
 		s.log.Error("tproxy/worker: sending a response failed", "id", id.String(), "err", sendErr)
 	}
 }

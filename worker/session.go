@@ -191,7 +191,7 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 		config: p.Config, inputs: inputs, sessionID: ss.id, sessionCfg: ss.config,
 		dir: dir, artifactDir: artDir, sink: sink,
 	}
-	step.logger = slog.New(&logHandler{conn: s.conn, ctx: ctx, level: ss.level, stepID: p.StepID, mask: ss.masker})
+	step.logger = slog.New(&logHandler{lane: s.lane, level: ss.level, stepID: p.StepID, mask: ss.masker})
 
 	start := time.Now()
 	sink.Event(ctx, tproxy.Event{Name: "step_start", Timestamp: start.UTC(), StepID: p.StepID,
@@ -205,7 +205,7 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	end := time.Now().UTC()
 
 	// From here on, what the runtime sends goes out with the response.
-	sink = logsink.Mask(&s.tail, ss.masker)
+	sink = logsink.Mask(heldSink{s.lane}, ss.masker)
 	artifacts := s.artifacts(ctx, sink, p.StepID, artDir)
 	if runErr != nil {
 		msg := ss.masker.String(runErr.Error())
@@ -317,7 +317,7 @@ func (s *server) heartbeats(ctx context.Context) (stop func()) {
 		if id := s.beatStep.Load(); id != nil {
 			stepID = *id
 		}
-		s.conn.Notify(ctx, tproxy.MethodHeartbeat, tproxy.Heartbeat{Timestamp: time.Now().UTC(), StepID: stepID})
+		s.lane.Notify(tproxy.MethodHeartbeat, tproxy.Heartbeat{Timestamp: time.Now().UTC(), StepID: stepID})
 		mu.Lock()
 		if !stopped && ctx.Err() == nil {
 			t.Reset(interval)
@@ -351,7 +351,7 @@ func (s *server) cleanup(ctx context.Context) (*tproxy.CleanupResult, error) {
 // sink is where the runtime and steps emit: the connection, behind the
 // session's masker.
 func (s *server) sink() logsink.Sink {
-	return logsink.Mask(connSink{s.conn}, s.sess.masker)
+	return logsink.Mask(laneSink{s.lane}, s.sess.masker)
 }
 
 // artifacts lists a finished step's artifacts. A file it cannot describe

@@ -153,14 +153,11 @@ func takeStdio() (in, out *os.File, err error) {
 		unix.Close(inFD)
 		return nil, nil, fmt.Errorf("dup stdout: %w", err)
 	}
-	// The input is read with plain blocking reads, as a simple line
-	// reader would: a round trip then costs one thread wake-up instead of
-	// the runtime poller's several (BenchmarkPing: ~92 → ~70 µs). Closing
-	// it does not wait for a pending read, and the process exits after
-	// ServeStdio. The output is non-blocking, so that closing it does
-	// interrupt a write the host is not reading.
-	for fd, nonblock := range map[int]bool{inFD: false, outFD: true} {
-		if err := unix.SetNonblock(fd, nonblock); err != nil {
+	// Both are non-blocking, so that they go through the runtime's
+	// poller: closing them interrupts a read the host never completes and
+	// a write the host does not read.
+	for _, fd := range []int{inFD, outFD} {
+		if err := unix.SetNonblock(fd, true); err != nil {
 			unix.Close(inFD)
 			unix.Close(outFD)
 			return nil, nil, fmt.Errorf("set non-blocking: %w", err)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
 )
@@ -94,40 +93,4 @@ func FuzzPingResultUnmarshalJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) { checkPingDecode(t, b) })
-}
-
-// FuzzAppendPingResult checks the worker's encoding of a ping response
-// byte for byte against encoding/json's, as jsonrpc2's Conn.Reply writes it.
-func FuzzAppendPingResult(f *testing.F) {
-	f.Add("pong", "handshake", int64(1764213717392082914), 1, "demo", "0.1.0", "extract", "a<b>&\u2028", uint8(2))
-	f.Add("", "\x00\"\\", int64(-62135596800000000), -7, "", "", "", "", uint8(0))
-	f.Add("pong", "é", int64(0), 1<<40, "w", "v", "\xff", "x", uint8(1))
-	f.Fuzz(func(t *testing.T, status, echo string, nanos int64, protocol int, name, version, d1, d2 string, n uint8) {
-		r := &tproxy.PingResult{Status: status, Echo: echo, Timestamp: time.Unix(0, nanos).UTC(), Protocol: protocol,
-			Worker: tproxy.WorkerInfo{Name: name, Version: version}}
-		switch n % 3 {
-		case 1:
-			r.Worker.Drivers = []string{}
-		case 2:
-			r.Worker.Drivers = []string{d1, d2}
-		}
-		if n%5 == 4 {
-			r.Timestamp = r.Timestamp.In(time.FixedZone("z", protocol%100000))
-		}
-		got, gotErr := tproxy.AppendResponse([]byte("prefix"), jsonrpc2.ID{Num: 7}, r)
-		b, wantErr := json.Marshal(r)
-		if (gotErr != nil) != (wantErr != nil) {
-			t.Fatalf("%+v: error %v, encoding/json %v", r, gotErr, wantErr)
-		}
-		if gotErr != nil {
-			if string(got) != "prefix" {
-				t.Fatalf("failed append changed dst to %q", got)
-			}
-			return
-		}
-		want := `prefix{"id":7,"result":` + string(b) + `,"jsonrpc":"2.0"}` + "\n"
-		if string(got) != want {
-			t.Fatalf("%+v:\n got %s\nwant %s", r, got, want)
-		}
-	})
 }
