@@ -3,10 +3,14 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/internal/wiretest"
@@ -145,6 +149,27 @@ func TestUnsendableResults(t *testing.T) {
 	}
 	if _, resp := call(t, h, 3, "ping", nil); resp["result"] == nil {
 		t.Errorf("ping after: %v", resp)
+	}
+}
+
+// TestHandlerErrors: a Handler's *worker.Error is sent with its code,
+// message and data; any other error as an internal error.
+func TestHandlerErrors(t *testing.T) {
+	w := worker.New("t", "1")
+	w.Handle("typed", func(context.Context, json.RawMessage) (any, error) {
+		return nil, fmt.Errorf("wrapped: %w", &worker.Error{Code: -32050, Message: "no such table", Data: map[string]any{"table": "t1"}})
+	})
+	w.Handle("plain", func(context.Context, json.RawMessage) (any, error) { return nil, errors.New("disk on fire") })
+	h := serveRaw(t, w)
+	_, resp := call(t, h, 1, "typed", nil)
+	want := map[string]any{"code": float64(-32050), "message": "no such table", "data": map[string]any{"table": "t1"}}
+	if d := cmp.Diff(want, resp["error"]); d != "" {
+		t.Errorf("typed error (-want +got):\n%s", d)
+	}
+	_, resp = call(t, h, 2, "plain", nil)
+	want = map[string]any{"code": float64(tproxy.CodeInternalError), "message": "disk on fire"}
+	if d := cmp.Diff(want, resp["error"]); d != "" {
+		t.Errorf("plain error (-want +got):\n%s", d)
 	}
 }
 

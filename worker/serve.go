@@ -558,10 +558,7 @@ func (s *server) reply(id jsonrpc2.ID, res any, err error) {
 		}
 	}
 	if err != nil {
-		var rpcErr *jsonrpc2.Error
-		if !errors.As(err, &rpcErr) {
-			rpcErr = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: err.Error()}
-		}
+		rpcErr := s.rpcError(err)
 		sendErr = s.conn.ReplyWithError(s.ctx, id, rpcErr)
 		if errors.Is(sendErr, tproxy.ErrFrameTooLarge) {
 			// A long message or large data is sent cut short rather
@@ -571,6 +568,31 @@ func (s *server) reply(id jsonrpc2.ID, res any, err error) {
 	}
 	if sendErr != nil && !errors.Is(sendErr, jsonrpc2.ErrClosed) && !s.closed() {
 		s.log.Error("tproxy/worker: sending a response failed", "id", id.String(), "err", sendErr)
+	}
+}
+
+// rpcError is the JSON-RPC error that answers err.
+func (s *server) rpcError(err error) *jsonrpc2.Error {
+	var (
+		rpcErr *jsonrpc2.Error
+		we     *Error
+	)
+	switch {
+	case errors.As(err, &rpcErr):
+		return rpcErr
+	case errors.As(err, &we):
+		rpcErr = &jsonrpc2.Error{Code: we.Code, Message: we.Message}
+		if we.Data != nil {
+			data, dataErr := json.Marshal(we.Data)
+			if dataErr != nil {
+				s.log.Error("tproxy/worker: encoding an error's data failed; sent without it", "err", dataErr)
+			} else {
+				rpcErr.Data = (*json.RawMessage)(&data)
+			}
+		}
+		return rpcErr
+	default:
+		return &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: err.Error()}
 	}
 }
 

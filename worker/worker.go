@@ -19,9 +19,23 @@ import (
 const DefaultHeartbeatInterval = 2 * time.Second
 
 // A Handler answers a user-registered method. params is the request's raw
-// params (nil when absent). A returned *jsonrpc2.Error is sent as is; any
-// other error is sent with CodeInternalError and its message.
+// params (nil when absent). A returned *Error is sent with its code,
+// message and data; any other error is sent with tproxy.CodeInternalError
+// and its message.
 type Handler func(ctx context.Context, params json.RawMessage) (result any, err error)
+
+// Error is the JSON-RPC error a Handler returns to choose the response's
+// code and data (docs/protocol.md section 7 lists the protocol's codes;
+// a method of one's own may use others).
+type Error struct {
+	Code    int64
+	Message string
+	// Data, if not nil, is encoded as the error's data member.
+	Data any
+}
+
+// Error returns the message and the code.
+func (e *Error) Error() string { return fmt.Sprintf("%s (code %d)", e.Message, e.Code) }
 
 // Worker is the worker runtime: the drivers and methods it offers and how
 // it serves them. Configure it, register drivers, then call ServeStdio (in
@@ -56,10 +70,11 @@ type Worker struct {
 	// by cleanup, and whenever the session ends otherwise: the end of the
 	// host's input, SIGTERM, a failed write to the host, a panic in the
 	// runtime. A worker killed outright (SIGKILL, a crash outside the
-	// runtime, os.Exit in a driver) cannot remove it; the first prepare
-	// of a later worker with the same WorkDir (at most once an hour per
-	// WorkDir) removes such a directory once it is 24 hours old, if no
-	// live process holds its lock.
+	// runtime, os.Exit in a driver) cannot remove it; on Unix, the first
+	// prepare of a later worker with the same WorkDir (at most once an
+	// hour per WorkDir) removes such a directory once it is 24 hours old,
+	// if no live process holds its lock (flock). Elsewhere there is no
+	// such lock and no sweep: such a directory stays.
 	WorkDir string
 
 	// StopGrace bounds how long a stopping session waits. A session stops
