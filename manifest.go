@@ -6,6 +6,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/tproxy/tproxy/internal/check"
 )
 
 // ManifestError reports a manifest that cannot run, naming the step at
@@ -47,7 +49,7 @@ func (m Manifest) Order() ([]StepSpec, error) {
 	}
 	index := make(map[string]int, len(m.Steps))
 	for i, st := range m.Steps {
-		if err := ValidateID("step id", st.ID); err != nil {
+		if err := check.ID("step id", st.ID); err != nil {
 			return nil, &ManifestError{StepID: st.ID, Reason: fmt.Sprintf("step %d: %v", i, err)}
 		}
 		if _, dup := index[st.ID]; dup {

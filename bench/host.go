@@ -12,6 +12,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wire"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
@@ -48,7 +49,7 @@ func (l *latencySink) Event(ctx context.Context, e tproxy.Event) error {
 	return l.Files.Event(ctx, e)
 }
 
-func (l *latencySink) EventRaw(ctx context.Context, e *tproxy.RawEvent) error {
+func (l *latencySink) EventRaw(ctx context.Context, e *wire.RawEvent) error {
 	l.note(e.Name, e.Timestamp)
 	return l.Files.EventRaw(ctx, e)
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/check"
+	"github.com/tproxy/tproxy/internal/wire"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
@@ -32,7 +34,7 @@ type Client struct {
 	cfg    config
 	proc   transport.Process
 	conn   *jsonrpc2.Conn
-	stream *tproxy.Stream // conn's
+	stream *wire.Stream // conn's
 	info   tproxy.PingResult
 
 	nextID    atomic.Uint64
@@ -50,8 +52,8 @@ type Client struct {
 	// silenceErr is set when the watchdog killed a silent worker.
 	silenceErr *SilenceError
 
-	rawEvent tproxy.RawEvent // the read loop's, reused for every event
-	metric   tproxy.Metric   // the read loop's, reused for every metric
+	rawEvent wire.RawEvent // the read loop's, reused for every event
+	metric   tproxy.Metric // the read loop's, reused for every metric
 
 	bg        sync.WaitGroup // cancel notifications being sent, a silent worker being killed
 	closeOnce sync.Once
@@ -76,7 +78,7 @@ func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client,
 		return nil, fmt.Errorf("tproxy/host: starting the worker: %w", err)
 	}
 	c := &Client{cfg: cfg, proc: proc}
-	stream := &hostStream{c: c, s: tproxy.NewStream(proc, cfg.maxFrame)}
+	stream := &hostStream{c: c, s: wire.NewStream(proc, cfg.maxFrame)}
 	stream.raw, _ = cfg.sink.(logsink.RawEventSink)
 	c.stream = stream.s
 	c.conn = jsonrpc2.NewConn(context.Background(), stream, handler{c}, jsonrpc2.SetLogger(debugLogger{cfg.logger}))
@@ -175,7 +177,7 @@ func (c *Client) Cleanup(ctx context.Context) (*tproxy.CleanupResult, error) {
 // path, and checks that the bytes match a.Size and a.SHA256; a mismatch is
 // an *ArtifactError (w has then received bytes that must be discarded).
 func (c *Client) FetchArtifact(ctx context.Context, stepID string, a tproxy.Artifact, w io.Writer) error {
-	if err := tproxy.CheckArtifactPath(a.Path); err != nil {
+	if err := check.ArtifactPath(a.Path); err != nil {
 		return &ArtifactError{StepID: stepID, Path: a.Path, Reason: err.Error()}
 	}
 	h := sha256.New()
@@ -500,7 +502,7 @@ func truncate(b []byte, n int) string {
 // worker's stdin when jsonrpc2 closes it: ending the worker is Close's job.
 type hostStream struct {
 	c *Client
-	s *tproxy.Stream
+	s *wire.Stream
 
 	raw logsink.RawEventSink // the sink, if it takes events as parsed from the wire
 
@@ -522,12 +524,12 @@ func (h *hostStream) ReadObject(v any) error {
 		if err == nil {
 			h.c.heard()
 			// The fast paths only take well-formed protocol messages.
-			if h.raw != nil && tproxy.ParseEventNotification(frame, &h.c.rawEvent) {
+			if h.raw != nil && wire.ParseEventNotification(frame, &h.c.rawEvent) {
 				h.started = true
 				h.c.eventRaw(context.Background(), h.raw, frame)
 				continue
 			}
-			if method, params, ok := tproxy.ParseNotification(frame); ok {
+			if method, params, ok := wire.ParseNotification(frame); ok {
 				h.started = true
 				h.c.notification(context.Background(), method, params)
 				continue
@@ -537,7 +539,7 @@ func (h *hostStream) ReadObject(v any) error {
 				h.c.cfg.logger.Debug("tproxy/host: dropped a response to an id this host never sends", "frame", truncate(frame, 200))
 				continue
 			}
-			err = tproxy.DecodeFrame(frame, v)
+			err = wire.DecodeFrame(frame, v)
 			if h.banner(frame, err) {
 				continue
 			}

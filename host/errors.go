@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/mask"
 	"github.com/tproxy/tproxy/transport"
 )
 
@@ -210,7 +211,7 @@ const limitLogBytes = "log_bytes"
 // error of another type whose own text holds a secret is replaced by one
 // that has the masked text and unwraps to its masked chain: its type is
 // lost, the secret with it.
-func maskError(m *tproxy.Masker, err error) error {
+func maskError(m *mask.Masker, err error) error {
 	if err == nil || !m.HasValues() {
 		return err
 	}
@@ -226,7 +227,7 @@ func maskError(m *tproxy.Masker, err error) error {
 func maskWrapped[T any, P interface {
 	*T
 	error
-}](m *tproxy.Masker, e P, field func(*T) *error) (error, bool) {
+}](m *mask.Masker, e P, field func(*T) *error) (error, bool) {
 	inner := *field(e)
 	if inner == nil {
 		return e, false
@@ -241,7 +242,7 @@ func maskWrapped[T any, P interface {
 }
 
 // changed.
-func maskChain(m *tproxy.Masker, err error) (error, bool) {
+func maskChain(m *mask.Masker, err error) (error, bool) {
 	str := func(s string) (string, bool) {
 		ms := m.String(s)
 		return ms, ms != s

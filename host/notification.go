@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
 	"github.com/tproxy/tproxy/logsink"
 )
 
@@ -34,7 +35,7 @@ func (c *Client) notification(ctx context.Context, method string, params []byte)
 	var err error
 	switch method {
 	case tproxy.MethodEvent:
-		if rs, ok := c.cfg.sink.(logsink.RawEventSink); ok && tproxy.ParseEvent(params, &c.rawEvent) {
+		if rs, ok := c.cfg.sink.(logsink.RawEventSink); ok && wire.ParseEvent(params, &c.rawEvent) {
 			c.eventRaw(ctx, rs, params)
 			return
 		}
@@ -47,7 +48,7 @@ func (c *Client) notification(ctx context.Context, method string, params []byte)
 			c.noteSinkErr(c.cfg.sink.Event(ctx, e))
 		}
 	case tproxy.MethodMetric:
-		if c.cfg.sink != nil && tproxy.ParseMetric(params, &c.metric) {
+		if c.cfg.sink != nil && wire.ParseMetric(params, &c.metric) {
 			c.noteSinkErr(c.cfg.sink.Metric(ctx, c.metric))
 			break
 		}

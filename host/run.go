@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/check"
+	"github.com/tproxy/tproxy/internal/mask"
+	"github.com/tproxy/tproxy/internal/wire"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
@@ -153,7 +156,7 @@ type RunSpec struct {
 type Run struct {
 	t      transport.Transport
 	spec   RunSpec
-	masker *tproxy.Masker
+	masker *mask.Masker
 	order  []tproxy.StepSpec
 	files  *logsink.Files
 	sink   logsink.Sink
@@ -292,10 +295,10 @@ func (r *Run) prepare(ctx context.Context) error {
 	if r.t == nil {
 		return errors.New("tproxy/host: Run has no transport")
 	}
-	if err := tproxy.ValidateID("session id", r.spec.SessionID); err != nil {
+	if err := check.ID("session id", r.spec.SessionID); err != nil {
 		return fmt.Errorf("tproxy/host: %w", err)
 	}
-	m, err := tproxy.NewMasker(r.spec.Secrets)
+	m, err := mask.NewMasker(r.spec.Secrets)
 	if err != nil {
 		return err
 	}
@@ -335,7 +338,7 @@ func (r *Run) prepare(ctx context.Context) error {
 	// Always, even with no secret value known: a value under a secret key
 	// is masked whatever it is. Events with nothing to mask keep the raw
 	// fast path.
-	sink = logsink.Mask(sink, m)
+	sink = mask.Sink(sink, m)
 	r.sink = capGuard(sink, r.hitLimit)
 	r.event(ctx, "run_start", "", map[string]any{"session_id": r.spec.SessionID, "steps_total": len(r.spec.Manifest.Steps)})
 
@@ -467,7 +470,7 @@ func (r *Run) fetchArtifacts(ctx context.Context, stepID string, arts []tproxy.A
 	// the worker chose how many it listed.
 	var over []tproxy.Artifact
 	for _, a := range arts {
-		if err := tproxy.CheckArtifactPath(a.Path); err != nil {
+		if err := check.ArtifactPath(a.Path); err != nil {
 			return &ArtifactError{StepID: stepID, Path: a.Path, Reason: "refused", Err: err}
 		}
 		if a.Size < 0 {
@@ -870,7 +873,7 @@ type rawGuard struct {
 	raw logsink.RawEventSink
 }
 
-func (g *rawGuard) EventRaw(ctx context.Context, e *tproxy.RawEvent) error {
+func (g *rawGuard) EventRaw(ctx context.Context, e *wire.RawEvent) error {
 	return g.check(g.raw.EventRaw(ctx, e))
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
 	"github.com/tproxy/tproxy/logsink"
 )
 
@@ -51,11 +52,11 @@ func BenchmarkFiles_EventRaw(b *testing.B) {
 	}
 	defer f.Close()
 	ctx := context.Background()
-	var e tproxy.RawEvent
+	var e wire.RawEvent
 	params := []byte(`{"name":"step_complete","timestamp":"2026-11-27T03:28:37.392082914Z","step_id":"extract","data":{"rows":42,"table":"users","duration_ms":12.5}}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if !tproxy.ParseEvent(params, &e) {
+		if !wire.ParseEvent(params, &e) {
 			b.Fatal("not parsed")
 		}
 		if err := f.EventRaw(ctx, &e); err != nil {

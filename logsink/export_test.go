@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
 )
 
 // SetNow replaces the clock Files uses for records with a zero Timestamp.
@@ -11,7 +12,7 @@ func SetNow(f *Files, now func() time.Time) { f.now = now }
 
 // Lines returns the lines Files writes for e through Event and for raw
 // through EventRaw, with the same ts, seq and session.
-func Lines(ts time.Time, e *tproxy.Event, raw *tproxy.RawEvent) (slow, fast string) {
+func Lines(ts time.Time, e *tproxy.Event, raw *wire.RawEvent) (slow, fast string) {
 	var enc lineEncoder
 	slow = string(enc.event(ts, 7, "sess", e))
 	fast = string(enc.rawEvent(ts, 7, "sess", raw))

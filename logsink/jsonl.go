@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
 )
 
 // The file names of a session directory, as the README's "The session directory"
@@ -252,11 +253,11 @@ func (s *Files) Event(_ context.Context, e tproxy.Event) error {
 	return s.write(&s.events, line)
 }
 
-// EventRaw appends e, an event as tproxy.ParseEvent decodes it from a
+// EventRaw appends e, an event as wire.ParseEvent decodes it from a
 // notification's params, to events.jsonl: the same line, byte for byte, as
 // Event writes for the Event that json.Unmarshal decodes from those
 // params, without building its Data map. It implements RawEventSink.
-func (s *Files) EventRaw(_ context.Context, e *tproxy.RawEvent) error {
+func (s *Files) EventRaw(_ context.Context, e *wire.RawEvent) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.usable(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/logsink"
 )

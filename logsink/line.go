@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
 )
 
 // reserved are the keys a line's own fields use; data fields and tags with
@@ -67,7 +68,7 @@ func (e *lineEncoder) eventHead(ts time.Time, seq uint64, session, name, source,
 // already written the way encoding/json writes its decoded value (plain
 // strings, small integers, literals) is copied; others are decoded and
 // written as event writes them.
-func (e *lineEncoder) rawEvent(ts time.Time, seq uint64, session string, ev *tproxy.RawEvent) []byte {
+func (e *lineEncoder) rawEvent(ts time.Time, seq uint64, session string, ev *wire.RawEvent) []byte {
 	e.eventHead(ts, seq, session, ev.Name, ev.Source, ev.StepID)
 	for _, f := range orderRaw(e, ev.Data) {
 		e.key(f.name)
@@ -111,7 +112,7 @@ func (e *lineEncoder) appendRaw(v []byte) {
 			return
 		}
 	}
-	// Unreachable for what tproxy.ParseEvent accepts; keep the line valid.
+	// Unreachable for what wire.ParseEvent accepts; keep the line valid.
 	e.buf = append(e.buf, v...)
 }
 
@@ -218,7 +219,7 @@ func order[V any](e *lineEncoder, m map[string]V) []field {
 
 // orderRaw is order for the data fields of a RawEvent; field.idx is the
 // field's index in data.
-func orderRaw(e *lineEncoder, data []tproxy.RawField) []field {
+func orderRaw(e *lineEncoder, data []wire.RawField) []field {
 	e.fields = e.fields[:0]
 	for i, f := range data {
 		e.fields = append(e.fields, field{key: f.Key, idx: i})

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/logsink"
 )

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
 )
 
 // Sink receives the events and metrics of one session, in emission order.
@@ -23,7 +24,7 @@ type Sink interface {
 	Flush() error
 }
 
-// RawEventSink is a Sink that can also record an event as tproxy.ParseEvent
+// RawEventSink is a Sink that can also record an event as wire.ParseEvent
 // decodes it from a notification's params, its data values still JSON
 // text. A host hands events to EventRaw when its sink has it, saving the
 // cost of building each event's Data map; EventRaw must record the same as
@@ -32,5 +33,5 @@ type Sink interface {
 type RawEventSink interface {
 	Sink
 	// EventRaw records one event.
-	EventRaw(ctx context.Context, e *tproxy.RawEvent) error
+	EventRaw(ctx context.Context, e *wire.RawEvent) error
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/check"
 )
 
 // CleanedConfigFile is the artifact the runtime writes for every step: the
@@ -259,10 +260,10 @@ func (s *server) fetchArtifact(ctx context.Context, raw json.RawMessage) (*tprox
 	if err := decodeParams(tproxy.MethodFetchArtifact, raw, &p, "step_id", "path", "offset", "length"); err != nil {
 		return nil, err
 	}
-	if err := tproxy.ValidateID("step id", p.StepID); err != nil {
+	if err := check.ID("step id", p.StepID); err != nil {
 		return nil, invalidParams(tproxy.MethodFetchArtifact, err)
 	}
-	if err := tproxy.CheckArtifactPath(p.Path); err != nil {
+	if err := check.ArtifactPath(p.Path); err != nil {
 		return nil, invalidParams(tproxy.MethodFetchArtifact, err)
 	}
 	if p.Offset < 0 || p.Length < 0 {

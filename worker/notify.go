@@ -10,16 +10,18 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/mask"
+	"github.com/tproxy/tproxy/internal/wire"
 )
 
 // lane is the fast lane for the worker's notifications: they are encoded
-// by tproxy.AppendNotification (no maps, no reflection for the hot ones)
+// by wire.AppendNotification (no maps, no reflection for the hot ones)
 // and written to the Stream directly, the bytes Conn.Notify would write.
 // The Stream writes everything in the order it was queued, Conn's
 // responses included, and makes a response wait for the notifications
 // queued before it: a step's notifications stay ahead of its response.
 type lane struct {
-	stream *tproxy.Stream
+	stream *wire.Stream
 	async  bool          // Worker.AsyncNotify: queue notifications, do not wait
 	done   chan struct{} // closed once the connection is closed
 }
@@ -111,7 +113,7 @@ type logHandler struct {
 	lane   *lane
 	level  slog.Leveler
 	stepID string
-	mask   *tproxy.Masker
+	mask   *mask.Masker
 	attrs  []slog.Attr
 	group  string
 }

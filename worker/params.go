@@ -9,6 +9,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/check"
 )
 
 // decodeParams decodes a request's params into v and refuses, with
@@ -32,14 +33,14 @@ func decodeParams(method string, raw json.RawMessage, v any, required ...string)
 // checkStep refuses a manifest step or exec_step whose id, driver or
 // inputs break the contract.
 func checkStep(method, what, id, driver string, inputs map[string]tproxy.InputRef) *jsonrpc2.Error {
-	if err := tproxy.ValidateID("step id", id); err != nil {
+	if err := check.ID("step id", id); err != nil {
 		return invalidParams(method, fmt.Errorf("%s: %w", what, err))
 	}
 	if driver == "" {
 		return invalidParams(method, fmt.Errorf("%s: step %q names no driver", what, id))
 	}
 	for name, ref := range inputs {
-		if err := tproxy.ValidateID("from_step", ref.FromStep); err != nil {
+		if err := check.ID("from_step", ref.FromStep); err != nil {
 			return invalidParams(method, fmt.Errorf("%s: step %q: input %q: %w", what, id, name, err))
 		}
 		if ref.Key == "" {

@@ -15,6 +15,8 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/mask"
+	"github.com/tproxy/tproxy/internal/wire"
 )
 
 // server is one connection's runtime. jsonrpc2's Conn reads the host's
@@ -38,7 +40,7 @@ import (
 type server struct {
 	w      *Worker
 	rwc    io.ReadWriteCloser
-	stream *tproxy.Stream
+	stream *wire.Stream
 	log    *slog.Logger
 	ctx    context.Context // the connection's; ends when Serve ends
 	cancel context.CancelFunc
@@ -70,11 +72,11 @@ type server struct {
 
 	sess session // the executor's
 
-	onMasker func(*tproxy.Masker)   // told the session's masker; may be nil
+	onMasker func(*mask.Masker)     // told the session's masker; may be nil
 	beatStep atomic.Pointer[string] // the step a heartbeat names, if any
 }
 
-func (s *server) setMasker(m *tproxy.Masker) {
+func (s *server) setMasker(m *mask.Masker) {
 	if s.onMasker != nil {
 		s.onMasker(m)
 	}
@@ -96,7 +98,7 @@ func newServer(w *Worker, rwc io.ReadWriteCloser) *server {
 		ready:    make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	s.stream = tproxy.NewStream(watchedWrites{rwc, s.writeFailed}, w.MaxFrameSize)
+	s.stream = wire.NewStream(watchedWrites{rwc, s.writeFailed}, w.MaxFrameSize)
 	s.lane = &lane{stream: s.stream, async: w.AsyncNotify, done: s.done}
 	return s
 }

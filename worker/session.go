@@ -19,6 +19,8 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/check"
+	"github.com/tproxy/tproxy/internal/mask"
 	"github.com/tproxy/tproxy/logsink"
 )
 
@@ -32,7 +34,7 @@ type session struct {
 	manifest tproxy.Manifest
 	config   map[string]any
 	level    slog.Level
-	masker   *tproxy.Masker // nil until prepare
+	masker   *mask.Masker // nil until prepare
 
 	attempts  int // exec_step calls that reached a driver
 	executed  int // steps that succeeded
@@ -60,7 +62,7 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 	if p.Manifest.Steps == nil {
 		return nil, invalidParams(tproxy.MethodPrepare, errors.New(`the manifest has no "steps" member`))
 	}
-	if err := tproxy.ValidateID("session id", p.SessionID); err != nil {
+	if err := check.ID("session id", p.SessionID); err != nil {
 		return nil, invalidParams(tproxy.MethodPrepare, err)
 	}
 	ss := &s.sess
@@ -76,7 +78,7 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 	if p.Secrets != nil {
 		secrets = *p.Secrets
 	}
-	masker, err := tproxy.NewMasker(secrets)
+	masker, err := mask.NewMasker(secrets)
 	if err != nil {
 		return nil, invalidParams(tproxy.MethodPrepare, err)
 	}
@@ -205,7 +207,7 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	end := time.Now().UTC()
 
 	// From here on, what the runtime sends goes out with the response.
-	sink = logsink.Mask(heldSink{s.lane}, ss.masker)
+	sink = mask.Sink(heldSink{s.lane}, ss.masker)
 	artifacts := s.artifacts(ctx, sink, p.StepID, artDir)
 	if runErr != nil {
 		msg := ss.masker.String(runErr.Error())
@@ -351,7 +353,7 @@ func (s *server) cleanup(ctx context.Context) (*tproxy.CleanupResult, error) {
 // sink is where the runtime and steps emit: the connection, behind the
 // session's masker.
 func (s *server) sink() logsink.Sink {
-	return logsink.Mask(laneSink{s.lane}, s.sess.masker)
+	return mask.Sink(laneSink{s.lane}, s.sess.masker)
 }
 
 // artifacts lists a finished step's artifacts. A file it cannot describe

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/mask"
 )
 
 // stderrFilter masks the session's secrets in everything written to fds 1
@@ -25,7 +25,7 @@ import (
 // to write crash output to the original stderr directly: a crash report
 // is never lost, at the price of not being masked.
 type stderrFilter struct {
-	masker atomic.Pointer[tproxy.Masker]
+	masker atomic.Pointer[mask.Masker]
 	r      *os.File // read end of the pipe now at fd 2
 	orig   *os.File // the original stderr
 	done   chan struct{}
@@ -59,7 +59,7 @@ func startStderrFilter() (*stderrFilter, error) {
 	return f, nil
 }
 
-func (f *stderrFilter) setMasker(m *tproxy.Masker) { f.masker.Store(m) }
+func (f *stderrFilter) setMasker(m *mask.Masker) { f.masker.Store(m) }
 
 // copy moves bytes from the pipe to the original stderr, masked.
 func (f *stderrFilter) copy() {
@@ -73,11 +73,11 @@ const maskReadSize = 32 << 10
 // maskCopy copies src to dst until src ends, masking the secrets of the
 // masker that masker returns at each read (nil masks nothing). It holds
 // back only what could be the beginning of a secret, whatever the time
-// until the next read (tproxy.Masker.MaskPrefix): fewer bytes than the
+// until the next read (mask.Masker.MaskPrefix): fewer bytes than the
 // longest form of a secret, on top of one read. Whatever it holds when src
 // ends (EOF or an error) is written, masked. Errors writing to dst are
 // ignored: stderr has nowhere else to report them.
-func maskCopy(dst io.Writer, src io.Reader, masker func() *tproxy.Masker) {
+func maskCopy(dst io.Writer, src io.Reader, masker func() *mask.Masker) {
 	buf := make([]byte, maskReadSize)
 	var pending []byte
 	for {

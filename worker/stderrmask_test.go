@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/mask"
 )
 
 // syncBuffer is a bytes.Buffer for one writer and one reader.
@@ -34,9 +35,9 @@ func (s *syncBuffer) String() string {
 
 const stderrSecret = "SecretValue12345"
 
-func stderrMasker(t *testing.T) *tproxy.Masker {
+func stderrMasker(t *testing.T) *mask.Masker {
 	t.Helper()
-	m, err := tproxy.NewMasker(tproxy.Secrets{})
+	m, err := mask.NewMasker(tproxy.Secrets{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestMaskCopyMasksSecretSplitAcrossWrites(t *testing.T) {
 				done := make(chan struct{})
 				go func() {
 					defer close(done)
-					maskCopy(&out, pr, func() *tproxy.Masker { return m })
+					maskCopy(&out, pr, func() *mask.Masker { return m })
 				}()
 				for _, w := range tt.writes {
 					time.Sleep(w.pause)
@@ -144,7 +145,7 @@ func TestMaskCopyHoldsBackOnlyAPossibleSecret(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			maskCopy(&out, pr, func() *tproxy.Masker { return m })
+			maskCopy(&out, pr, func() *mask.Masker { return m })
 		}()
 		sent := ""
 		for _, tc := range []struct{ data, held string }{
@@ -204,8 +205,8 @@ func TestMaskCopyFollowsTheMasker(t *testing.T) {
 
 type atomicMasker struct {
 	mu sync.Mutex
-	m  *tproxy.Masker
+	m  *mask.Masker
 }
 
-func (a *atomicMasker) set(m *tproxy.Masker) { a.mu.Lock(); a.m = m; a.mu.Unlock() }
-func (a *atomicMasker) get() *tproxy.Masker  { a.mu.Lock(); defer a.mu.Unlock(); return a.m }
+func (a *atomicMasker) set(m *mask.Masker) { a.mu.Lock(); a.m = m; a.mu.Unlock() }
+func (a *atomicMasker) get() *mask.Masker  { a.mu.Lock(); defer a.mu.Unlock(); return a.m }

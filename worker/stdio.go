@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/mask"
 )
 
 // ServeStdio serves one session over the process's stdin and stdout, the
@@ -66,7 +66,7 @@ func (w *Worker) ServeStdio(ctx context.Context) error {
 	defer endChildren(w.logger(), ppid)
 	s := newServer(w, &stdio{in: in, out: out})
 	var filter *stderrFilter
-	s.onMasker = func(m *tproxy.Masker) {
+	s.onMasker = func(m *mask.Masker) {
 		if filter == nil && m.HasValues() {
 			var err error
 			if filter, err = startStderrFilter(); err != nil {

@@ -55,7 +55,7 @@ type Worker struct {
 
 	// AsyncNotify makes the notifications a step sends (events,
 	// metrics, logs, heartbeats) return once queued instead of once
-	// written (tproxy.Stream.QueueNotification): a writer goroutine
+	// written (wire.Stream.QueueNotification): a writer goroutine
 	// writes them, several per write while the host keeps up, so a step
 	// that emits many events spends less time in write(2). The price: a
 	// notification still queued when the worker process ends abruptly (a

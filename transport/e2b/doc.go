@@ -19,7 +19,7 @@
 // sandbox's expiry to Timeout from now every RefreshInterval, so a session
 // may outlive the sandbox's initial timeout. Stdout data events become the
 // bytes Process.Read returns, in order and regardless of line boundaries
-// (the host's tproxy.Stream reassembles lines and enforces the frame cap);
+// (the host reassembles lines and enforces the frame cap);
 // stderr data events go to the stderr tail, Stderr and Logger, as with
 // transport.Subprocess. The end event becomes the Process's ExitStatus
 // with the same meaning as for a subprocess ("exit status 3" → Code 3,

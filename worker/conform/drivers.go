@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tproxy/tproxy"
+	protocheck "github.com/tproxy/tproxy/internal/check"
 	"github.com/tproxy/tproxy/worker"
 )
 
@@ -146,7 +146,7 @@ func artifacts(ctx context.Context, s *worker.Step) error {
 		if !ok {
 			return fmt.Errorf("config files[%q] must be a string", name)
 		}
-		if err := tproxy.CheckArtifactPath(name); err != nil {
+		if err := protocheck.ArtifactPath(name); err != nil {
 			return err
 		}
 		if dir := path.Dir(name); dir != "." {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tproxy/tproxy"
+	protocheck "github.com/tproxy/tproxy/internal/check"
 )
 
 // shape reads a JSON object the worker sent (decoded with UseNumber) the
@@ -170,7 +170,7 @@ func (s shape) optID(key string) (string, bool) {
 }
 
 func (s shape) checkID(key, v string) {
-	if err := tproxy.ValidateID(key, v); err != nil {
+	if err := protocheck.ID(key, v); err != nil {
 		s.failf("member %q is not an id: %v", key, err)
 	}
 }
@@ -259,7 +259,7 @@ func (s shape) artifacts(key string) []artifact {
 			return nil
 		}
 		art := artifact{path: as.str("path"), size: as.integer("size"), sha256: strings.ToLower(as.str("sha256"))}
-		if err := tproxy.CheckArtifactPath(art.path); err != nil && as.has("path") {
+		if err := protocheck.ArtifactPath(art.path); err != nil && as.has("path") {
 			as.failf("the path is not clean and relative (§10): %v", err)
 		}
 		if art.size < 0 {

@@ -1,4 +1,4 @@
-package tproxy_test
+package mask_test
 
 import (
 	"errors"
@@ -8,11 +8,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/mask"
 )
 
-func newMasker(t *testing.T, s tproxy.Secrets) *tproxy.Masker {
+func newMasker(t *testing.T, s tproxy.Secrets) *mask.Masker {
 	t.Helper()
-	m, err := tproxy.NewMasker(s)
+	m, err := mask.NewMasker(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestMaskerUnchangedValuesAreNotCopied(t *testing.T) {
 }
 
 func TestNilMaskerMasksNothing(t *testing.T) {
-	var m *tproxy.Masker
+	var m *mask.Masker
 	if m.String("hunter22") != "hunter22" || m.SecretKey("password") {
 		t.Error("nil Masker masked something")
 	}
@@ -136,7 +137,7 @@ func TestNilMaskerMasksNothing(t *testing.T) {
 
 func TestNewMaskerBadPointer(t *testing.T) {
 	for _, p := range []string{"", "password", "/a~2"} {
-		_, err := tproxy.NewMasker(tproxy.Secrets{Pointers: []string{p}})
+		_, err := mask.NewMasker(tproxy.Secrets{Pointers: []string{p}})
 		if err == nil || !strings.Contains(err.Error(), "pointer") {
 			t.Errorf("NewMasker(pointer %q) error = %v, want one naming the pointer", p, err)
 		}

@@ -1,4 +1,7 @@
-package tproxy
+// Package mask is the masking engine: it learns secret values from
+// configs and replaces them, in every form they take, wherever they would
+// leave the worker or reach a file (docs/protocol.md, secrets).
+package mask
 
 import (
 	"bytes"
@@ -15,62 +18,9 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/tproxy/tproxy"
 )
-
-// Masked is what a secret is replaced by wherever it would leave the worker
-// or reach a file.
-const Masked = "***MASKED***"
-
-// DefaultSecretKeys are the config key patterns whose values are secrets.
-//
-// A key and a pattern are both read as words: they are split at every byte
-// that is not an ASCII letter or digit, and inside a run of letters and
-// digits before an upper-case letter that follows a lower-case letter or a
-// digit ("apiKey": api, key) and before an upper-case letter that starts a
-// capitalized word after other upper-case letters ("APIKey": api, key;
-// "DBPassword": db, password); the words are lower-cased. A pattern
-// matches a key when
-//   - its words, concatenated, occur anywhere in the key's words
-//     concatenated: "apikey" matches "apiKey", "X-API-KEY" and
-//     "my_apikey_2"; "password" matches "DB_Password" and "dbpassword";
-//   - for a pattern ending in '$', its words, concatenated, equal the
-//     key's last words concatenated: "auth$" matches "auth", "basic_auth"
-//     and "proxyAuth", but not "author", "authority", "oauth" or
-//     "auth_type"; "session$" matches "user_session" but not "session_id".
-//
-// The '$' patterns are the short names that, matched anywhere, would flag
-// harmless keys (a key's last word says what its value is: "auth_url" is
-// a URL, "session_id" an id, "signature_version" a version). Everything
-// else matches anywhere, preferring a masked harmless value to a leaked
-// secret: "tokenizer" and "max_tokens" match "token". Secrets.Keys takes
-// patterns of both kinds.
-var DefaultSecretKeys = []string{
-	"password", "passwd", "passphrase", "passcode", "pwd",
-	"secret", "token", "credential", "bearer", "jwt", "cookie", "dsn",
-	"authorization", "authheader", "authkey",
-	"apikey", "accesskey", "privatekey", "privkey", "sshkey", "signingkey",
-	"encryptionkey", "masterkey", "sessionkey", "accountkey", "licensekey", "clientkey",
-	"connectionstring", "connstr",
-	"auth$", "pass$", "creds$", "session$", "signature$", "sig$", "pin$", "otp$",
-}
-
-// MinSecretLen is the shortest secret value that is also masked inside
-// free text (event data, log messages, error messages, stderr). A shorter
-// value is masked where it stands as a config value, but replacing every
-// "42" in every message would destroy the output without protecting much.
-const MinSecretLen = 4
-
-// Secrets says which config values are secret. The zero value uses
-// DefaultSecretKeys only.
-type Secrets struct {
-	// Keys are key patterns matched like DefaultSecretKeys, in addition
-	// to them.
-	Keys []string `json:"keys,omitempty"`
-	// Pointers are RFC 6901 JSON pointers, such as "/connection/dsn",
-	// into every step's config and into the session config. The values
-	// they point at are secret whatever their keys.
-	Pointers []string `json:"pointers,omitempty"`
-}
 
 // Masker replaces secrets by Masked. It learns secret values from the
 // configs it is shown (Config) and then masks them wherever they appear:
@@ -109,9 +59,9 @@ type Masker struct {
 
 // NewMasker returns a Masker for the policy s. It returns an error naming
 // a malformed JSON pointer.
-func NewMasker(s Secrets) (*Masker, error) {
+func NewMasker(s tproxy.Secrets) (*Masker, error) {
 	m := &Masker{}
-	for _, k := range slices.Concat(DefaultSecretKeys, s.Keys) {
+	for _, k := range slices.Concat(tproxy.DefaultSecretKeys, s.Keys) {
 		if p, ok := parseKeyPattern(k); ok && !slices.Contains(m.keys, p) {
 			m.keys = append(m.keys, p)
 		}
@@ -257,7 +207,7 @@ func (m *Masker) Config(cfg map[string]any) map[string]any {
 	// Mask a private deep copy: setPointer writes in place.
 	out, _ := m.Value(deepCopy(cfg)).(map[string]any)
 	for _, toks := range m.pointers {
-		setPointer(out, toks, Masked)
+		setPointer(out, toks, tproxy.Masked)
 	}
 	return out
 }
@@ -290,7 +240,7 @@ func (m *Masker) learn(found []string) {
 	defer m.mu.Unlock()
 	changed := false
 	for _, v := range found {
-		if len(v) >= MinSecretLen && !slices.Contains(m.values, v) {
+		if len(v) >= tproxy.MinSecretLen && !slices.Contains(m.values, v) {
 			m.values = append(m.values, v)
 			changed = true
 		}
@@ -406,10 +356,10 @@ func (m *Masker) Excerpt(s string) string {
 	if mt == nil {
 		return s
 	}
-	if len(s) >= MinSecretLen && len(s) < mt.maxLen {
+	if len(s) >= tproxy.MinSecretLen && len(s) < mt.maxLen {
 		for _, f := range mt.forms {
 			if len(f) > len(s) && strings.Contains(f, s) {
-				return Masked
+				return tproxy.Masked
 			}
 		}
 	}
@@ -417,10 +367,10 @@ func (m *Masker) Excerpt(s string) string {
 	tail := mt.cutStart(s[head:])
 	out, _ := mt.replace(s[head : len(s)-tail])
 	if head > 0 {
-		out = Masked + out
+		out = tproxy.Masked + out
 	}
 	if tail > 0 {
-		out += Masked
+		out += tproxy.Masked
 	}
 	return out
 }
@@ -451,7 +401,7 @@ func newMatcher(forms []string) *matcher {
 	mt := &matcher{forms: forms}
 	for i, f := range forms {
 		mt.first[f[0]] = append(mt.first[f[0]], uint32(i))
-		p := uint(f[0])<<8 | uint(f[1]) // every form has MinSecretLen bytes or more
+		p := uint(f[0])<<8 | uint(f[1]) // every form has tproxy.MinSecretLen bytes or more
 		mt.pairs[p>>6] |= 1 << (p & 63)
 		mt.maxLen = max(mt.maxLen, len(f))
 	}
@@ -481,7 +431,7 @@ func (mt *matcher) replace(s string) (string, bool) {
 	var b []byte
 	last := 0
 	// No form fits in the last MinSecretLen-1 bytes.
-	for i := 0; i+MinSecretLen <= len(s); {
+	for i := 0; i+tproxy.MinSecretLen <= len(s); {
 		if !mt.pair(s[i], s[i+1]) {
 			i++
 			continue
@@ -492,9 +442,9 @@ func (mt *matcher) replace(s string) (string, bool) {
 			continue
 		}
 		if b == nil {
-			b = make([]byte, 0, len(s)+len(Masked))
+			b = make([]byte, 0, len(s)+len(tproxy.Masked))
 		}
-		b = append(append(b, s[last:i]...), Masked...)
+		b = append(append(b, s[last:i]...), tproxy.Masked...)
 		i += n
 		last = i
 	}
@@ -539,9 +489,9 @@ func (mt *matcher) prefix(b []byte, final bool) ([]byte, int) {
 			continue
 		}
 		if out == nil {
-			out = make([]byte, 0, len(b)+len(Masked))
+			out = make([]byte, 0, len(b)+len(tproxy.Masked))
 		}
-		out = append(append(out, b[last:i]...), Masked...)
+		out = append(append(out, b[last:i]...), tproxy.Masked...)
 		i += n
 		last = i
 	}
@@ -556,7 +506,7 @@ func (mt *matcher) prefix(b []byte, final bool) ([]byte, int) {
 func (mt *matcher) cutEnd(s string) int {
 	best := 0
 	for _, f := range mt.forms {
-		if k := overlap(s[:min(len(s), len(f)-1)], f); k >= MinSecretLen {
+		if k := overlap(s[:min(len(s), len(f)-1)], f); k >= tproxy.MinSecretLen {
 			best = max(best, k)
 		}
 	}
@@ -568,7 +518,7 @@ func (mt *matcher) cutEnd(s string) int {
 func (mt *matcher) cutStart(s string) int {
 	best := 0
 	for _, f := range mt.forms {
-		if k := overlap(f[:len(f)-1], s); k >= MinSecretLen {
+		if k := overlap(f[:len(f)-1], s); k >= tproxy.MinSecretLen {
 			best = max(best, k)
 		}
 	}
@@ -609,7 +559,7 @@ func overlap(pattern, text string) int {
 func secretForms(s string) []string {
 	forms := []string{s}
 	add := func(f string) {
-		if len(f) >= MinSecretLen && !slices.Contains(forms, f) {
+		if len(f) >= tproxy.MinSecretLen && !slices.Contains(forms, f) {
 			forms = append(forms, f)
 		}
 	}
@@ -814,7 +764,7 @@ func (m *Masker) value(v any) (any, bool) {
 				changed bool
 			)
 			if m.SecretKey(k) {
-				ne, changed = Masked, true
+				ne, changed = tproxy.Masked, true
 			} else {
 				ne, changed = m.value(e)
 			}
@@ -923,7 +873,7 @@ func (m *Masker) StringMap(tags map[string]string) map[string]string {
 func (m *Masker) stringMap(tags map[string]string) (map[string]string, bool) {
 	var cp map[string]string
 	for k, v := range tags {
-		nv := Masked
+		nv := tproxy.Masked
 		if !m.SecretKey(k) {
 			nv, _ = m.str(v)
 		}
@@ -978,7 +928,7 @@ func deepCopy(v any) any {
 
 // Event returns e with every string a worker controls masked: its name,
 // step id and data (keys, values, nested values; see Value).
-func (m *Masker) Event(e Event) Event {
+func (m *Masker) Event(e tproxy.Event) tproxy.Event {
 	if m == nil {
 		return e
 	}
@@ -994,7 +944,7 @@ func (m *Masker) Event(e Event) Event {
 
 // Metric returns mt with every string a worker controls masked: its name,
 // unit, step id and tags (keys and values).
-func (m *Masker) Metric(mt Metric) Metric {
+func (m *Masker) Metric(mt tproxy.Metric) tproxy.Metric {
 	if m == nil {
 		return mt
 	}
@@ -1007,7 +957,7 @@ func (m *Masker) Metric(mt Metric) Metric {
 
 // LogRecord returns r with every string a worker controls masked: its
 // level, message, step id and attributes (keys, values, nested values).
-func (m *Masker) LogRecord(r LogRecord) LogRecord {
+func (m *Masker) LogRecord(r tproxy.LogRecord) tproxy.LogRecord {
 	if m == nil {
 		return r
 	}

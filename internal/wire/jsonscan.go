@@ -1,4 +1,4 @@
-package tproxy
+package wire
 
 import "strconv"
 

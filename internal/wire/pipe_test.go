@@ -1,4 +1,4 @@
-package tproxy_test
+package wire_test
 
 import (
 	"io"

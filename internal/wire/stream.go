@@ -1,4 +1,4 @@
-package tproxy
+package wire
 
 import (
 	"bufio"
@@ -11,64 +11,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/sourcegraph/jsonrpc2"
-)
 
-// DefaultMaxFrameSize is the default cap on one protocol message, in bytes,
-// excluding the newline.
-const DefaultMaxFrameSize = 16 << 20
+	"github.com/tproxy/tproxy"
+)
 
 // quoteLen is how many bytes of an offending frame an error quotes.
 const quoteLen = 64
-
-// ErrFrameTooLarge is matched by errors.Is for a FrameError raised by a
-// frame over the cap, in either direction.
-var ErrFrameTooLarge = errors.New("frame too large")
-
-// FrameError reports a protocol message that could not be framed or decoded:
-// over the size cap, not UTF-8, not JSON, or not a JSON-RPC 2.0 message. It
-// quotes the start of the offending bytes.
-type FrameError struct {
-	// Op is "read" for bytes from the peer, "write" for a message this side
-	// tried to send.
-	Op string
-	// Reason says what is wrong, e.g. "invalid JSON".
-	Reason string
-	// Size is the frame's size in bytes. For an oversize frame read from
-	// the peer it is the number of bytes seen when the cap was crossed:
-	// the error comes then, not at a newline that may never come.
-	Size int
-	// Limit is the cap in force, for an oversize frame.
-	Limit int
-	// Quote is the start of the offending bytes.
-	Quote []byte
-	// Err is the underlying error, if any.
-	Err error
-}
-
-// Error says what went wrong with which frame, its size and cap where
-// known, and quotes the frame's start.
-func (e *FrameError) Error() string {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "tproxy: %s frame: %s", e.Op, e.Reason)
-	if e.Limit > 0 {
-		fmt.Fprintf(&b, " (%d bytes, cap %d)", e.Size, e.Limit)
-	}
-	if e.Err != nil && !errors.Is(e.Err, ErrFrameTooLarge) {
-		fmt.Fprintf(&b, ": %v", e.Err)
-	}
-	if len(e.Quote) > 0 {
-		q := e.Quote
-		more := ""
-		if e.Size > len(q) {
-			more = "..."
-		}
-		fmt.Fprintf(&b, "; starts %q%s", q, more)
-	}
-	return b.String()
-}
-
-// Unwrap returns the underlying error.
-func (e *FrameError) Unwrap() error { return e.Err }
 
 // Stream frames JSON-RPC 2.0 messages as newline-delimited JSON over a byte
 // stream. It implements jsonrpc2.ObjectStream.
@@ -84,10 +32,9 @@ func (e *FrameError) Unwrap() error { return e.Err }
 // write returns once its frame is written, except QueueNotification's,
 // which returns once it is queued.
 type Stream struct {
-	rwc  io.ReadWriteCloser
-	r    *bufio.Reader
-	max  int
-	grow int // the size r grows to when busy; 0 once grown
+	rwc io.ReadWriteCloser
+	r   *bufio.Reader
+	max int
 
 	line []byte // reassembly buffer for lines longer than r's buffer
 	skip bool   // the rest of an oversize line is yet to be skipped
@@ -115,29 +62,21 @@ var _ jsonrpc2.ObjectStream = (*Stream)(nil)
 // an idle session does not hold it.
 const maxRetained = 64 << 10
 
-// The read buffer starts small, so that an idle connection costs little
-// memory (a longer line is reassembled, as always), and grows once to
-// largeReadBuf when the peer sends faster than the stream is read: with
-// 4 KiB throughout, BenchmarkStreamEvents lost 15-35% of its rate.
-const (
-	smallReadBuf = 2 << 10
-	largeReadBuf = 64 << 10
-)
+// readBuf is the read buffer's size: a longer line is reassembled. It is
+// small enough that an idle connection costs little.
+const readBuf = 8 << 10
 
 // NewStream returns a Stream over rwc with a frame cap of maxFrame bytes
 // (DefaultMaxFrameSize when maxFrame <= 0). Closing the Stream closes rwc.
 func NewStream(rwc io.ReadWriteCloser, maxFrame int) *Stream {
-	s := newStream(rwc, maxFrame, smallReadBuf)
-	s.grow = largeReadBuf
-	return s
+	return newStream(rwc, maxFrame, readBuf)
 }
 
 func newStream(rwc io.ReadWriteCloser, maxFrame, bufSize int) *Stream {
 	if maxFrame <= 0 {
-		maxFrame = DefaultMaxFrameSize
+		maxFrame = tproxy.DefaultMaxFrameSize
 	}
-	s := &Stream{rwc: rwc, r: bufio.NewReaderSize(rwc, bufSize), max: maxFrame}
-	return s
+	return &Stream{rwc: rwc, r: bufio.NewReaderSize(rwc, bufSize), max: maxFrame}
 }
 
 // MaxFrameSize returns the stream's frame cap in bytes.
@@ -154,20 +93,6 @@ func (s *Stream) ReadFrame() ([]byte, error) {
 	for {
 		if s.skip {
 			if err := s.skipRest(); err != nil {
-				return nil, err
-			}
-		}
-		if s.grow > 0 && s.r.Buffered() >= s.r.Size()/2 {
-			s.growBuffer()
-		}
-		if s.r.Buffered() == 0 {
-			// Wait for the peer here, in a shallow call (Peek fills
-			// the buffer as readLine would have): a read loop waiting
-			// on an idle connection then parks a short stack, which
-			// the runtime shrinks. Parked inside readLine, the read
-			// loops of an idle in-memory session kept 8 KiB stacks
-			// instead of 4.
-			if _, err := s.r.Peek(1); err != nil {
 				return nil, err
 			}
 		}
@@ -218,24 +143,11 @@ func (s *Stream) readLine() ([]byte, error) {
 	case err == io.EOF && len(bytes.TrimSpace(s.line)) == 0:
 		return nil, io.EOF
 	case err == io.EOF:
-		return nil, &FrameError{Op: "read", Reason: "stream ended inside a frame",
+		return nil, &tproxy.FrameError{Op: "read", Reason: "stream ended inside a frame",
 			Size: len(s.line), Quote: quote(s.line), Err: io.ErrUnexpectedEOF}
 	default:
 		return nil, err
 	}
-}
-
-// growBuffer replaces the read buffer by a larger one holding the same
-// bytes. It is called between lines, when the last read filled at least
-// half the buffer: the peer is busy.
-func (s *Stream) growBuffer() {
-	rest, _ := s.r.Peek(s.r.Buffered())
-	var src io.Reader = s.rwc
-	if len(rest) > 0 {
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(rest)), s.rwc)
-	}
-	s.r = bufio.NewReaderSize(src, s.grow)
-	s.grow = 0
 }
 
 // skipRest skips the rest of an oversize line, keeping memory bounded.
@@ -251,7 +163,7 @@ func (s *Stream) skipRest() error {
 }
 
 func (s *Stream) tooLarge(frame []byte, n int) error {
-	return &FrameError{Op: "read", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(frame), Err: ErrFrameTooLarge}
+	return &tproxy.FrameError{Op: "read", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(frame), Err: tproxy.ErrFrameTooLarge}
 }
 
 // ReadObject reads the next frame and decodes it into v. It implements
@@ -292,7 +204,7 @@ func DecodeFrame(frame []byte, v any) error {
 	if reason == "" {
 		return nil
 	}
-	return &FrameError{Op: "read", Reason: reason, Size: len(frame), Quote: quote(frame), Err: cause}
+	return &tproxy.FrameError{Op: "read", Reason: reason, Size: len(frame), Quote: quote(frame), Err: cause}
 }
 
 // WriteObject encodes obj as one line and writes it. It implements
@@ -438,7 +350,7 @@ const maxQueued = 256 << 10
 // starts) over the cap.
 func (s *Stream) checkSize(frame []byte, n int) error {
 	if n > s.max {
-		return &FrameError{Op: "write", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(frame), Err: ErrFrameTooLarge}
+		return &tproxy.FrameError{Op: "write", Reason: "frame too large", Size: n, Limit: s.max, Quote: quote(frame), Err: tproxy.ErrFrameTooLarge}
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package tproxy_test
+package wire_test
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
 )
 
 // notificationSeeds are frames and params in the shapes the fast paths see,
@@ -39,7 +40,7 @@ func FuzzParseNotification(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		method, params, ok := tproxy.ParseNotification(frame)
+		method, params, ok := wire.ParseNotification(frame)
 		if !ok {
 			return
 		}
@@ -47,7 +48,7 @@ func FuzzParseNotification(f *testing.F) {
 			t.Fatalf("accepted invalid JSON %q", frame)
 		}
 		var req jsonrpc2.Request
-		if err := tproxy.DecodeFrame(frame, &req); err != nil {
+		if err := wire.DecodeFrame(frame, &req); err != nil {
 			t.Fatalf("accepted %q, which the slow path refuses: %v", frame, err)
 		}
 		if !req.Notif || req.Method != method || req.Params == nil {
@@ -63,15 +64,15 @@ func FuzzParseNotification(f *testing.F) {
 // into an Event: whatever the fast path accepts decodes to the same event.
 func FuzzParseEvent(f *testing.F) {
 	for _, s := range notificationSeeds {
-		if _, params, ok := tproxy.ParseNotification([]byte(s)); ok {
+		if _, params, ok := wire.ParseNotification([]byte(s)); ok {
 			f.Add(params)
 		}
 	}
 	f.Add([]byte(`{"name":"a","data":{}}`))
 	f.Add([]byte(`{}`))
-	var raw tproxy.RawEvent
+	var raw wire.RawEvent
 	f.Fuzz(func(t *testing.T, params []byte) {
-		if !tproxy.ParseEvent(params, &raw) {
+		if !wire.ParseEvent(params, &raw) {
 			return
 		}
 		var e tproxy.Event
@@ -117,7 +118,7 @@ func FuzzAppendNotification(f *testing.F) {
 			params = tproxy.LogRecord{Level: name, Message: str, Timestamp: ts, StepID: step, Attrs: map[string]any{key: fl}}
 		}
 		for _, method := range []string{tproxy.MethodEvent, name} {
-			got, gotErr := tproxy.AppendNotification([]byte("prefix"), method, params)
+			got, gotErr := wire.AppendNotification([]byte("prefix"), method, params)
 			want, wantErr := referenceNotification(method, params)
 			if (gotErr != nil) != (wantErr != nil) {
 				t.Fatalf("%#v: error %v, jsonrpc2 %v", params, gotErr, wantErr)
@@ -143,7 +144,7 @@ func referenceNotification(method string, params any) ([]byte, error) {
 		return nil, err
 	}
 	var buf bytes.Buffer
-	if err := tproxy.NewStream(nopCloser{&buf}, 0).WriteObject(req); err != nil {
+	if err := wire.NewStream(nopCloser{&buf}, 0).WriteObject(req); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
@@ -170,13 +171,13 @@ func FuzzParseEventNotification(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Add([]byte(`{"params":{"name":"x"},"jsonrpc":"2.0","method":"event"}`))
-	var one, two tproxy.RawEvent
+	var one, two wire.RawEvent
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		if !tproxy.ParseEventNotification(frame, &one) {
+		if !wire.ParseEventNotification(frame, &one) {
 			return
 		}
-		method, params, ok := tproxy.ParseNotification(frame)
-		if !ok || method != tproxy.MethodEvent || !tproxy.ParseEvent(params, &two) {
+		method, params, ok := wire.ParseNotification(frame)
+		if !ok || method != tproxy.MethodEvent || !wire.ParseEvent(params, &two) {
 			t.Fatalf("%q: one pass accepts it, two passes do not (%v %q)", frame, ok, method)
 		}
 		if !reflect.DeepEqual(one, two) {
@@ -194,7 +195,7 @@ func FuzzParseMetric(f *testing.F) {
 	f.Add([]byte(`{"value":null,"tags":{"a":"1","a":"2"}}`))
 	var m tproxy.Metric
 	f.Fuzz(func(t *testing.T, params []byte) {
-		if !tproxy.ParseMetric(params, &m) {
+		if !wire.ParseMetric(params, &m) {
 			return
 		}
 		var want tproxy.Metric

@@ -1,4 +1,4 @@
-package tproxy_test
+package mask_test
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/mask"
 )
 
 // textEncoding is a way a text holding a secret reaches a message: enc
@@ -160,7 +161,7 @@ func leaked(out, form string) bool {
 // checkForms masks, for every encoding, a text that holds secret between
 // prefix and suffix, and fails if the secret's form under that encoding
 // survives. It returns how many forms it checked.
-func checkForms(t *testing.T, m *tproxy.Masker, secret, prefix, suffix string) int {
+func checkForms(t *testing.T, m *mask.Masker, secret, prefix, suffix string) int {
 	t.Helper()
 	checked := 0
 	text := prefix + secret + suffix
@@ -290,7 +291,7 @@ func TestMaskerEventMasksEveryWorkerString(t *testing.T) {
 	}
 }
 
-func maskedBase64(m *tproxy.Masker, b []byte) string {
+func maskedBase64(m *mask.Masker, b []byte) string {
 	return m.String(base64.StdEncoding.EncodeToString(b))
 }
 
@@ -398,7 +399,7 @@ func TestExcerptMasksACutSecret(t *testing.T) {
 			t.Errorf("Excerpt(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
-	var nilM *tproxy.Masker
+	var nilM *mask.Masker
 	if nilM.Excerpt(s) != s {
 		t.Error("nil Masker masked an excerpt")
 	}

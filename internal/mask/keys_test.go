@@ -1,4 +1,4 @@
-package tproxy_test
+package mask_test
 
 import (
 	"encoding/json"
@@ -33,7 +33,7 @@ type secretKeyCases struct {
 
 func loadSecretKeyCases(t *testing.T) secretKeyCases {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "secret_keys.json"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "secret_keys.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,8 +115,8 @@ func TestDefaultSecretKeysAreEverywhereTheSame(t *testing.T) {
 		return out
 	}
 	for _, place := range []struct{ file, from, to string }{
-		{filepath.Join("docs", "protocol.md"), "The default patterns are:", "Every value"},
-		{filepath.Join("workers", "python", "tproxy_worker.py"), "DEFAULT_SECRET_KEYS = (", ")"},
+		{filepath.Join("..", "..", "docs", "protocol.md"), "The default patterns are:", "Every value"},
+		{filepath.Join("..", "..", "workers", "python", "tproxy_worker.py"), "DEFAULT_SECRET_KEYS = (", ")"},
 	} {
 		if d := cmp.Diff(tproxy.DefaultSecretKeys, find(place.file, place.from, place.to)); d != "" {
 			t.Errorf("%s lists other default secret key patterns (-DefaultSecretKeys +there):\n%s", place.file, d)

@@ -1,4 +1,4 @@
-package tproxy
+package mask
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package logsink_test
+package mask_test
 
 import (
 	"context"
@@ -6,12 +6,16 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/mask"
+	"github.com/tproxy/tproxy/internal/wire"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 )
 
@@ -42,7 +46,7 @@ func (c *countingSink) Event(ctx context.Context, e tproxy.Event) error {
 	return c.RawEventSink.Event(ctx, e)
 }
 
-func (c *countingSink) EventRaw(ctx context.Context, e *tproxy.RawEvent) error {
+func (c *countingSink) EventRaw(ctx context.Context, e *wire.RawEvent) error {
 	c.raw++
 	return c.RawEventSink.EventRaw(ctx, e)
 }
@@ -51,8 +55,8 @@ func (c *countingSink) EventRaw(ctx context.Context, e *tproxy.RawEvent) error {
 // exactly what the decoded slow path records, masked, and it is taken
 // for the events that have nothing to mask.
 func TestMaskEventRawMatchesEvent(t *testing.T) {
-	now := time.Date(2026, 11, 27, 4, 0, 0, 123, time.UTC)
-	m, err := tproxy.NewMasker(tproxy.Secrets{})
+	start := time.Now()
+	m, err := mask.NewMasker(tproxy.Secrets{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,21 +66,20 @@ func TestMaskEventRawMatchesEvent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		logsink.SetNow(f, func() time.Time { return now })
 		t.Cleanup(func() { f.Close() })
 		return &countingSink{RawEventSink: f}
 	}
 	slowDir, fastDir := t.TempDir(), t.TempDir()
 	slowFiles, fastFiles := open(slowDir), open(fastDir)
-	slow := logsink.Mask(slowFiles, m)
-	fast, ok := logsink.Mask(fastFiles, m).(logsink.RawEventSink)
+	slow := mask.Sink(slowFiles, m)
+	fast, ok := mask.Sink(fastFiles, m).(logsink.RawEventSink)
 	if !ok {
 		t.Fatal("Mask of a RawEventSink is not a RawEventSink")
 	}
 	ctx := context.Background()
-	var raw tproxy.RawEvent
+	var raw wire.RawEvent
 	parsed := 0
-	for _, params := range append(append([]string(nil), oddEvents...), secretEvents...) {
+	for _, params := range append(append([]string(nil), wiretest.OddEvents...), secretEvents...) {
 		var e tproxy.Event
 		if err := json.Unmarshal([]byte(params), &e); err != nil {
 			t.Fatalf("%s: %v", params, err)
@@ -84,7 +87,7 @@ func TestMaskEventRawMatchesEvent(t *testing.T) {
 		if err := slow.Event(ctx, e); err != nil {
 			t.Fatal(err)
 		}
-		if tproxy.ParseEvent([]byte(params), &raw) {
+		if wire.ParseEvent([]byte(params), &raw) {
 			parsed++
 			if err := fast.EventRaw(ctx, &raw); err != nil {
 				t.Fatal(err)
@@ -97,6 +100,9 @@ func TestMaskEventRawMatchesEvent(t *testing.T) {
 	fast.Flush()
 	a, _ := os.ReadFile(filepath.Join(slowDir, logsink.EventsFile))
 	b, _ := os.ReadFile(filepath.Join(fastDir, logsink.EventsFile))
+	// Events without a timestamp are stamped when recorded: each file
+	// has its own instant.
+	a, b = stampedNow(t, a, start), stampedNow(t, b, start)
 	if string(a) != string(b) {
 		t.Errorf("masked through EventRaw:\n%s\nmasked through Event:\n%s", b, a)
 	}
@@ -116,9 +122,9 @@ func TestMaskEventRawMatchesEvent(t *testing.T) {
 			t.Errorf("events.jsonl holds a nested secret key's value: %s", line)
 		}
 	}
-	if fastFiles.raw == 0 || fastFiles.raw+fastFiles.decoded != len(oddEvents)+len(secretEvents) || parsed < len(secretEvents) {
+	if fastFiles.raw == 0 || fastFiles.raw+fastFiles.decoded != len(wiretest.OddEvents)+len(secretEvents) || parsed < len(secretEvents) {
 		t.Errorf("fast path taken %d times, slow %d, of %d events (%d parsed): want the fast path for events with nothing to mask",
-			fastFiles.raw, fastFiles.decoded, len(oddEvents)+len(secretEvents), parsed)
+			fastFiles.raw, fastFiles.decoded, len(wiretest.OddEvents)+len(secretEvents), parsed)
 	}
 	if fastFiles.decoded < len(secretEvents) {
 		t.Errorf("only %d events decoded for masking; %d hold a secret", fastFiles.decoded, len(secretEvents))
@@ -128,10 +134,10 @@ func TestMaskEventRawMatchesEvent(t *testing.T) {
 // TestMaskMasksMetricNamesAndUnits: the metric's worker-controlled
 // strings are masked on their way to the files.
 func TestMaskMasksMetricNamesAndUnits(t *testing.T) {
-	m, _ := tproxy.NewMasker(tproxy.Secrets{})
+	m, _ := mask.NewMasker(tproxy.Secrets{})
 	m.AddValues("SecretValue")
 	var mem logsink.Memory
-	s := logsink.Mask(&mem, m)
+	s := mask.Sink(&mem, m)
 	s.Metric(context.Background(), tproxy.Metric{Name: "m_SecretValue", Unit: "u_SecretValue", Tags: map[string]string{"k_SecretValue": "v"}})
 	got := mem.Metrics()
 	if len(got) != 1 {
@@ -159,4 +165,19 @@ func allStrings(v any, out []string) []string {
 		}
 	}
 	return out
+}
+
+// stampedNow replaces in b the timestamps between start and now, those the
+// sink gave events that had none, by "NOW".
+func stampedNow(t *testing.T, b []byte, start time.Time) []byte {
+	t.Helper()
+	end := time.Now()
+	re := regexp.MustCompile(`"ts":"([^"]*)"`)
+	return re.ReplaceAllFunc(b, func(m []byte) []byte {
+		ts, err := time.Parse(time.RFC3339Nano, string(re.FindSubmatch(m)[1]))
+		if err == nil && !ts.Before(start.Truncate(time.Microsecond)) && !ts.After(end) {
+			return []byte(`"ts":"NOW"`)
+		}
+		return m
+	})
 }

@@ -1,4 +1,4 @@
-package tproxy_test
+package wire_test
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
 )
 
 // referenceFrames is the framing rule written the obvious way: split on
@@ -43,7 +44,7 @@ func FuzzStream(f *testing.F) {
 	f.Add([]byte("\n\n\r\n"), uint8(2), uint8(0), uint8(1))
 	f.Fuzz(func(t *testing.T, data []byte, chunk, maxFrame, buf uint8) {
 		limit := 1 + int(maxFrame)%64
-		s := tproxy.NewStreamBuffered(&chunks{data: bytes.Clone(data), sizes: []int{1 + int(chunk)%17, 1}}, limit, 16+int(buf)%32)
+		s := wire.NewStreamBuffered(&chunks{data: bytes.Clone(data), sizes: []int{1 + int(chunk)%17, 1}}, limit, 16+int(buf)%32)
 		var frames []string
 		errs := 0
 		for {
@@ -89,7 +90,7 @@ func FuzzDecodeFrame(f *testing.F) {
 			return
 		}
 		var m probe
-		err := tproxy.DecodeFrame(frame, &m)
+		err := wire.DecodeFrame(frame, &m)
 		var fe *tproxy.FrameError
 		if err != nil && !errors.As(err, &fe) {
 			t.Fatalf("error %v is not a FrameError", err)

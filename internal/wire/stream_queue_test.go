@@ -1,16 +1,16 @@
-package tproxy_test
+package wire_test
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
 )
 
 // slowWriter records each Write and takes its time, so that writers pile
@@ -41,7 +41,7 @@ func (w *slowWriter) Write(p []byte) (int, error) {
 // notifications queued during a write share the next one.
 func TestStreamQueuedWritesKeepOrder(t *testing.T) {
 	w := &slowWriter{}
-	s := tproxy.NewStream(w, 0)
+	s := wire.NewStream(w, 0)
 	const goroutines, perG = 4, 500
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -94,7 +94,7 @@ func TestStreamQueuedWritesKeepOrder(t *testing.T) {
 func TestStreamWriteErrorIsSticky(t *testing.T) {
 	boom := errors.New("broken pipe")
 	w := &slowWriter{fail: boom}
-	s := tproxy.NewStream(w, 0)
+	s := wire.NewStream(w, 0)
 	if err := s.WriteFrame([]byte(`{}`)); !errors.Is(err, boom) {
 		t.Fatalf("WriteFrame = %v, want %v", err, boom)
 	}
@@ -103,50 +103,12 @@ func TestStreamWriteErrorIsSticky(t *testing.T) {
 	}
 }
 
-// TestStreamGrowsReadBuffer: a busy peer makes the read buffer grow; no
-// byte is lost or reordered on the way, whatever the chunking.
-func TestStreamGrowsReadBuffer(t *testing.T) {
-	var data bytes.Buffer
-	var want []string
-	for i := range 5000 {
-		l := fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("p", i%300))
-		want = append(want, l)
-		data.WriteString(l + "\n")
-	}
-	for _, sizes := range [][]int{{1 << 20}, {3000, 7, 65536}, {100}} {
-		s := tproxy.NewStream(&chunks{data: bytes.Clone(data.Bytes()), sizes: sizes}, 0)
-		var frames []string
-		for {
-			f, err := s.ReadFrame()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("chunks %v: %v", sizes, err)
-			}
-			frames = append(frames, string(f))
-		}
-		// Reads of 100 bytes never fill half the buffer: a trickle.
-		if got, want := tproxy.ReadBufferSize(s), map[bool]int{true: 2 << 10, false: 64 << 10}[sizes[0] == 100]; got != want {
-			t.Errorf("chunks %v: read buffer of %d bytes, want %d", sizes, got, want)
-		}
-		if len(frames) != len(want) {
-			t.Fatalf("chunks %v: %d frames, want %d", sizes, len(frames), len(want))
-		}
-		for i := range want {
-			if frames[i] != want[i] {
-				t.Fatalf("chunks %v: frame %d = %q, want %q", sizes, i, frames[i], want[i])
-			}
-		}
-	}
-}
-
 // TestStreamHoldNotification: held notifications go out in one Write with
 // the next frame, or at Flush; one over the cap is refused and holds
 // nothing.
 func TestStreamHoldNotification(t *testing.T) {
 	w := &slowWriter{}
-	s := tproxy.NewStream(w, 64)
+	s := wire.NewStream(w, 64)
 	for i := range 3 {
 		if err := s.HoldNotification("m", map[string]int{"i": i}); err != nil {
 			t.Fatal(err)
@@ -183,7 +145,7 @@ func TestStreamHoldNotification(t *testing.T) {
 // them; Flush waits for them; a write error reaches the next call.
 func TestStreamQueueNotification(t *testing.T) {
 	w := &slowWriter{}
-	s := tproxy.NewStream(w, 0)
+	s := wire.NewStream(w, 0)
 	const n = 2000
 	for i := range n {
 		if err := s.QueueNotification(tproxy.MethodHeartbeat, tproxy.Heartbeat{StepID: fmt.Sprint(i)}); err != nil {
@@ -213,7 +175,7 @@ func TestStreamQueueNotification(t *testing.T) {
 	}
 
 	boom := errors.New("broken pipe")
-	bad := tproxy.NewStream(&slowWriter{fail: boom}, 0)
+	bad := wire.NewStream(&slowWriter{fail: boom}, 0)
 	if err := bad.QueueNotification(tproxy.MethodHeartbeat, tproxy.Heartbeat{}); err != nil {
 		t.Fatalf("queueing: %v", err)
 	}
@@ -223,7 +185,7 @@ func TestStreamQueueNotification(t *testing.T) {
 	if err := bad.QueueNotification(tproxy.MethodHeartbeat, tproxy.Heartbeat{}); !errors.Is(err, boom) {
 		t.Errorf("QueueNotification after a failed write = %v, want %v", err, boom)
 	}
-	big := tproxy.NewStream(&slowWriter{}, 32)
+	big := wire.NewStream(&slowWriter{}, 32)
 	if err := big.QueueNotification(tproxy.MethodHeartbeat, tproxy.Heartbeat{StepID: strings.Repeat("x", 40)}); !errors.Is(err, tproxy.ErrFrameTooLarge) {
 		t.Errorf("oversize notification: %v, want ErrFrameTooLarge", err)
 	}

@@ -1,13 +1,14 @@
-package tproxy
+package wire
 
 import (
 	"encoding/json"
 	"math"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tproxy/tproxy"
 )
 
 // The hot notifications — event, metric, log, heartbeat — are most of what
@@ -40,7 +41,7 @@ func ParseNotification(frame []byte) (method string, params []byte, ok bool) {
 // ParseEvent gives. For false, use ParseNotification.
 func ParseEventNotification(frame []byte, e *RawEvent) bool {
 	method, _, parsed, ok := parseNotification(frame, e)
-	return ok && parsed && method == MethodEvent
+	return ok && parsed && method == tproxy.MethodEvent
 }
 
 // parseNotification is ParseNotification; given e, it parses the params of
@@ -78,14 +79,14 @@ func parseNotification(frame []byte, e *RawEvent) (method string, params []byte,
 				return "", nil, false, false
 			}
 			switch string(frame[i+1 : end-1]) {
-			case MethodEvent:
-				method = MethodEvent
-			case MethodMetric:
-				method = MethodMetric
-			case MethodLog:
-				method = MethodLog
-			case MethodHeartbeat:
-				method = MethodHeartbeat
+			case tproxy.MethodEvent:
+				method = tproxy.MethodEvent
+			case tproxy.MethodMetric:
+				method = tproxy.MethodMetric
+			case tproxy.MethodLog:
+				method = tproxy.MethodLog
+			case tproxy.MethodHeartbeat:
+				method = tproxy.MethodHeartbeat
 			default:
 				return "", nil, false, false
 			}
@@ -95,7 +96,7 @@ func parseNotification(frame []byte, e *RawEvent) (method string, params []byte,
 				return "", nil, false, false
 			}
 			var end int
-			if e != nil && method == MethodEvent {
+			if e != nil && method == tproxy.MethodEvent {
 				end, parsed = parseEventAt(frame, i, e), true
 			} else {
 				end = scanValue(frame, i, 0, false)
@@ -322,15 +323,15 @@ func AppendNotification(dst []byte, method string, params any) ([]byte, error) {
 	dst = append(dst, `,"params":`...)
 	var err error
 	switch p := params.(type) {
-	case Event:
+	case tproxy.Event:
 		dst, err = appendEvent(dst, &p)
-	case *Event:
+	case *tproxy.Event:
 		dst, err = appendEvent(dst, p)
-	case Metric:
+	case tproxy.Metric:
 		dst, err = appendMetric(dst, &p)
-	case *Metric:
+	case *tproxy.Metric:
 		dst, err = appendMetric(dst, p)
-	case Heartbeat:
+	case tproxy.Heartbeat:
 		dst, err = appendHeartbeat(dst, &p)
 	default:
 		dst, err = appendMarshal(dst, params)
@@ -341,7 +342,7 @@ func AppendNotification(dst []byte, method string, params any) ([]byte, error) {
 	return append(dst, '}', '\n'), nil
 }
 
-func appendEvent(dst []byte, e *Event) ([]byte, error) {
+func appendEvent(dst []byte, e *tproxy.Event) ([]byte, error) {
 	dst = append(dst, `{"name":`...)
 	dst = appendJSONString(dst, e.Name)
 	dst = append(dst, `,"timestamp":`...)
@@ -359,7 +360,7 @@ func appendEvent(dst []byte, e *Event) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
-func appendMetric(dst []byte, m *Metric) ([]byte, error) {
+func appendMetric(dst []byte, m *tproxy.Metric) ([]byte, error) {
 	if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
 		return appendMarshal(dst, m) // encoding/json's error
 	}
@@ -383,7 +384,7 @@ func appendMetric(dst []byte, m *Metric) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
-func appendHeartbeat(dst []byte, h *Heartbeat) ([]byte, error) {
+func appendHeartbeat(dst []byte, h *tproxy.Heartbeat) ([]byte, error) {
 	dst = append(dst, `{"timestamp":`...)
 	dst, err := appendTime(dst, h.Timestamp)
 	if err != nil {
@@ -461,59 +462,12 @@ func appendMarshal(dst []byte, v any) ([]byte, error) {
 
 // appendTime appends t as time.Time's MarshalJSON does.
 func appendTime(dst []byte, t time.Time) ([]byte, error) {
-	if t.Location() == time.UTC {
-		if sec := t.Unix(); 0 <= sec && sec < maxUTCSecond {
-			return appendUTC(dst, sec, t), nil
-		}
-	}
 	if _, off := t.Zone(); off%60 != 0 || off <= -24*3600 || off >= 24*3600 || t.Year() < 0 || t.Year() > 9999 {
 		return appendMarshal(dst, t) // the rare shapes, and the errors
 	}
 	dst = append(dst, '"')
 	dst = t.AppendFormat(dst, time.RFC3339Nano)
 	return append(dst, '"'), nil
-}
-
-// maxUTCSecond is the first second of year 10000, which RFC 3339 cannot
-// write.
-const maxUTCSecond = 253402300800
-
-// utcSecond is a second since the epoch, formatted as RFC 3339 up to the
-// seconds: the timestamps of a busy worker share it, and formatting it was
-// a sixth of what encoding an event cost.
-type utcSecond struct {
-	sec int64
-	b   [len("2006-01-02T15:04:05")]byte
-}
-
-var lastUTCSecond atomic.Pointer[utcSecond]
-
-// appendUTC appends t, a UTC time sec seconds after the epoch, quoted, as
-// time.Time.MarshalJSON writes it (RFC 3339 with nanoseconds, trailing
-// zeros trimmed).
-func appendUTC(dst []byte, sec int64, t time.Time) []byte {
-	p := lastUTCSecond.Load()
-	if p == nil || p.sec != sec {
-		p = &utcSecond{sec: sec}
-		t.Truncate(time.Second).AppendFormat(p.b[:0], "2006-01-02T15:04:05")
-		lastUTCSecond.Store(p)
-	}
-	dst = append(dst, '"')
-	dst = append(dst, p.b[:]...)
-	if ns := t.Nanosecond(); ns != 0 {
-		var frac [10]byte
-		frac[0] = '.'
-		for i := 9; i >= 1; i-- {
-			frac[i] = byte('0' + ns%10)
-			ns /= 10
-		}
-		n := 10
-		for frac[n-1] == '0' {
-			n--
-		}
-		dst = append(dst, frac[:n]...)
-	}
-	return append(dst, 'Z', '"')
 }
 
 // appendJSONString appends s as encoding/json encodes a string (with its
@@ -557,9 +511,9 @@ func appendJSONFloat(dst []byte, f float64) []byte {
 // them). For
 // those, m holds exactly what json.Unmarshal into a Metric gives. It
 // returns false for anything else, valid or not; use json.Unmarshal then.
-func ParseMetric(params []byte, m *Metric) bool {
+func ParseMetric(params []byte, m *tproxy.Metric) bool {
 	prev := *m
-	*m = Metric{}
+	*m = tproxy.Metric{}
 	if !utf8.Valid(params) {
 		return false
 	}
@@ -643,7 +597,7 @@ func ParseMetric(params []byte, m *Metric) bool {
 
 // parseTags decodes the tags object at b[i] into m.Tags and returns the
 // index after it, or -1.
-func parseTags(b []byte, i int, m *Metric) int {
+func parseTags(b []byte, i int, m *tproxy.Metric) int {
 	if i >= len(b) || b[i] != '{' {
 		return -1
 	}

@@ -1,4 +1,6 @@
-package tproxy
+// Package check holds the protocol's rules for ids and artifact paths
+// (docs/protocol.md), shared by the host and the worker runtime.
+package check
 
 import (
 	"errors"
@@ -12,11 +14,11 @@ import (
 // maxIDLen bounds session and step ids, which name files and directories.
 const maxIDLen = 128
 
-// ValidateID checks a session or step id: 1 to 128 characters from
+// ID checks a session or step id: 1 to 128 characters from
 // [A-Za-z0-9._-], starting with a letter or digit. Ids name files and
 // directories on both sides, so nothing else is accepted. kind names the id
 // in the error, e.g. "session id".
-func ValidateID(kind, id string) error {
+func ID(kind, id string) error {
 	if id == "" {
 		return fmt.Errorf("%s is empty", kind)
 	}
@@ -33,11 +35,11 @@ func ValidateID(kind, id string) error {
 	return nil
 }
 
-// CheckArtifactPath refuses an artifact path that is not a clean relative
+// ArtifactPath refuses an artifact path that is not a clean relative
 // path inside the artifact directory: empty, absolute, with ".." or "."
 // elements, backslashes, or NUL bytes. Both sides apply it: the worker
 // before reading, the host before writing.
-func CheckArtifactPath(p string) error {
+func ArtifactPath(p string) error {
 	switch {
 	case p == "":
 		return errors.New("artifact path is empty")

@@ -1,4 +1,4 @@
-package logsink
+package mask
 
 import (
 	"bytes"
@@ -7,31 +7,33 @@ import (
 	"fmt"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
+	"github.com/tproxy/tproxy/logsink"
 )
 
-// Mask returns a Sink that masks m's secrets in every event and metric
+// Sink returns a logsink.Sink that masks m's secrets in every event and metric
 // before passing it to next: in every string a worker controls (names,
 // step ids, units, data and tag keys and values, nested values; see
-// tproxy.Masker's Event and Metric). A nil m masks nothing.
+// Masker's Event and Metric). A nil m masks nothing.
 //
-// When next is a RawEventSink, so is the Sink Mask returns, and an event
+// When next is a logsink.RawEventSink, so is the logsink.Sink returned, and an event
 // that has nothing to mask reaches next's EventRaw as it was parsed. Any
 // other event is decoded, masked and given to next's Event: the fast path
 // is taken only where masking could not change anything.
-func Mask(next Sink, m *tproxy.Masker) Sink {
+func Sink(next logsink.Sink, m *Masker) logsink.Sink {
 	if m == nil {
 		return next
 	}
 	s := maskSink{next: next, m: m}
-	if raw, ok := next.(RawEventSink); ok {
+	if raw, ok := next.(logsink.RawEventSink); ok {
 		return maskRawSink{maskSink: s, raw: raw}
 	}
 	return s
 }
 
 type maskSink struct {
-	next Sink
-	m    *tproxy.Masker
+	next logsink.Sink
+	m    *Masker
 }
 
 func (s maskSink) Event(ctx context.Context, e tproxy.Event) error {
@@ -44,15 +46,15 @@ func (s maskSink) Metric(ctx context.Context, m tproxy.Metric) error {
 
 func (s maskSink) Flush() error { return s.next.Flush() }
 
-// maskRawSink is maskSink in front of a RawEventSink.
+// maskRawSink is maskSink in front of a logsink.RawEventSink.
 type maskRawSink struct {
 	maskSink
-	raw RawEventSink
+	raw logsink.RawEventSink
 }
 
-var _ RawEventSink = maskRawSink{}
+var _ logsink.RawEventSink = maskRawSink{}
 
-func (s maskRawSink) EventRaw(ctx context.Context, e *tproxy.RawEvent) error {
+func (s maskRawSink) EventRaw(ctx context.Context, e *wire.RawEvent) error {
 	if !s.mayMask(e) {
 		return s.raw.EventRaw(ctx, e)
 	}
@@ -75,7 +77,7 @@ func (s maskRawSink) EventRaw(ctx context.Context, e *tproxy.RawEvent) error {
 // looked into (an escape can spell a secret, an object can hold a secret
 // key), and a secret's form found anywhere in a value's text counts, even
 // across JSON's punctuation.
-func (s maskRawSink) mayMask(e *tproxy.RawEvent) bool {
+func (s maskRawSink) mayMask(e *wire.RawEvent) bool {
 	if s.m.String(e.Name) != e.Name || s.m.String(e.StepID) != e.StepID {
 		return true
 	}
