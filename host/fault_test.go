@@ -145,7 +145,7 @@ func TestWorkerKilledMidStep(t *testing.T) {
 	<-sink.ch
 	pid := c.Process().(interface{ Pid() int }).Pid()
 	killed := time.Now()
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+	if err := killPID(pid); err != nil {
 		t.Fatal(err)
 	}
 	var callErr error

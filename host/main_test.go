@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -119,7 +118,7 @@ func testWorker() *worker.Worker {
 	w.RegisterFunc("selfkill", func(ctx context.Context, s *worker.Step) error {
 		s.Event("about_to_die", nil)
 		fmt.Fprintln(os.Stderr, "selfkill: goodbye")
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		killPID(os.Getpid())
 		select {}
 	})
 	// crash panics on a goroutine of its own: no recover can catch that,
@@ -134,7 +133,7 @@ func testWorker() *worker.Worker {
 	w.RegisterFunc("hang", func(ctx context.Context, s *worker.Step) error {
 		s.Event("about_to_hang", nil)
 		for { // stop again should anything continue the process
-			syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+			stopSelf()
 			time.Sleep(time.Millisecond)
 		}
 

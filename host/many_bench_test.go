@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -112,9 +111,8 @@ func TestManyHostChild(t *testing.T) {
 	}
 	r := manyResult{Sessions: sessions, Parallelism: parallelism, Wall: sum.Wall, Events: sum.Events, Metrics: sum.Metrics,
 		Failed: sum.Failed + sum.Cancelled, VmHWMKiB: vmHWM(t)}
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
-		r.MaxrssKiB = ru.Maxrss
+	if kib, ok := maxRSSKiB(); ok {
+		r.MaxrssKiB = kib
 	}
 	line, _ := json.Marshal(r)
 	fmt.Printf("MANY %s\n", line)

@@ -89,7 +89,8 @@ func runPython(t *testing.T, m tproxy.Manifest) (dir string, st *host.Status, er
 	t.Helper()
 	dir = filepath.Join(t.TempDir(), "session")
 	ctx := t.Context()
-	st, err = host.RunManifest(ctx, pythonWorker(t), host.RunSpec{
+	// The status checked is status.json's, as written to disk.
+	_, err = host.RunManifest(ctx, pythonWorker(t), host.RunSpec{
 		SessionID: "py-run",
 		Dir:       dir,
 		Manifest:  m,
