@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sourcegraph/jsonrpc2"
+
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/internal/wire"
 	"github.com/tproxy/tproxy/logsink"
@@ -188,4 +190,24 @@ func (c *Client) logRecord(ctx context.Context, r tproxy.LogRecord) {
 		attrs = append(attrs, slog.Any(k, v))
 	}
 	c.cfg.logger.LogAttrs(ctx, level, r.Message, attrs...)
+}
+
+// handler is the client's jsonrpc2.Handler: it runs in the connection's
+// read loop, so notifications are handled one at a time in wire order, and
+// all of a call's notifications before the call's response. The streaming
+// notifications in their common shape never get here (see
+// hostStream.ReadObject).
+type handler struct{ c *Client }
+
+func (h handler) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
+	if !req.Notif {
+		conn.ReplyWithError(ctx, req.ID, &jsonrpc2.Error{Code: tproxy.CodeMethodNotFound,
+			Message: fmt.Sprintf("the host serves no methods (got %q)", req.Method)})
+		return
+	}
+	var params json.RawMessage
+	if req.Params != nil {
+		params = *req.Params
+	}
+	h.c.notification(ctx, req.Method, params)
 }
