@@ -97,3 +97,50 @@ func TestKillEndsAHungWorkerAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestClose_StopsReadingFirst: a worker blocked writing to a stdout the
+// host no longer reads, deaf to its stdin closing, gets a broken pipe as
+// Close begins and exits; Close returns then, not after CloseTimeout.
+func TestClose_StopsReadingFirst(t *testing.T) {
+	tests := []struct {
+		name string
+		tr   transport.Transport
+	}{
+		{"Subprocess", func() transport.Transport {
+			s := child(t, "stdout-forever")
+			s.CloseTimeout, s.TermTimeout = time.Hour, time.Hour
+			return s
+		}()},
+		{"InMemory", &transport.InMemory{CloseTimeout: time.Hour, TermTimeout: time.Hour,
+			Serve: func(_ context.Context, rw io.ReadWriteCloser) error {
+				for {
+					if _, err := io.WriteString(rw, "nobody reads this\n"); err != nil {
+						return err
+					}
+				}
+			}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := start(t, tt.tr)
+			// Read a little, to be sure the worker writes; then stop.
+			if _, err := io.ReadFull(p, make([]byte, 100)); err != nil {
+				t.Fatal(err)
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- p.Close() }()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Errorf("Close = %v", err)
+				}
+			case <-time.After(10 * time.Second): // a hang guard, far below the hour
+				p.(transport.Killer).Kill() // lets Close return, for the cleanup
+				t.Fatal("Close still waiting 10 s in: it did not stop reading the worker's stdout")
+			}
+			if st := p.Exit(); st.Signal == syscall.SIGTERM || st.Signal == syscall.SIGKILL {
+				t.Errorf("exit %v: the ladder's signals ended the worker, not the broken pipe", st)
+			}
+		})
+	}
+}

@@ -1,5 +1,3 @@
-//go:build unix
-
 package transport
 
 import (
@@ -29,10 +27,11 @@ import (
 //     mixed with the intermediary's own messages (ssh's "Connection
 //     refused", kubectl's "error: ..."), which is what explains a failed
 //     start.
-//   - Closing stdin, the first rung of the close ladder, is relayed by all
-//     three (ssh -T, kubectl exec -i, docker exec -i close the remote
-//     stdin), and a tproxy worker exits on stdin EOF, cancelling the call
-//     in flight and answering it as cancelled. This is the rung that
+//   - Closing stdin, the close ladder's first rung along with no longer
+//     reading stdout, is relayed by all three (ssh -T, kubectl exec -i,
+//     docker exec -i close the remote stdin), and a tproxy worker exits on
+//     stdin EOF, cancelling the call in flight and answering it as
+//     cancelled if it still can. This is the rung that
 //     reaches a remote worker, and also what a remote worker sees when the
 //     host dies: the parent-death signal (see Subprocess) reaches only the
 //     local intermediary, whose end then drops the connection.
@@ -45,7 +44,9 @@ import (
 //     EOF and a broken stdout, but no signal (docker and kubectl do not
 //     forward a killed client's signal into the container), so a remote
 //     worker that ignores stdin EOF must be bounded there (for example
-//     with timeout(1) in the remote command line).
+//     with timeout(1) in the remote command line). On Windows, which has
+//     neither process groups nor SIGTERM, only the intermediary is killed
+//     (see Subprocess).
 //   - Exit status: an intermediary that execs the worker reports the
 //     worker's own status. A layer that forks it (a shell running
 //     "worker; exit $?", docker exec, kubectl exec) reports a worker

@@ -37,8 +37,14 @@ func layers() []layer {
 			return c
 		}},
 		{"env -i", false, func(t *testing.T, mode string) *transport.Subprocess {
-			// The worker sees only what is on the command line.
-			return transport.Command("env", "-i", childEnv+"="+mode, "GORACE=atexit_sleep_ms=0", exe(t))
+			// The worker sees only what is on the command line (and
+			// GOCOVERDIR, so that a -cover build of the test binary
+			// has somewhere to write and says nothing on stderr).
+			args := []string{"-i", childEnv + "=" + mode, "GORACE=atexit_sleep_ms=0"}
+			if d := os.Getenv("GOCOVERDIR"); d != "" {
+				args = append(args, "GOCOVERDIR="+d)
+			}
+			return transport.Command("env", append(args, exe(t))...)
 		}},
 		{"sh fork", true, func(t *testing.T, mode string) *transport.Subprocess {
 			// Not the last command of the script, so no shell execs it.

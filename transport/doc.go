@@ -6,8 +6,9 @@
 // replies from its stdout with Read. The Process also reports, through
 // Done, Exit and StderrTail, when and how the worker ended, so a host can
 // fail the calls in flight at once with an [ExitError] instead of waiting
-// for a timeout. Close shuts the worker down with a ladder: close stdin,
-// wait, ask it to terminate, wait, kill it.
+// for a timeout. Close shuts the worker down with a ladder: stop reading
+// its stdout and close its stdin, wait, ask it to terminate, wait, kill
+// it.
 //
 // The package frames nothing; message boundaries are the host's and the
 // worker's business.

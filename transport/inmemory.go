@@ -8,10 +8,12 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/tproxy/tproxy/internal/ladder"
 )
 
-// errKilled is what an in-memory worker's reads and writes return once
-// Close has given up waiting for it and broken its pipes.
+// errKilled is what an in-memory worker's writes return once Kill broke
+// its pipes, if Close had not stopped reading its output before.
 var errKilled = errors.New("transport: in-memory worker killed")
 
 // InMemory is a [Transport] that runs the worker as a function in a
@@ -33,11 +35,13 @@ var errKilled = errors.New("transport: in-memory worker killed")
 // with Reason "panic: ..." if Serve panicked; the panic value and stack
 // are then in StderrTail.
 //
-// Close runs the same ladder as for a process: close the worker's input,
-// wait CloseTimeout, cancel Serve's ctx, wait TermTimeout, then break both
-// pipes so every read and write in Serve fails, and wait TermTimeout again.
-// A goroutine cannot be killed, so if Serve still has not returned, Close
-// reports an error and the goroutine is left running.
+// Close runs the same ladder as for a process: stop reading the worker's
+// output, so that Serve's writes, the one in progress included, fail with
+// io.ErrClosedPipe; close the worker's input; wait CloseTimeout; cancel
+// Serve's ctx; wait TermTimeout; then break the input pipe so every read
+// in Serve fails too, and wait TermTimeout again. A goroutine cannot be
+// killed, so if Serve still has not returned, Close reports an error and
+// the goroutine is left running.
 type InMemory struct {
 	// Serve is the worker. It must not be nil.
 	Serve func(ctx context.Context, rw io.ReadWriteCloser) error
@@ -73,10 +77,10 @@ func (m *InMemory) Start(ctx context.Context) (Process, error) {
 		done:         make(chan struct{}),
 	}
 	if p.closeTimeout <= 0 {
-		p.closeTimeout = defaultCloseTimeout
+		p.closeTimeout = ladder.DefaultCloseTimeout
 	}
 	if p.termTimeout <= 0 {
-		p.termTimeout = defaultTermTimeout
+		p.termTimeout = ladder.DefaultTermTimeout
 	}
 	go p.serve(serveCtx, m.Serve)
 	return p, nil
@@ -166,22 +170,37 @@ func (p *inMemory) waitDone(d time.Duration) bool {
 	}
 }
 
+// Close runs the shutdown ladder (see InMemory).
 func (p *inMemory) Close() error {
 	p.closeOnce.Do(func() {
-		p.CloseWrite()
-		if !p.waitDone(p.closeTimeout) {
-			p.cancel()
-			if !p.waitDone(p.termTimeout) {
-				// Unblock Serve wherever it waits on the pipes: its writes
-				// fail with errKilled, its reads with io.ErrClosedPipe.
+		l := ladder.Ladder{
+			Done: p.done,
+			StopReading: func() error {
+				p.hostR.Close()
+				return nil
+			},
+			CloseInput: func() error {
+				p.CloseWrite()
+				return nil
+			},
+			CloseTimeout: p.closeTimeout,
+			Terminate: func() error {
+				p.cancel()
+				return nil
+			},
+			TermTimeout: p.termTimeout,
+			Kill: func() error {
+				// Unblock Serve wherever it waits on the pipes: its
+				// reads fail with io.ErrClosedPipe.
 				p.hostR.CloseWithError(errKilled)
 				p.workerR.CloseWithError(errKilled)
-				if !p.waitDone(p.termTimeout) {
-					p.closeErr = errors.New("transport: in-memory worker did not return after its context was cancelled and its pipes were broken; its goroutine is still running")
-				}
-			}
+				return nil
+			},
+			KillTimeout: p.termTimeout,
 		}
-		p.hostR.Close()
+		if exit, _ := l.Run(); exit == ladder.Running {
+			p.closeErr = errors.New("transport: in-memory worker did not return after its context was cancelled and its pipes were broken; its goroutine is still running")
+		}
 	})
 	return p.closeErr
 }

@@ -125,6 +125,8 @@ func TestInMemory_CloseLadder(t *testing.T) {
 			want: transport.ExitStatus{Code: 1, Reason: context.Canceled.Error()},
 		},
 		{
+			// Close stops reading first: the blocked write fails at once,
+			// long before the ladder's later rungs.
 			name: "ignores input EOF and cancel, blocked writing",
 			serve: func(_ context.Context, rw io.ReadWriteCloser) error {
 				for {
@@ -133,8 +135,23 @@ func TestInMemory_CloseLadder(t *testing.T) {
 					}
 				}
 			},
+			closeAfter: time.Hour, termAfter: time.Hour,
+			want: transport.ExitStatus{Code: 1, Reason: io.ErrClosedPipe.Error()},
+		},
+		{
+			// Only the last rung, which breaks the input pipe, ends it.
+			name: "ignores input EOF and cancel, reading",
+			serve: func(_ context.Context, rw io.ReadWriteCloser) error {
+				var b [1]byte
+				for {
+					if _, err := rw.Read(b[:]); err != nil && err != io.EOF {
+						return err
+					}
+					time.Sleep(time.Millisecond)
+				}
+			},
 			closeAfter: 20 * time.Millisecond, termAfter: 200 * time.Millisecond,
-			want: transport.ExitStatus{Code: 1, Reason: "transport: in-memory worker killed"},
+			want: transport.ExitStatus{Code: 1, Reason: io.ErrClosedPipe.Error()},
 		},
 	}
 	for _, tt := range tests {

@@ -1,9 +1,6 @@
 package transport
 
-import (
-	"errors"
-	"syscall"
-)
+import "errors"
 
 // Killer is implemented by a Process that can be ended at once, skipping
 // the shutdown ladder: a host kills a worker that stopped answering rather
@@ -15,9 +12,10 @@ type Killer interface {
 	Kill() error
 }
 
-// Kill sends SIGKILL to the worker's process group and waits for the exit.
+// Kill sends SIGKILL to the worker's process group (on Windows, kills the
+// worker process) and waits for the exit.
 func (p *subprocess) Kill() error {
-	if err := p.signal(syscall.SIGKILL); err != nil {
+	if err := p.kill(); err != nil {
 		return err
 	}
 	<-p.done

@@ -70,7 +70,7 @@ func runChild(mode string) int {
 	case "escaped-grandchild": // leave a grandchild outside the process group holding stderr, and exit
 		cmd := childCommand("sleep")
 		cmd.Stderr = os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		leaveGroup(cmd)
 		if err := cmd.Start(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -101,6 +101,13 @@ func runChild(mode string) int {
 	case "log-lines":
 		fmt.Fprint(os.Stderr, "hello\nworld\npanic: boom\n\ngoroutine 1 [running]:\nno newline")
 		return 2
+	case "stdout-forever": // ignore stdin; write to stdout until a write fails
+		line := []byte("nobody reads this\n")
+		for {
+			if _, err := os.Stdout.Write(line); err != nil {
+				return 0 // unix: SIGPIPE has killed the process before
+			}
+		}
 	case "stdout-flood": // write a lot and exit at once
 		os.Stdout.Write(bigPayload())
 		return 0

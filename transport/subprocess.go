@@ -1,5 +1,3 @@
-//go:build unix
-
 package transport
 
 import (
@@ -13,37 +11,49 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tproxy/tproxy/internal/ladder"
 )
 
-const (
-	defaultCloseTimeout = 5 * time.Second
-	defaultTermTimeout  = 3 * time.Second
-)
-
-// stderrGrace bounds the wait for stderr to reach EOF after the worker's
-// process group is gone: a process that left the group (setsid, a daemon)
-// may still hold the pipe, and must not delay Done for long. A variable for
-// the tests.
+// stderrGrace bounds the wait for stderr to reach EOF after the worker has
+// exited (and, on unix systems, its process group is gone): a process that
+// left the group (setsid, a daemon), or on Windows any process the worker
+// started, may still hold the pipe, and must not delay Done for long. A
+// variable for the tests.
 var stderrGrace = time.Second
 
 // Subprocess is a [Transport] that runs the worker as a local child process
 // and talks to it over its stdin and stdout.
 //
-// The worker runs in its own process group. When the worker exits, for
-// whatever reason, the whole group is killed, so processes it spawned do
-// not outlive it. On Linux the worker also gets SIGTERM if the host dies
-// without closing it (a parent-death signal): a tproxy worker then
-// cancels its step, removes its session directory, ends the processes its
-// drivers started and exits, instead of running on as an orphan. Its stderr is always drained: the last TailSize bytes are
-// kept for [Process.StderrTail], and everything is copied to Stderr and
-// Logger if set.
+// On unix systems the worker runs in its own process group. When the
+// worker exits, for whatever reason, the whole group is killed, so
+// processes it spawned do not outlive it. On Linux the worker also gets
+// SIGTERM if the host dies without closing it (a parent-death signal): a
+// tproxy worker then cancels its step, removes its session directory, ends
+// the processes its drivers started and exits, instead of running on as an
+// orphan.
+//
+// Its stderr is always drained, until the worker exits: the last TailSize
+// bytes are kept for [Process.StderrTail], and everything is copied to
+// Stderr and Logger if set.
+//
+// Close runs the shutdown ladder: it stops reading the worker's stdout
+// (a worker still writing gets EPIPE), closes its stdin, waits
+// CloseTimeout, sends SIGTERM to the group, waits TermTimeout, sends
+// SIGKILL to the group and waits for the exit.
+//
+// Windows, like any system that is not unix, has neither process groups
+// nor SIGTERM: there the worker alone is ended, with [os.Process.Kill],
+// and processes it started may outlive it. The ladder has no SIGTERM rung:
+// Close kills the worker once CloseTimeout has passed, and TermTimeout is
+// not used.
 //
 // The zero value is not usable: Path must be set. A Subprocess may start
 // any number of workers and may be used from several goroutines.
 //
 // The Process that Start returns also has a method Pid() int, reachable
-// with a type assertion to interface{ Pid() int }; the pid is also the
-// process group id.
+// with a type assertion to interface{ Pid() int }; on unix systems the pid
+// is also the process group id.
 type Subprocess struct {
 	// Path is the worker binary. A name without a slash is looked up in
 	// PATH, as by [exec.Command].
@@ -70,10 +80,11 @@ type Subprocess struct {
 	TailSize int
 
 	// CloseTimeout is how long Close waits for the worker to exit after
-	// closing its stdin before it sends SIGTERM. Zero means 5s.
+	// closing its stdin before it sends SIGTERM (on Windows, before it
+	// kills the worker). Zero means 5s.
 	CloseTimeout time.Duration
 	// TermTimeout is how long Close waits after SIGTERM before it sends
-	// SIGKILL. Zero means 3s.
+	// SIGKILL. Zero means 3s. Not used on Windows, which has no SIGTERM.
 	TermTimeout time.Duration
 
 	// ExitCodeSignals says that Path is an intermediary (a shell, docker
@@ -119,8 +130,7 @@ func (s *Subprocess) Start(ctx context.Context) (Process, error) {
 				cmd.Stdin = stdinR
 				cmd.Stdout = stdoutW
 				cmd.Stderr = stderrW
-				cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-				setParentDeath(cmd.SysProcAttr)
+				cmd.SysProcAttr = sysProcAttr()
 				var p *subprocess
 				if p, err = s.startAndWait(cmd, stdinW, stdoutR, stderrR); err == nil {
 					// The child has its own copies; the parent must not
@@ -177,10 +187,10 @@ func (s *Subprocess) newProcess(cmd *exec.Cmd, stdin, stdout, stderr *os.File) *
 		done:         make(chan struct{}),
 	}
 	if p.closeTimeout <= 0 {
-		p.closeTimeout = defaultCloseTimeout
+		p.closeTimeout = ladder.DefaultCloseTimeout
 	}
 	if p.termTimeout <= 0 {
-		p.termTimeout = defaultTermTimeout
+		p.termTimeout = ladder.DefaultTermTimeout
 	}
 	var ll *lineLogger
 	if s.Logger != nil {
@@ -189,7 +199,7 @@ func (s *Subprocess) newProcess(cmd *exec.Cmd, stdin, stdout, stderr *os.File) *
 	w := s.Stderr
 	go func() {
 		defer close(p.stderrDone)
-		drainStderr(&stderrReader{f: stderr}, p.tail, w, ll)
+		drainStderr(newStderrReader(stderr), p.tail, w, ll)
 	}()
 	return p
 }
@@ -208,7 +218,7 @@ type subprocess struct {
 	done       chan struct{} // closed when the worker is reaped and stderr drained
 
 	mu     sync.Mutex // guards reaped and status
-	reaped bool       // the pid may be reused: never signal it again
+	reaped bool       // the pid may be reused: never signal it again (unix)
 	status ExitStatus
 
 	closeWriteOnce sync.Once
@@ -217,7 +227,8 @@ type subprocess struct {
 	closeErr       error
 }
 
-// Pid returns the worker's process id, which is also its process group id.
+// Pid returns the worker's process id; on unix systems it is also its
+// process group id.
 func (p *subprocess) Pid() int { return p.pid }
 
 func (p *subprocess) Read(b []byte) (int, error)  { return p.stdout.Read(b) }
@@ -241,100 +252,27 @@ func (p *subprocess) StderrTail() string { return p.tail.String() }
 // wait runs for the life of the worker and closes done.
 func (p *subprocess) wait() {
 	defer close(p.done)
-
-	// Wait for the leader to exit without reaping it: while it is a zombie
-	// its pid, and so its process group id, cannot be reused, so the group
-	// can be killed safely; the lock keeps Close from signalling between
-	// the reap and the reaped mark.
-	var err error
-	if waitExitedNoReap(p.pid) {
-		p.mu.Lock()
-		killGroup(p.pid, syscall.SIGKILL) // nothing to report a failure to
-		err = p.cmd.Wait()                // returns at once: the leader has exited
-		p.reaped = true
-	} else {
-		// Fallback where a zombie cannot be waited for: reap first, then
-		// kill what is left of the group. The group id stays reserved
-		// while the group has members, so only an empty group's id can
-		// have been reused; a small race, accepted off Linux.
-		err = p.cmd.Wait()
-		p.mu.Lock()
-		p.reaped = true
-		killGroup(p.pid, syscall.SIGKILL)
-	}
-	p.status = exitStatus(p.cmd.ProcessState, err)
-	if p.signalCodes {
-		p.status = decodeSignalExit(p.status, p.cmd.Path)
-	}
-	p.mu.Unlock()
+	p.reap()
 
 	timer := time.NewTimer(p.stderrGrace)
 	select {
 	case <-p.stderrDone:
 	case <-timer.C:
-		// Something outside the group holds the pipe. Make the drainer
-		// take what is buffered and stop; closing the pipe instead would
-		// lose the worker's last words if the drainer lags behind.
-		if err := p.stderr.SetReadDeadline(time.Now()); err != nil {
-			p.stderr.Close()
-		}
+		// Something outside the worker holds the pipe: stop the drainer.
+		p.stopStderr()
 	}
 	timer.Stop()
 	<-p.stderrDone
 	p.stderr.Close()
 }
 
-// maxFinalStderr bounds what stderrReader reads once EOF was given up on,
-// in case whoever holds the pipe keeps writing.
-const maxFinalStderr = 1 << 20
-
-// stderrReader reads the worker's stderr. When the worker is gone but the
-// pipe is still held open, the waiter sets a past read deadline; from then
-// on stderrReader returns only what is already buffered in the pipe,
-// without blocking, and then io.EOF.
-type stderrReader struct {
-	f     *os.File
-	final bool
-	left  int // bytes still allowed once final
-}
-
-func (r *stderrReader) Read(b []byte) (int, error) {
-	if !r.final {
-		n, err := r.f.Read(b)
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			return n, err
-		}
-		r.final, r.left = true, maxFinalStderr
-		// A pipe with a deadline is in the poller, so it is non-blocking
-		// and the raw reads below cannot hang.
-		if err := r.f.SetReadDeadline(time.Time{}); err != nil {
-			return n, io.EOF
-		}
-		if n > 0 {
-			return n, nil
-		}
+// setStatus records how the worker exited, given cmd.Wait's error; p.mu
+// must be held.
+func (p *subprocess) setStatus(err error) {
+	p.status = exitStatus(p.cmd.ProcessState, err)
+	if p.signalCodes {
+		p.status = decodeSignalExit(p.status, p.cmd.Path)
 	}
-	if r.left <= 0 {
-		return 0, io.EOF
-	}
-	if len(b) > r.left {
-		b = b[:r.left]
-	}
-	rc, err := r.f.SyscallConn()
-	if err != nil {
-		return 0, io.EOF
-	}
-	var n int
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		n, rerr = syscall.Read(int(fd), b)
-		return true // never wait for more
-	})
-	if err != nil || rerr != nil || n <= 0 {
-		return 0, io.EOF
-	}
-	r.left -= n
-	return n, nil
 }
 
 func exitStatus(ps *os.ProcessState, err error) ExitStatus {
@@ -345,60 +283,43 @@ func exitStatus(ps *os.ProcessState, err error) ExitStatus {
 		}
 		return s
 	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+	// syscall.WaitStatus, where the platform has one and the worker can
+	// be ended by a signal.
+	type signaled interface {
+		Signaled() bool
+		Signal() syscall.Signal
+	}
+	if ws, ok := ps.Sys().(signaled); ok && ws.Signaled() {
 		return ExitStatus{Code: -1, Signal: ws.Signal()}
 	}
 	return ExitStatus{Code: ps.ExitCode()}
 }
 
-// signal sends sig to the worker's process group unless the worker has
-// been reaped already.
-func (p *subprocess) signal(sig syscall.Signal) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.reaped {
-		return nil
-	}
-	return killGroup(p.pid, sig)
-}
-
-func killGroup(pgid int, sig syscall.Signal) error {
-	if err := syscall.Kill(-pgid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("transport: send %v to worker process group %d: %w", sig, pgid, err)
-	}
-	return nil
-}
-
-func (p *subprocess) waitDone(d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-		return true
-	case <-timer.C:
-		return false
-	}
-}
-
-// Close runs the shutdown ladder: close stdin, wait CloseTimeout, SIGTERM
-// the group, wait TermTimeout, SIGKILL the group, wait for the exit. It
-// then closes the read end of stdout. It returns nil whatever the worker's
-// exit status, which Exit reports; an error means the ladder itself failed.
+// Close runs the shutdown ladder (see Subprocess). It returns nil
+// whatever the worker's exit status, which Exit reports; an error means
+// the ladder itself failed.
 func (p *subprocess) Close() error {
 	p.closeOnce.Do(func() {
-		var errs []error
-		if err := p.CloseWrite(); err != nil && !errors.Is(err, os.ErrClosed) {
-			errs = append(errs, fmt.Errorf("transport: close worker stdin: %w", err))
+		l := ladder.Ladder{
+			Done: p.done,
+			StopReading: func() error {
+				if err := p.stdout.Close(); err != nil {
+					return fmt.Errorf("transport: close worker stdout: %w", err)
+				}
+				return nil
+			},
+			CloseInput: func() error {
+				if err := p.CloseWrite(); err != nil && !errors.Is(err, os.ErrClosed) {
+					return fmt.Errorf("transport: close worker stdin: %w", err)
+				}
+				return nil
+			},
+			CloseTimeout: p.closeTimeout,
+			Terminate:    p.terminateRung(),
+			TermTimeout:  p.termTimeout,
+			Kill:         p.kill,
 		}
-		if !p.waitDone(p.closeTimeout) {
-			errs = append(errs, p.signal(syscall.SIGTERM))
-			if !p.waitDone(p.termTimeout) {
-				errs = append(errs, p.signal(syscall.SIGKILL))
-				<-p.done
-			}
-		}
-		p.stdout.Close()
-		p.closeErr = errors.Join(errs...)
+		_, p.closeErr = l.Run()
 	})
 	return p.closeErr
 }

@@ -18,8 +18,9 @@ type Transport interface {
 
 // Process is a running worker: a byte stream to it and its lifecycle.
 //
-// Read returns the worker's stdout, the protocol bytes, and io.EOF once the
-// worker closed it (usually because it exited). Write writes to the
+// Read returns the worker's stdout, the protocol bytes, io.EOF once the
+// worker closed it (usually because it exited), and an error once Close
+// has stopped reading it. Write writes to the
 // worker's stdin. Read and Write may be called concurrently with each
 // other and with Close.
 type Process interface {
@@ -31,10 +32,16 @@ type Process interface {
 	// (docs/protocol.md section 8).
 	CloseWrite() error
 
-	// Close ends the worker: it closes stdin, waits, then asks the worker
-	// to terminate, waits, then kills it, and returns once the worker has
-	// exited and everything is released. Close is idempotent and safe to
-	// call from several goroutines; every call returns the same error.
+	// Close ends the worker with the shutdown ladder: it stops reading
+	// the worker's stdout and closes its stdin, waits, then asks the
+	// worker to terminate, waits, then kills it, and returns once the
+	// worker has exited and everything is released. Output not read
+	// before Close is discarded, and a worker still writing gets a broken
+	// pipe rather than blocking until it is killed; a host that wants a
+	// worker's last words calls CloseWrite and reads until EOF (or waits
+	// for Done) first. Stderr is drained to the end either way. Close is
+	// idempotent and safe to call from several goroutines; every call
+	// returns the same error.
 	Close() error
 
 	// Done is closed once the worker has exited and its stderr has been

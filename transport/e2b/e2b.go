@@ -37,8 +37,6 @@ const (
 
 const (
 	defaultCleanupGrace = 2 * time.Second
-	defaultCloseTimeout = 5 * time.Second
-	defaultTermTimeout  = 3 * time.Second
 	defaultKillTimeout  = 5 * time.Second
 	defaultMaxRetries   = 3
 	defaultBackoff      = 250 * time.Millisecond
@@ -55,8 +53,8 @@ var ErrNoAPIKey = errors.New("e2b: no API key: set the E2B_API_KEY environment v
 // (unless a file with the same sha256 is already executable at
 // RemotePath), starts it through envd's process service with stdin
 // enabled, and returns a *Process. Close ends the worker with the same
-// ladder as [transport.Subprocess] (close stdin, wait, SIGTERM, wait,
-// SIGKILL) and then kills the sandbox.
+// ladder as [transport.Subprocess] (stop reading stdout, close stdin,
+// wait, SIGTERM, wait, SIGKILL) and then kills the sandbox.
 //
 // The zero value needs only Binary and an API key in the environment. An
 // E2B may start any number of workers and be used from several goroutines;

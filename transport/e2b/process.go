@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tproxy/tproxy/internal/ladder"
 	"github.com/tproxy/tproxy/transport"
 )
 
@@ -134,8 +135,8 @@ func (c *client) launch(ctx context.Context, sb *sandbox, env map[string]string,
 		stderr:       transport.NewStderrCapture(c.t.TailSize, c.t.Stderr, c.t.Logger, slog.String("sandbox", sb.ID)),
 		inDone:       make(chan struct{}),
 		done:         make(chan struct{}),
-		closeTimeout: orDefault(c.t.CloseTimeout, defaultCloseTimeout),
-		termTimeout:  orDefault(c.t.TermTimeout, defaultTermTimeout),
+		closeTimeout: orDefault(c.t.CloseTimeout, ladder.DefaultCloseTimeout),
+		termTimeout:  orDefault(c.t.TermTimeout, ladder.DefaultTermTimeout),
 		killTimeout:  orDefault(c.t.KillTimeout, defaultKillTimeout),
 	}
 	p.stdoutR, p.stdoutW = io.Pipe()
@@ -424,10 +425,10 @@ func (p *Process) signal(sig string) error {
 	return nil
 }
 
-// Close runs the shutdown ladder (close stdin, wait CloseTimeout, SIGTERM,
-// wait TermTimeout, SIGKILL, wait KillTimeout, drop the stream) and then
-// kills the sandbox, waiting at most 30s for the control plane, or at most
-// E2B.CleanupGrace after Kill: a host kills a worker when it cannot wait
+// Close runs the shutdown ladder (stop reading stdout, close stdin, wait
+// CloseTimeout, SIGTERM, wait TermTimeout, SIGKILL, wait KillTimeout, drop
+// the stream) and then kills the sandbox, waiting at most 30s for the
+// control plane, or at most E2B.CleanupGrace after Kill: a host kills a worker when it cannot wait
 // (its deadline has passed, the worker went silent), and Close must not
 // make it wait 30s more. Output the host has not read when Close starts
 // is discarded. It returns nil whatever the worker's exit status; an error
@@ -435,31 +436,34 @@ func (p *Process) signal(sig string) error {
 // by its timeout, no longer refreshed, or Sweep finds it).
 func (p *Process) Close() error {
 	p.closeOnce.Do(func() {
-		// Nobody reads any more; a blocked delivery must not stall the
-		// end event.
-		p.stdoutR.CloseWithError(io.ErrClosedPipe)
 		var errs []error
-		if err := p.CloseWrite(); err != nil {
+		l := ladder.Ladder{
+			Done: p.done,
+			StopReading: func() error {
+				// Nobody reads any more; a blocked delivery must not
+				// stall the end event.
+				p.stdoutR.CloseWithError(io.ErrClosedPipe)
+				return nil
+			},
+			CloseInput:   p.CloseWrite,
+			CloseTimeout: p.closeTimeout,
+			Terminate:    func() error { return p.signal("SIGNAL_SIGTERM") },
+			TermTimeout:  p.termTimeout,
+			Kill:         func() error { return p.signal("SIGNAL_SIGKILL") },
+			KillTimeout:  p.killTimeout,
+		}
+		exit, err := l.Run()
+		if err != nil {
 			errs = append(errs, err)
 		}
-		if !p.waitDone(p.closeTimeout) {
-			if err := p.signal("SIGNAL_SIGTERM"); err != nil {
-				errs = append(errs, err)
-			}
-			if !p.waitDone(p.termTimeout) {
-				if err := p.signal("SIGNAL_SIGKILL"); err != nil {
-					errs = append(errs, err)
-				}
-				if !p.waitDone(p.killTimeout) {
-					// Cancelling the stream's context is what reliably
-					// unblocks a read of an HTTP/1 response body.
-					p.mu.Lock()
-					p.dropped = true
-					p.mu.Unlock()
-					p.cancel()
-					<-p.done
-				}
-			}
+		if exit == ladder.Running {
+			// Cancelling the stream's context is what reliably unblocks
+			// a read of an HTTP/1 response body.
+			p.mu.Lock()
+			p.dropped = true
+			p.mu.Unlock()
+			p.cancel()
+			<-p.done
 		}
 		limit := sandboxKillTimeout
 		if p.killed.Load() {

@@ -58,16 +58,15 @@ type selector struct {
 
 func (p *proc) detach() { p.detachOnce.Do(func() { close(p.detached) }) }
 
+// signal sends sig to the process's group (see signalGroup), as envd
+// does, unless the process has been reaped.
 func (p *proc) signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.reaped {
 		return fmt.Errorf("process with pid %d not found", p.pid)
 	}
-	if err := syscall.Kill(-int(p.pid), sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return err
-	}
-	return nil
+	return signalGroup(p.cmd.Process, sig)
 }
 
 // closeStdin closes the process's stdin without waiting for a write in
@@ -160,13 +159,18 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, sb *sandbox
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Join(sb.root, "home", "user"),
 		"TMPDIR=" + filepath.Join(sb.root, "tmp"), "USER=user"}
+	if d := os.Getenv("GOCOVERDIR"); d != "" {
+		// A -cover build of a test binary run as the sandbox's process
+		// writes its coverage there, not a warning on stderr.
+		cmd.Env = append(cmd.Env, "GOCOVERDIR="+d)
+	}
 	for k, v := range sb.envVars {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	for k, v := range req.Process.Envs {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = sysProcAttr()
 	p := &proc{cmd: cmd, out: make(chan dataEvent), cut: make(chan struct{}), detached: make(chan struct{}), exited: make(chan struct{})}
 	if req.Stdin == nil || *req.Stdin {
 		if p.stdin, err = cmd.StdinPipe(); err != nil {
