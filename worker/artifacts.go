@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
 
@@ -30,12 +29,10 @@ const CleanedConfigFile = "cleaned_config.json"
 func artifactDir(dir, stepID string) string { return filepath.Join(dir, "artifacts", stepID) }
 
 // writeCleanedConfig writes the masked config as the step's first artifact,
-// creating dir if it does not exist.
-// A file already holding exactly those bytes (the same step run again) is
-// left as it is: rewriting it costs far more than reading it (on ext4 a
-// truncating rewrite cost ~200 µs against ~12 µs for the read), and a
-// file whose stamp in cache is unchanged need not even be read.
-func writeCleanedConfig(dir string, cfg map[string]any, cache *artifactCache) error {
+// creating dir if it does not exist. A file already holding exactly those
+// bytes (the same step run again) is left as it is: a read costs far less
+// than a truncating rewrite (docs/performance.md).
+func writeCleanedConfig(dir string, cfg map[string]any) error {
 	if cfg == nil {
 		cfg = map[string]any{}
 	}
@@ -44,13 +41,6 @@ func writeCleanedConfig(dir string, cfg map[string]any, cache *artifactCache) er
 		return err
 	}
 	b = append(b, '\n')
-	name := filepath.Join(dir, CleanedConfigFile)
-	if fi, err := os.Lstat(name); err == nil && fi.Mode().IsRegular() {
-		sum := sha256.Sum256(b)
-		if old, ok := cache.hash(name, fi); ok && old == hex.EncodeToString(sum[:]) {
-			return nil
-		}
-	}
 	// Through os.Root: a symlink a driver left in the directory cannot
 	// redirect the write outside it.
 	root, err := os.OpenRoot(dir)
@@ -80,8 +70,7 @@ const maxCleanedConfigBytes = 1 << 20
 // listArtifacts describes the regular files under dir, sorted by path. A
 // symlink is listed only when it resolves to a regular file inside dir;
 // one that points elsewhere is refused: refuse is called with its path and
-// the reason, and it is left out. What cache knows unchanged is not looked
-// at again; what is learnt is added to it.
+// the reason, and it is left out.
 //
 // lim are the host's caps (prepare's artifact_limits; zero: none), which
 // keep a driver's output from costing the worker what the host would
@@ -89,22 +78,14 @@ const maxCleanedConfigBytes = 1 << 20
 // and the listing holds at most MaxFiles files, the first in path order,
 // cleaned_config.json always among them (up to maxCleanedConfigBytes,
 // whatever MaxFileBytes); one refusal says how many more were left out.
-func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reason string), cache *artifactCache) ([]tproxy.Artifact, error) {
-	if arts, ok := cache.listing(dir); ok && within(arts, lim) {
-		return arts, nil
-	}
-	before := time.Now()
+func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reason string)) ([]tproxy.Artifact, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
 	var (
-		out    []tproxy.Artifact
-		walked []stamped
-		// keep: the listing may be remembered. Not with refusals (they
-		// are to be reported again), nor without stamps to go on.
-		keep = true
+		out []tproxy.Artifact
 		// slots are how many files besides cleaned_config.json the
 		// listing may still take; leftOut, how many it did not.
 		slots   = lim.MaxFiles
@@ -115,11 +96,6 @@ func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reas
 			slots--
 		}
 	}
-	stamp := func(p string, isDir bool, fi fs.FileInfo) {
-		st, ok := stampOf(fi)
-		keep = keep && ok
-		walked = append(walked, stamped{path: filepath.Join(dir, p), dir: isDir, stamp: st})
-	}
 	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -127,13 +103,6 @@ func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reas
 		cleaned := p == CleanedConfigFile
 		switch {
 		case d.IsDir():
-			// Stamped before its entries are read: an entry added
-			// meanwhile moves the stamp.
-			fi, err := root.Lstat(p)
-			if err != nil {
-				return err
-			}
-			stamp(p, true, fi)
 			return nil
 		case lim.MaxFiles > 0 && !cleaned && slots <= 0:
 			// Counted, not looked at: a directory of a million files
@@ -143,17 +112,14 @@ func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reas
 		case d.Type()&fs.ModeSymlink != 0:
 			fi, err := root.Stat(p)
 			if err != nil {
-				keep = false
 				refuse(p, fmt.Sprintf("symlink does not resolve inside the artifact directory: %v", err))
 				return nil
 			}
 			if !fi.Mode().IsRegular() {
-				keep = false
 				refuse(p, "symlink to something other than a regular file")
 				return nil
 			}
 		case !d.Type().IsRegular():
-			keep = false
 			refuse(p, "not a regular file")
 			return nil
 		}
@@ -161,16 +127,14 @@ func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reas
 		if cleaned && maxBytes > 0 {
 			maxBytes = maxCleanedConfigBytes
 		}
-		a, fi, err := describe(root, dir, p, maxBytes, cache)
+		a, err := describe(root, p, maxBytes)
 		if errors.Is(err, errTooBig) {
-			keep = false
 			refuse(p, fmt.Sprintf("%d bytes is over the host's cap of %d bytes per file (artifact_limits.max_file_bytes): not listed", a.Size, maxBytes))
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		stamp(p, false, fi)
 		out = append(out, a)
 		if !cleaned {
 			slots--
@@ -178,58 +142,26 @@ func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reas
 		return nil
 	})
 	if leftOut > 0 {
-		keep = false
 		refuse(".", fmt.Sprintf("%d more files were left out of the listing: the host takes at most %d files per step (artifact_limits.max_files)", leftOut, lim.MaxFiles))
 	}
 	slices.SortFunc(out, func(a, b tproxy.Artifact) int { return strings.Compare(a.Path, b.Path) })
-	if err == nil && keep {
-		cache.rememberListing(dir, walked, out, before)
-	}
 	return out, err
 }
 
-// within reports whether a remembered listing keeps to lim, which a new
-// prepare may have tightened.
-func within(arts []tproxy.Artifact, lim tproxy.ArtifactLimits) bool {
-	if lim.MaxFiles > 0 && int64(len(arts)) > lim.MaxFiles {
-		return false
-	}
-	for _, a := range arts {
-		if lim.MaxFileBytes > 0 && a.Size > lim.MaxFileBytes && a.Path != CleanedConfigFile {
-			return false
-		}
-	}
-	return true
-}
-
-// describe hashes file p of root, which is directory dir, unless cache
-// knows it unchanged. It returns the file's stat, taken before it was
-// read. A file over maxBytes (when > 0) is not hashed: the error is
-// errTooBig, with the size in the Artifact.
-func describe(root *os.Root, dir, p string, maxBytes int64, cache *artifactCache) (tproxy.Artifact, fs.FileInfo, error) {
-	key := filepath.Join(dir, p)
-	if fi, err := root.Stat(p); err == nil && fi.Mode().IsRegular() {
-		if maxBytes > 0 && fi.Size() > maxBytes {
-			return tproxy.Artifact{Path: p, Size: fi.Size()}, fi, errTooBig
-		}
-		if sum, ok := cache.hash(key, fi); ok {
-			return tproxy.Artifact{Path: p, Size: fi.Size(), SHA256: sum}, fi, nil
-		}
-	}
-	before := time.Now()
+// describe hashes file p of root. A file over maxBytes (when > 0) is not
+// hashed: the error is errTooBig, with the size in the Artifact.
+func describe(root *os.Root, p string, maxBytes int64) (tproxy.Artifact, error) {
 	f, err := root.Open(p)
 	if err != nil {
-		return tproxy.Artifact{}, nil, err
+		return tproxy.Artifact{}, err
 	}
 	defer f.Close()
-	// The stamp of the file opened, taken before reading it: a change
-	// during the read leaves a stamp that no longer matches.
 	fi, err := f.Stat()
 	if err != nil {
-		return tproxy.Artifact{}, nil, err
+		return tproxy.Artifact{}, err
 	}
 	if maxBytes > 0 && fi.Size() > maxBytes {
-		return tproxy.Artifact{Path: p, Size: fi.Size()}, fi, errTooBig
+		return tproxy.Artifact{Path: p, Size: fi.Size()}, errTooBig
 	}
 	h := sha256.New()
 	var r io.Reader = f
@@ -238,16 +170,12 @@ func describe(root *os.Root, dir, p string, maxBytes int64, cache *artifactCache
 	}
 	n, err := io.Copy(h, r)
 	if err != nil {
-		return tproxy.Artifact{}, nil, fmt.Errorf("hashing artifact %s: %w", p, err)
+		return tproxy.Artifact{}, fmt.Errorf("hashing artifact %s: %w", p, err)
 	}
 	if maxBytes > 0 && n > maxBytes {
-		return tproxy.Artifact{Path: p, Size: n}, fi, errTooBig
+		return tproxy.Artifact{Path: p, Size: n}, errTooBig
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if n == fi.Size() {
-		cache.rememberHash(key, fi, sum, before)
-	}
-	return tproxy.Artifact{Path: p, Size: n, SHA256: sum}, fi, nil
+	return tproxy.Artifact{Path: p, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
 // fetchArtifact serves one chunk of an artifact of a step of the session.

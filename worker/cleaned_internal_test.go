@@ -26,7 +26,7 @@ func TestWriteCleanedConfigRewritesOnlyChanges(t *testing.T) {
 		}
 		return string(b)
 	}
-	if err := writeCleanedConfig(dir, map[string]any{"table": "users"}, nil); err != nil {
+	if err := writeCleanedConfig(dir, map[string]any{"table": "users"}); err != nil {
 		t.Fatal(err)
 	}
 	first := stat()
@@ -36,14 +36,14 @@ func TestWriteCleanedConfigRewritesOnlyChanges(t *testing.T) {
 	if err := os.Chtimes(name, past, past); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeCleanedConfig(dir, map[string]any{"table": "users"}, nil); err != nil {
+	if err := writeCleanedConfig(dir, map[string]any{"table": "users"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := stat().ModTime(); !got.Equal(past) {
 		t.Errorf("same config: file rewritten (mtime %v, want %v)", got, past)
 	}
 	// A changed config, or a file a driver changed, is rewritten.
-	if err := writeCleanedConfig(dir, map[string]any{"table": "orders"}, nil); err != nil {
+	if err := writeCleanedConfig(dir, map[string]any{"table": "orders"}); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := read(), "{\n  \"table\": \"orders\"\n}\n"; got != want {
@@ -52,7 +52,7 @@ func TestWriteCleanedConfigRewritesOnlyChanges(t *testing.T) {
 	if err := os.WriteFile(name, []byte("edited by a driver"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeCleanedConfig(dir, map[string]any{"table": "orders"}, nil); err != nil {
+	if err := writeCleanedConfig(dir, map[string]any{"table": "orders"}); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := read(), "{\n  \"table\": \"orders\"\n}\n"; got != want {
@@ -68,7 +68,7 @@ func TestWriteCleanedConfigSymlinkOutside(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(dir, CleanedConfigFile)); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeCleanedConfig(dir, map[string]any{"a": 1}, nil); err == nil {
+	if err := writeCleanedConfig(dir, map[string]any{"a": 1}); err == nil {
 		t.Error("writing through a symlink out of the directory succeeded")
 	}
 	if b, _ := os.ReadFile(outside); string(b) != "keep" {

@@ -40,7 +40,6 @@ type session struct {
 	executed  int // steps that succeeded
 	totalRows int64
 	outputs   map[string]map[string]any // step id → output key → value
-	artifacts artifactCache             // of the files under dir
 	limits    tproxy.ArtifactLimits     // the host's caps on a step's listing
 }
 
@@ -51,7 +50,7 @@ func (ss *session) removeDir(log *slog.Logger) {
 	if err := os.RemoveAll(ss.dir); err != nil {
 		log.Warn("tproxy/worker: removing the session directory failed", "dir", ss.dir, "err", err)
 	}
-	ss.dir, ss.artifacts = "", artifactCache{}
+	ss.dir = ""
 }
 
 func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.PrepareResult, error) {
@@ -182,7 +181,7 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	artDir := artifactDir(ss.dir, p.StepID) // created by writeCleanedConfig
 	cleaned := ss.masker.Config(p.Config)
 	s.setMasker(ss.masker) // the step's config may have named new secrets
-	if err := writeCleanedConfig(artDir, cleaned, &ss.artifacts); err != nil {
+	if err := writeCleanedConfig(artDir, cleaned); err != nil {
 		return nil, &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("step %q: writing %s: %v", p.StepID, CleanedConfigFile, err)}
 	}
 
@@ -365,7 +364,7 @@ func (s *server) artifacts(ctx context.Context, sink logsink.Sink, stepID, dir s
 		sink.Event(ctx, tproxy.Event{Name: "artifact_refused", Timestamp: time.Now().UTC(), StepID: stepID,
 			Data: map[string]any{"path": path, "reason": reason}})
 	}
-	arts, err := listArtifacts(dir, s.sess.limits, refuse, &s.sess.artifacts)
+	arts, err := listArtifacts(dir, s.sess.limits, refuse)
 	if err != nil {
 		refuse(".", fmt.Sprintf("listing the artifact directory: %v", err))
 	}
