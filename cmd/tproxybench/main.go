@@ -10,7 +10,7 @@ import (
 	"os"
 	"runtime"
 
-	"github.com/tproxy/tproxy/bench"
+	"github.com/tproxy/tproxy/internal/bench"
 )
 
 func main() {

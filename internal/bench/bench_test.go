@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tproxy/tproxy/bench"
+	"github.com/tproxy/tproxy/internal/bench"
 )
 
 func TestMain(m *testing.M) {
