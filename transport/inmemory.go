@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy/internal/ladder"
+	"github.com/tproxy/tproxy/internal/stderrcap"
 )
 
 // errKilled is what an in-memory worker's writes return once Kill broke
@@ -71,7 +72,7 @@ func (m *InMemory) Start(ctx context.Context) (Process, error) {
 		workerR:      workerR,
 		workerW:      workerW,
 		cancel:       cancel,
-		tail:         newTailBuffer(0),
+		tail:         stderrcap.New(0, nil, nil),
 		closeTimeout: m.CloseTimeout,
 		termTimeout:  m.TermTimeout,
 		done:         make(chan struct{}),
@@ -93,7 +94,7 @@ type inMemory struct {
 	workerR *io.PipeReader
 	workerW *io.PipeWriter
 	cancel  context.CancelFunc
-	tail    *tailBuffer
+	tail    *stderrcap.Capture
 
 	closeTimeout, termTimeout time.Duration
 
@@ -157,7 +158,7 @@ func (p *inMemory) Exit() ExitStatus {
 	return p.status
 }
 
-func (p *inMemory) StderrTail() string { return p.tail.String() }
+func (p *inMemory) StderrTail() string { return p.tail.Tail() }
 
 func (p *inMemory) waitDone(d time.Duration) bool {
 	timer := time.NewTimer(d)

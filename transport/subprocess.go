@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy/internal/ladder"
+	"github.com/tproxy/tproxy/internal/stderrcap"
 )
 
 // stderrGrace bounds the wait for stderr to reach EOF after the worker has
@@ -178,7 +179,6 @@ func (s *Subprocess) newProcess(cmd *exec.Cmd, stdin, stdout, stderr *os.File) *
 		stdin:        stdin,
 		stdout:       stdout,
 		stderr:       stderr,
-		tail:         newTailBuffer(s.TailSize),
 		signalCodes:  s.ExitCodeSignals,
 		closeTimeout: s.CloseTimeout,
 		termTimeout:  s.TermTimeout,
@@ -192,14 +192,10 @@ func (s *Subprocess) newProcess(cmd *exec.Cmd, stdin, stdout, stderr *os.File) *
 	if p.termTimeout <= 0 {
 		p.termTimeout = ladder.DefaultTermTimeout
 	}
-	var ll *lineLogger
-	if s.Logger != nil {
-		ll = &lineLogger{logger: s.Logger, attrs: []slog.Attr{slog.Int("pid", p.pid)}}
-	}
-	w := s.Stderr
+	p.stderrCap = stderrcap.New(s.TailSize, s.Stderr, s.Logger, slog.Int("pid", p.pid))
 	go func() {
 		defer close(p.stderrDone)
-		drainStderr(newStderrReader(stderr), p.tail, w, ll)
+		stderrcap.Drain(newStderrReader(stderr), p.stderrCap)
 	}()
 	return p
 }
@@ -209,7 +205,7 @@ type subprocess struct {
 	cmd                       *exec.Cmd
 	pid                       int
 	stdin, stdout, stderr     *os.File
-	tail                      *tailBuffer
+	stderrCap                 *stderrcap.Capture
 	closeTimeout, termTimeout time.Duration
 	stderrGrace               time.Duration
 	signalCodes               bool // decode 128+N exit statuses as signal N
@@ -247,7 +243,7 @@ func (p *subprocess) Exit() ExitStatus {
 	return p.status
 }
 
-func (p *subprocess) StderrTail() string { return p.tail.String() }
+func (p *subprocess) StderrTail() string { return p.stderrCap.Tail() }
 
 // wait runs for the life of the worker and closes done.
 func (p *subprocess) wait() {

@@ -7,7 +7,7 @@
 // sandbox.
 //
 //	E2B_API_KEY=e2b_… go run ./examples/e2b [-dir DIR] [-template base] [-timeout 5m]
-//	go run ./examples/e2b -fake     # against the local, wire-faithful E2B (package e2btest)
+//	go run ./examples/e2b -fake     # against the local, wire-faithful E2B (package e2bfake)
 //	E2B_API_KEY=e2b_… go run ./examples/e2b -sweep [-older-than 1h]   # kill orphaned tproxy sandboxes
 package main
 
@@ -23,10 +23,10 @@ import (
 
 	"github.com/tproxy/tproxy/host"
 	"github.com/tproxy/tproxy/internal/demo"
+	"github.com/tproxy/tproxy/internal/e2bfake"
 	"github.com/tproxy/tproxy/internal/story"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport/e2b"
-	"github.com/tproxy/tproxy/transport/e2b/e2btest"
 	"github.com/tproxy/tproxy/worker"
 )
 
@@ -54,13 +54,13 @@ func main() {
 		Stderr:   &story.PrefixWriter{Prefix: "   [worker stderr] "},
 	}
 	if *fake {
-		srv, err := e2btest.New(e2btest.Options{})
+		srv, err := e2bfake.New(e2bfake.Options{})
 		if err != nil {
 			fail(err)
 		}
 		defer srv.Close()
 		tr.APIKey, tr.APIURL, tr.EnvdURL = srv.APIKey(), srv.URL, srv.URL
-		fmt.Printf("🧪 Local E2B server (package e2btest) at %s\n", srv.URL)
+		fmt.Printf("🧪 Local E2B server (package e2bfake) at %s\n", srv.URL)
 	} else if os.Getenv("E2B_API_KEY") == "" {
 		fmt.Fprintln(os.Stderr, "❌ E2B_API_KEY is not set.")
 		fmt.Fprintln(os.Stderr, "   This example needs an E2B API key (https://e2b.dev/dashboard → API keys), e.g.:")

@@ -8,8 +8,8 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/e2bfake"
 	"github.com/tproxy/tproxy/transport"
-	"github.com/tproxy/tproxy/transport/e2b/e2btest"
 )
 
 // BenchmarkRoundTrip measures the per-call overhead of the E2B transport
@@ -20,7 +20,7 @@ import (
 //
 //	go test -run '^$' -bench RoundTrip ./transport/e2b
 func BenchmarkRoundTrip(b *testing.B) {
-	srv := newServer(b, e2btest.Options{KeepaliveInterval: 50 * time.Second})
+	srv := newServer(b, e2bfake.Options{KeepaliveInterval: 50 * time.Second})
 	transports := []struct {
 		name string
 		tr   func() transport.Transport

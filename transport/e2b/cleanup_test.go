@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/e2bfake"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/transport/e2b"
-	"github.com/tproxy/tproxy/transport/e2b/e2btest"
 )
 
 // hangGuard bounds the waits below. It guards against hangs and measures
@@ -93,8 +93,8 @@ func TestStartCleanupBoundedByCallerDeadline(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newServer(t, e2btestOptions())
-			upload := srv.Stall(e2btest.OpUpload) // the start hangs in the upload ...
-			kill := srv.Stall(e2btest.OpKill)     // ... and the kill is never answered
+			upload := srv.Stall(e2bfake.OpUpload) // the start hangs in the upload ...
+			kill := srv.Stall(e2bfake.OpKill)     // ... and the kill is never answered
 			tr := newE2B(t, srv, "worker")
 			tr.CleanupGrace = testGrace
 			ctx := tt.ctx(t, upload.Arrived())
@@ -138,8 +138,8 @@ func TestPoolStartCleanupBoundedByCallerDeadline(t *testing.T) {
 	}
 	defer pool.Close()
 	warm := srv.Sandboxes()
-	start := srv.Stall(e2btest.OpStart) // the worker's start hangs ...
-	kill := srv.Stall(e2btest.OpKill)   // ... and the kill is never answered
+	start := srv.Stall(e2bfake.OpStart) // the worker's start hangs ...
+	kill := srv.Stall(e2bfake.OpKill)   // ... and the kill is never answered
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	ended := endOf(ctx)
@@ -183,7 +183,7 @@ func TestCloseAfterKillBoundedByGrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kill := srv.Stall(e2btest.OpKill)
+	kill := srv.Stall(e2bfake.OpKill)
 	if err := p.(transport.Killer).Kill(); err != nil {
 		t.Errorf("Kill: %v", err)
 	}
@@ -212,14 +212,14 @@ func TestCloseAfterKillBoundedByGrace(t *testing.T) {
 func TestHostStartBoundedWhenKillHangs(t *testing.T) {
 	for _, tt := range []struct {
 		phase, mode string
-		stall       e2btest.Op
+		stall       e2bfake.Op
 	}{
-		{"sandbox setup", "worker", e2btest.OpUpload},
+		{"sandbox setup", "worker", e2bfake.OpUpload},
 		{"handshake", "term-ok", ""}, // prints no protocol: the ping is never answered
 	} {
 		t.Run(tt.phase, func(t *testing.T) {
 			srv := newServer(t, e2btestOptions())
-			srv.Stall(e2btest.OpKill)
+			srv.Stall(e2bfake.OpKill)
 			var arrived <-chan struct{}
 			if tt.stall != "" {
 				arrived = srv.Stall(tt.stall).Arrived()
@@ -361,7 +361,7 @@ func TestWriteUnblockedByCloseWrite(t *testing.T) {
 			case <-time.After(hangGuard):
 				t.Fatalf("%s had not returned after %v", how, hangGuard)
 			}
-			if srv.Calls(e2btest.OpCloseStdin) == 0 {
+			if srv.Calls(e2bfake.OpCloseStdin) == 0 {
 				t.Error("CloseStdin was never called")
 			}
 		})

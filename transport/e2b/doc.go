@@ -92,7 +92,7 @@
 // E2B.Metadata. E2B.List and E2B.Sweep find and kill the ones a crashed
 // host left behind, by tag and age.
 //
-// The local, wire-faithful E2B in package e2btest runs all of this
+// The local, wire-faithful E2B in package e2bfake runs all of this
 // against real local processes, with fault injection, for tests and for
 // the example's -fake flag.
 package e2b

@@ -7,15 +7,15 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/e2bfake"
 	"github.com/tproxy/tproxy/transport/e2b"
-	"github.com/tproxy/tproxy/transport/e2b/e2btest"
 )
 
 // A host drives a worker in an E2B sandbox exactly as it drives a local
-// one. Here the sandbox is the local E2B of package e2btest; against
+// one. Here the sandbox is the local E2B of package e2bfake; against
 // e2b.dev, leave APIURL and EnvdURL empty and set E2B_API_KEY.
 func ExampleE2B() {
-	srv, err := e2btest.New(e2btest.Options{})
+	srv, err := e2bfake.New(e2bfake.Options{})
 	if err != nil {
 		panic(err)
 	}
@@ -54,7 +54,7 @@ func ExampleE2B() {
 // Sweep kills the sandboxes that hosts which crashed before closing their
 // workers left behind, by tag and age.
 func ExampleE2B_Sweep() {
-	srv, err := e2btest.New(e2btest.Options{})
+	srv, err := e2bfake.New(e2bfake.Options{})
 	if err != nil {
 		panic(err)
 	}

@@ -14,10 +14,10 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/e2bfake"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/transport/e2b"
-	"github.com/tproxy/tproxy/transport/e2b/e2btest"
 )
 
 // signalSink is a Memory sink that closes a channel when an event of the
@@ -184,7 +184,7 @@ func TestUnauthorized(t *testing.T) {
 	if !strings.Contains(err.Error(), "E2B_API_KEY") || strings.Contains(err.Error(), tr.APIKey) {
 		t.Errorf("message %q should name E2B_API_KEY and not quote the key", err)
 	}
-	if n := srv.Calls(e2btest.OpCreate); n != 1 {
+	if n := srv.Calls(e2bfake.OpCreate); n != 1 {
 		t.Errorf("create called %d times, want 1", n)
 	}
 	if _, err := tr.List(t.Context(), e2b.ListOptions{}); !errors.As(err, &ae) || ae.Status != 401 {
@@ -232,55 +232,55 @@ func TestRetries(t *testing.T) {
 	srv := newServer(t, e2btestOptions())
 	tr := newE2B(t, srv, "worker")
 
-	srv.FailNext(e2btest.OpCreate, http.StatusServiceUnavailable, 1)
+	srv.FailNext(e2bfake.OpCreate, http.StatusServiceUnavailable, 1)
 	_, err := tr.Start(t.Context())
 	var ae *e2b.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable {
 		t.Fatalf("Start: err = %v, want a 503 *e2b.APIError", err)
 	}
-	if n := srv.Calls(e2btest.OpCreate); n != 1 {
+	if n := srv.Calls(e2bfake.OpCreate); n != 1 {
 		t.Errorf("create was called %d times; it must not be retried", n)
 	}
 
-	srv.FailNext(e2btest.OpUpload, http.StatusBadGateway, 2)
+	srv.FailNext(e2bfake.OpUpload, http.StatusBadGateway, 2)
 	p, err := tr.Start(t.Context())
 	if err != nil {
 		t.Fatalf("Start with 2 failing uploads: %v", err)
 	}
-	if n := srv.Calls(e2btest.OpUpload); n != 3 {
+	if n := srv.Calls(e2bfake.OpUpload); n != 3 {
 		t.Errorf("upload called %d times, want 3 (2 failures, 1 success)", n)
 	}
-	srv.FailNext(e2btest.OpKill, http.StatusTooManyRequests, 2)
+	srv.FailNext(e2bfake.OpKill, http.StatusTooManyRequests, 2)
 	if err := p.Close(); err != nil {
 		t.Errorf("Close with 2 throttled kills: %v", err)
 	}
-	if n := srv.Calls(e2btest.OpKill); n != 3 {
+	if n := srv.Calls(e2bfake.OpKill); n != 3 {
 		t.Errorf("kill called %d times, want 3", n)
 	}
 	if ids := srv.Sandboxes(); len(ids) != 0 {
 		t.Errorf("sandbox not killed: %v", ids)
 	}
 
-	srv.FailNext(e2btest.OpList, http.StatusInternalServerError, 2)
+	srv.FailNext(e2bfake.OpList, http.StatusInternalServerError, 2)
 	if _, err := tr.List(t.Context(), e2b.ListOptions{}); err != nil {
 		t.Errorf("List with 2 failures: %v", err)
 	}
 	tr.MaxRetries = 2
-	srv.FailNext(e2btest.OpList, http.StatusServiceUnavailable, 3)
-	before := srv.Calls(e2btest.OpList)
+	srv.FailNext(e2bfake.OpList, http.StatusServiceUnavailable, 3)
+	before := srv.Calls(e2bfake.OpList)
 	_, err = tr.List(t.Context(), e2b.ListOptions{})
 	if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable {
 		t.Errorf("List with retries exhausted: err = %v, want a 503 *e2b.APIError", err)
 	}
-	if n := srv.Calls(e2btest.OpList) - before; n != 3 {
+	if n := srv.Calls(e2bfake.OpList) - before; n != 3 {
 		t.Errorf("list called %d times with MaxRetries 2, want 3", n)
 	}
-	srv.FailNext(e2btest.OpList, http.StatusBadRequest, 1)
-	before = srv.Calls(e2btest.OpList)
+	srv.FailNext(e2bfake.OpList, http.StatusBadRequest, 1)
+	before = srv.Calls(e2bfake.OpList)
 	if _, err = tr.List(t.Context(), e2b.ListOptions{}); !errors.As(err, &ae) || ae.Status != 400 {
 		t.Errorf("List: err = %v, want a 400 *e2b.APIError", err)
 	}
-	if n := srv.Calls(e2btest.OpList) - before; n != 1 {
+	if n := srv.Calls(e2bfake.OpList) - before; n != 1 {
 		t.Errorf("a 400 was retried: list called %d times", n)
 	}
 }
@@ -310,7 +310,7 @@ func TestTimeoutRefreshed(t *testing.T) {
 	if err := run(150 * time.Millisecond); err != nil {
 		t.Fatalf("a 5s step in a sandbox with a 3s timeout, refreshed: %v", err)
 	}
-	if n := srv.Calls(e2btest.OpTimeout); n < 2 {
+	if n := srv.Calls(e2bfake.OpTimeout); n < 2 {
 		t.Errorf("timeout refreshed %d times", n)
 	}
 	err := run(time.Hour)
@@ -394,15 +394,15 @@ func TestUploadSkipped(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name     string
-		file     e2btest.File
+		file     e2bfake.File
 		uploaded bool
 	}{
-		{"same", e2btest.File{Data: bin, Mode: 0o755}, false},
-		{"different", e2btest.File{Data: append(bin[:len(bin):len(bin)], 0), Mode: 0o755}, true},
-		{"not executable", e2btest.File{Data: bin, Mode: 0o644}, true},
+		{"same", e2bfake.File{Data: bin, Mode: 0o755}, false},
+		{"different", e2bfake.File{Data: append(bin[:len(bin):len(bin)], 0), Mode: 0o755}, true},
+		{"not executable", e2bfake.File{Data: bin, Mode: 0o644}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := newServer(t, e2btest.Options{TemplateFiles: map[string]e2btest.File{e2b.DefaultRemotePath: tt.file}})
+			srv := newServer(t, e2bfake.Options{TemplateFiles: map[string]e2bfake.File{e2b.DefaultRemotePath: tt.file}})
 			c, err := host.Start(t.Context(), newE2B(t, srv, "worker"))
 			if err != nil {
 				t.Fatal(err)
@@ -411,7 +411,7 @@ func TestUploadSkipped(t *testing.T) {
 			if got := sandboxOf(t, c).Timings().Uploaded; got != tt.uploaded {
 				t.Errorf("Uploaded = %v, want %v", got, tt.uploaded)
 			}
-			if n := srv.Calls(e2btest.OpUpload); (n > 0) != tt.uploaded {
+			if n := srv.Calls(e2bfake.OpUpload); (n > 0) != tt.uploaded {
 				t.Errorf("%d upload calls", n)
 			}
 		})
@@ -472,17 +472,17 @@ func TestCloseLadder(t *testing.T) {
 			if _, err := io.ReadFull(p, buf); err != nil || string(buf) != "ready\n" {
 				t.Fatalf("read %q, %v", buf, err)
 			}
-			before := srv.Calls(e2btest.OpSendSignal)
+			before := srv.Calls(e2bfake.OpSendSignal)
 			if err := p.Close(); err != nil {
 				t.Errorf("Close: %v", err)
 			}
 			if st := p.Exit(); st.Signal != tt.want {
 				t.Errorf("exit %v, want %v", st, tt.want)
 			}
-			if n := srv.Calls(e2btest.OpSendSignal) - before; n != tt.signals {
+			if n := srv.Calls(e2bfake.OpSendSignal) - before; n != tt.signals {
 				t.Errorf("%d SendSignal calls, want %d", n, tt.signals)
 			}
-			if srv.Calls(e2btest.OpCloseStdin) == 0 {
+			if srv.Calls(e2bfake.OpCloseStdin) == 0 {
 				t.Error("CloseStdin was never called")
 			}
 			if _, err := p.Write([]byte("late\n")); err == nil {

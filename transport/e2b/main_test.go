@@ -14,10 +14,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tproxy/tproxy/internal/demo"
+	"github.com/tproxy/tproxy/internal/e2bfake"
 	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/transport/e2b"
-	"github.com/tproxy/tproxy/transport/e2b/e2btest"
 	"github.com/tproxy/tproxy/worker"
 )
 
@@ -106,12 +106,12 @@ func exe(t testing.TB) string {
 }
 
 // newServer starts a local E2B that is closed when the test ends.
-func newServer(t testing.TB, opts e2btest.Options) *e2btest.Server {
+func newServer(t testing.TB, opts e2bfake.Options) *e2bfake.Server {
 	t.Helper()
 	if opts.KeepaliveInterval == 0 {
 		opts.KeepaliveInterval = 20 * time.Millisecond // keepalives interleave with data
 	}
-	srv, err := e2btest.New(opts)
+	srv, err := e2bfake.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func newServer(t testing.TB, opts e2btest.Options) *e2btest.Server {
 
 // newE2B returns a transport pointed at srv that runs the test binary in
 // mode.
-func newE2B(t testing.TB, srv *e2btest.Server, mode string) *e2b.E2B {
+func newE2B(t testing.TB, srv *e2bfake.Server, mode string) *e2b.E2B {
 	return &e2b.E2B{
 		APIKey:       srv.APIKey(),
 		APIURL:       srv.URL,
@@ -172,4 +172,4 @@ func waitDone(t testing.TB, p transport.Process) {
 }
 
 // e2btestOptions are the server options most tests use.
-func e2btestOptions() e2btest.Options { return e2btest.Options{} }
+func e2btestOptions() e2bfake.Options { return e2bfake.Options{} }

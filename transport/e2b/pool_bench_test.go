@@ -10,8 +10,8 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/e2bfake"
 	"github.com/tproxy/tproxy/transport"
-	"github.com/tproxy/tproxy/transport/e2b/e2btest"
 )
 
 // BenchmarkSessionOverhead measures a whole session of one empty step
@@ -32,7 +32,7 @@ import (
 //
 //     go test -run '^$' -bench SessionOverhead ./transport/e2b
 func BenchmarkSessionOverhead(b *testing.B) {
-	srv := newServer(b, e2btest.Options{KeepaliveInterval: 50 * time.Second})
+	srv := newServer(b, e2bfake.Options{KeepaliveInterval: 50 * time.Second})
 	m := tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "noop", Driver: "noop"}}}
 	session := func(b *testing.B, tr transport.Transport, dir string) {
 		st, err := host.RunManifest(context.Background(), tr, host.RunSpec{Dir: dir, Manifest: m, Options: quietHost()})

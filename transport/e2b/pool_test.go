@@ -12,9 +12,9 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/e2bfake"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/transport/e2b"
-	"github.com/tproxy/tproxy/transport/e2b/e2btest"
 )
 
 // recorder is a Transport that keeps the *e2b.Process of every start.
@@ -34,7 +34,7 @@ func (r *recorder) Start(ctx context.Context) (transport.Process, error) {
 	return p, err
 }
 
-func newPool(t testing.TB, srv *e2btest.Server, size int) *e2b.Pool {
+func newPool(t testing.TB, srv *e2bfake.Server, size int) *e2b.Pool {
 	t.Helper()
 	pool, err := e2b.NewPool(context.Background(), newE2B(t, srv, "worker"), size)
 	if err != nil {
@@ -66,7 +66,7 @@ func TestPool_SessionsGetWarmFreshSandboxes(t *testing.T) {
 	if got := len(srv.Sandboxes()); got != 2 || pool.Idle() != 2 {
 		t.Fatalf("after NewPool: %d sandboxes, %d idle; want 2", got, pool.Idle())
 	}
-	uploads := srv.Calls(e2btest.OpUpload)
+	uploads := srv.Calls(e2bfake.OpUpload)
 	rec := &recorder{Transport: pool}
 	base := t.TempDir()
 	m := tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "nap", Driver: "sleep", Config: map[string]any{"ms": 50}}}}
@@ -93,7 +93,7 @@ func TestPool_SessionsGetWarmFreshSandboxes(t *testing.T) {
 	if len(slices.Compact(slices.Clone(ids))) != 6 {
 		t.Errorf("sandboxes %v: some served two sessions", ids)
 	}
-	if n := srv.Calls(e2btest.OpUpload); n-uploads != 6 {
+	if n := srv.Calls(e2bfake.OpUpload); n-uploads != 6 {
 		t.Errorf("%d uploads for 6 replacement sandboxes", n-uploads)
 	}
 	waitFor(t, "refilled to 2", func() bool { return pool.Idle() == 2 })
@@ -124,7 +124,7 @@ func TestPool_SessionsGetWarmFreshSandboxes(t *testing.T) {
 func TestPool_StartWaitsForAWarmSandbox(t *testing.T) {
 	srv := newServer(t, e2btestOptions())
 	pool := newPool(t, srv, 1)
-	srv.FailNext(e2btest.OpCreate, 503, 3) // the first refill fails thrice
+	srv.FailNext(e2bfake.OpCreate, 503, 3) // the first refill fails thrice
 	p1, err := pool.Start(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -139,14 +139,14 @@ func TestPool_StartWaitsForAWarmSandbox(t *testing.T) {
 		t.Fatal("two sessions got one sandbox")
 	}
 	t.Logf("the second session waited %v for its sandbox", p2.(*e2b.Process).Timings().Wait)
-	if n := srv.Calls(e2btest.OpCreate); n < 1+4 {
+	if n := srv.Calls(e2bfake.OpCreate); n < 1+4 {
 		t.Errorf("%d creates, want at least 1 + 3 failed + 1", n)
 	}
 
 	// Take the replacement once warm, with warm-ups failing from now on:
 	// the pool is dry for good.
 	waitFor(t, "refilled", func() bool { return pool.Idle() == 1 })
-	srv.FailNext(e2btest.OpCreate, 503, 1<<20)
+	srv.FailNext(e2bfake.OpCreate, 503, 1<<20)
 	p3, err := pool.Start(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +192,7 @@ func TestPool_CloseKillsIdleAndInFlight(t *testing.T) {
 // cannot be warmed, and leaves none behind.
 func TestPool_FailedWarmUpKillsWhatWasStarted(t *testing.T) {
 	srv := newServer(t, e2btestOptions())
-	srv.FailNext(e2btest.OpUpload, 500, 100)
+	srv.FailNext(e2bfake.OpUpload, 500, 100)
 	tr := newE2B(t, srv, "worker")
 	tr.MaxRetries = -1
 	_, err := e2b.NewPool(t.Context(), tr, 3)

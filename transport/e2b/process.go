@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy/internal/ladder"
+	"github.com/tproxy/tproxy/internal/stderrcap"
 	"github.com/tproxy/tproxy/transport"
 )
 
@@ -47,7 +48,7 @@ type Process struct {
 
 	stdoutR *io.PipeReader
 	stdoutW *io.PipeWriter
-	stderr  *transport.StderrCapture
+	stderr  *stderrcap.Capture
 
 	// stdin: envelopes written to inW are the StreamInput request body.
 	// wmu serializes writers; closing inW needs no lock and unblocks a
@@ -132,7 +133,7 @@ func (c *client) launch(ctx context.Context, sb *sandbox, env map[string]string,
 	p := &Process{
 		c: c, sb: sb, pid: ev.Start.Pid, timing: *tm, stream: stream,
 		ctx: pctx, cancel: cancel,
-		stderr:       transport.NewStderrCapture(c.t.TailSize, c.t.Stderr, c.t.Logger, slog.String("sandbox", sb.ID)),
+		stderr:       stderrcap.New(c.t.TailSize, c.t.Stderr, c.t.Logger, slog.String("sandbox", sb.ID)),
 		inDone:       make(chan struct{}),
 		done:         make(chan struct{}),
 		closeTimeout: orDefault(c.t.CloseTimeout, ladder.DefaultCloseTimeout),

@@ -12,11 +12,11 @@ import (
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
 	"github.com/tproxy/tproxy/internal/demo"
+	"github.com/tproxy/tproxy/internal/e2bfake"
 	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/transport/e2b"
-	"github.com/tproxy/tproxy/transport/e2b/e2btest"
 )
 
 // runDemo runs the demo's three-step session over tr into dir, the way
@@ -114,7 +114,7 @@ func TestParitySubprocessE2B(t *testing.T) {
 	}
 	// Every host→worker message of a session rides in one StreamInput
 	// request body: no HTTP request per message.
-	if n, m := srv.Calls(e2btest.OpStreamInput), srv.Calls(e2btest.OpSendInput); n != 2 || m != 0 {
+	if n, m := srv.Calls(e2bfake.OpStreamInput), srv.Calls(e2bfake.OpSendInput); n != 2 || m != 0 {
 		t.Errorf("%d StreamInput and %d SendInput calls for two sessions, want 2 and 0", n, m)
 	}
 	gzipped := 0

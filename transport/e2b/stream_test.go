@@ -14,9 +14,9 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/e2bfake"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport/e2b"
-	"github.com/tproxy/tproxy/transport/e2b/e2btest"
 )
 
 // TestFrameCap17MiB: a 17 MiB stdout line through the E2B transport
@@ -53,7 +53,7 @@ func TestFrameCap17MiB(t *testing.T) {
 // message (a ping echo with multi-byte UTF-8 characters split across
 // events among them) arrives intact.
 func TestOneByteChunks(t *testing.T) {
-	srv := newServer(t, e2btest.Options{ChunkSize: 1})
+	srv := newServer(t, e2bfake.Options{ChunkSize: 1})
 	c, err := host.Start(t.Context(), newE2B(t, srv, "worker"))
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +73,7 @@ func TestOneByteChunks(t *testing.T) {
 // same bytes the worker wrote come out of Read, whatever the chunking.
 func TestChunksReassembled(t *testing.T) {
 	for _, chunk := range []int{1, 7, 0} {
-		srv := newServer(t, e2btest.Options{ChunkSize: chunk})
+		srv := newServer(t, e2bfake.Options{ChunkSize: chunk})
 		tr := newE2B(t, srv, "exit3")
 		p, err := tr.Start(t.Context())
 		if err != nil {
@@ -137,7 +137,7 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 	} else {
 		errs = append(errs, err.Error())
 	}
-	srv.FailNext(e2btest.OpList, 500, 10)
+	srv.FailNext(e2bfake.OpList, 500, 10)
 	if _, err := tr.List(t.Context(), e2b.ListOptions{}); err != nil {
 		errs = append(errs, err.Error())
 	}

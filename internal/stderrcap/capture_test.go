@@ -1,4 +1,4 @@
-package transport_test
+package stderrcap
 
 import (
 	"bytes"
@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-
-	"github.com/tproxy/tproxy/transport"
 )
 
 type failWriter struct{ n int }
@@ -23,7 +21,7 @@ func (f *failWriter) Write(p []byte) (int, error) {
 func TestStderrCapture(t *testing.T) {
 	var logs, copyBuf bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	c := transport.NewStderrCapture(16, &copyBuf, logger, slog.String("sandbox", "sb1"))
+	c := New(16, &copyBuf, logger, slog.String("sandbox", "sb1"))
 	for _, chunk := range []string{"hel", "lo\nwor", "ld\npanic: bo", "om\ntail"} {
 		if n, err := c.Write([]byte(chunk)); n != len(chunk) || err != nil {
 			t.Fatalf("Write = %d, %v", n, err)
@@ -44,7 +42,7 @@ func TestStderrCapture(t *testing.T) {
 	}
 
 	fw := &failWriter{}
-	c = transport.NewStderrCapture(0, fw, nil)
+	c = New(0, fw, nil)
 	c.Write([]byte("a"))
 	c.Write([]byte("b"))
 	if fw.n != 1 || c.Tail() != "ab" {

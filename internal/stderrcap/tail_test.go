@@ -1,9 +1,7 @@
-package transport_test
+package stderrcap
 
 import (
 	"testing"
-
-	"github.com/tproxy/tproxy/transport"
 )
 
 func TestTrimTail(t *testing.T) {
@@ -22,7 +20,7 @@ func TestTrimTail(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := transport.TrimTail([]byte(tt.in), tt.truncated); got != tt.want {
+			if got := trimTail([]byte(tt.in), tt.truncated); got != tt.want {
 				t.Errorf("TrimTail(%q, %v) = %q, want %q", tt.in, tt.truncated, got, tt.want)
 			}
 		})

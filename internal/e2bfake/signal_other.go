@@ -1,6 +1,6 @@
 //go:build !unix
 
-package e2btest
+package e2bfake
 
 import (
 	"errors"

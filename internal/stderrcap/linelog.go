@@ -1,4 +1,4 @@
-package transport
+package stderrcap
 
 import (
 	"bytes"
@@ -11,33 +11,21 @@ import (
 // longer line is logged in pieces.
 const maxLogLine = 64 << 10
 
-// drainStderr copies r to the tail buffer, to w (if not nil) and, line by
-// line, to logger (if not nil), until r returns an error. A failing w is
-// dropped so that it cannot stop the draining: a worker blocked on a full
-// stderr pipe would hang.
-func drainStderr(r io.Reader, tail *tailBuffer, w io.Writer, logger *lineLogger) {
+// Drain copies r into c until r returns an error, then flushes c. c never
+// fails a write, so a broken destination cannot stop the draining: a
+// worker blocked on a full stderr pipe would hang.
+func Drain(r io.Reader, c *Capture) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			chunk := buf[:n]
-			tail.Write(chunk)
-			if w != nil {
-				if _, werr := w.Write(chunk); werr != nil {
-					w = nil
-				}
-			}
-			if logger != nil {
-				logger.Write(chunk)
-			}
+			c.Write(buf[:n])
 		}
 		if err != nil {
 			break
 		}
 	}
-	if logger != nil {
-		logger.Flush()
-	}
+	c.Flush()
 }
 
 // lineLogger logs each line written to it as one record. Like

@@ -1,4 +1,4 @@
-package e2btest_test
+package e2bfake_test
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tproxy/tproxy/transport/e2b/e2btest"
+	"github.com/tproxy/tproxy/internal/e2bfake"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -26,13 +26,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type rawClient struct {
 	t     *testing.T
-	srv   *e2btest.Server
+	srv   *e2bfake.Server
 	id    string
 	token string
 }
 
-func newRaw(t *testing.T, opts e2btest.Options) *rawClient {
-	srv, err := e2btest.New(opts)
+func newRaw(t *testing.T, opts e2bfake.Options) *rawClient {
+	srv, err := e2bfake.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func (c *rawClient) start(body string, header map[string]string) (int, []envl) {
 // TestConnectTimeoutKills: envd turns Connect-Timeout-Ms on Start into
 // the process's deadline; this is why the transport never sends it.
 func TestConnectTimeoutKills(t *testing.T) {
-	c := newRaw(t, e2btest.Options{})
+	c := newRaw(t, e2bfake.Options{})
 	status, evs := c.start(`{"process":{"cmd":"/bin/sh","args":["-c","echo hi; sleep 30"]}}`, map[string]string{"Connect-Timeout-Ms": "300"})
 	if status != 200 || len(evs) < 2 {
 		t.Fatalf("status %d, envelopes %v", status, evs)
@@ -116,7 +116,7 @@ func TestConnectTimeoutKills(t *testing.T) {
 // TestStartEvents: start, data, keepalive and the end event in envd's
 // form: zero values omitted, status and error from os.ProcessState.
 func TestStartEvents(t *testing.T) {
-	c := newRaw(t, e2btest.Options{KeepaliveInterval: 10 * time.Millisecond})
+	c := newRaw(t, e2bfake.Options{KeepaliveInterval: 10 * time.Millisecond})
 	_, evs := c.start(`{"process":{"cmd":"/bin/sh","args":["-c","printf out; printf err >&2; sleep 0.1; exit 3"]},"stdin":false}`, nil)
 	var got []string
 	stdout := ""
@@ -157,7 +157,7 @@ func TestStartEvents(t *testing.T) {
 // TestBadCwd: a Start that fails is HTTP 200 holding only the end
 // envelope.
 func TestBadCwd(t *testing.T) {
-	c := newRaw(t, e2btest.Options{})
+	c := newRaw(t, e2bfake.Options{})
 	status, evs := c.start(`{"process":{"cmd":"/bin/true","cwd":"/nonexistent"}}`, nil)
 	if status != 200 || len(evs) != 1 || evs[0].flags != 0x02 || !strings.Contains(evs[0].payload, `"error"`) {
 		t.Errorf("status %d, envelopes %+v", status, evs)
@@ -166,7 +166,7 @@ func TestBadCwd(t *testing.T) {
 
 // TestBadAccessToken: envd's 401 is plain JSON, not a Connect envelope.
 func TestBadAccessToken(t *testing.T) {
-	c := newRaw(t, e2btest.Options{})
+	c := newRaw(t, e2bfake.Options{})
 	c.token = "wrong"
 	status, evs := c.start(`{"process":{"cmd":"/bin/true"}}`, nil)
 	var body struct {
@@ -181,7 +181,7 @@ func TestBadAccessToken(t *testing.T) {
 // TestStdin: with stdin unset, SendInput reaches the process; with
 // stdin:false it fails.
 func TestStdin(t *testing.T) {
-	c := newRaw(t, e2btest.Options{})
+	c := newRaw(t, e2bfake.Options{})
 	for _, tt := range []struct {
 		stdin string
 		ok    bool
@@ -229,7 +229,7 @@ func TestStdin(t *testing.T) {
 // TestStall: a stalled call hangs without an effect until Release, then
 // proceeds; a stalled call whose client gives up ends too.
 func TestStall(t *testing.T) {
-	c := newRaw(t, e2btest.Options{})
+	c := newRaw(t, e2bfake.Options{})
 	kill := func(ctx context.Context) (int, error) {
 		req, _ := http.NewRequestWithContext(ctx, "DELETE", c.srv.URL+"/sandboxes/"+c.id, nil)
 		req.Header.Set("X-API-Key", c.srv.APIKey())
@@ -241,8 +241,8 @@ func TestStall(t *testing.T) {
 		return resp.StatusCode, nil
 	}
 
-	st := c.srv.Stall(e2btest.OpKill)
-	if c.srv.Stall(e2btest.OpKill) != st {
+	st := c.srv.Stall(e2bfake.OpKill)
+	if c.srv.Stall(e2bfake.OpKill) != st {
 		t.Error("stalling a stalled op made a second Stall")
 	}
 	done := make(chan int, 1)
@@ -265,7 +265,7 @@ func TestStall(t *testing.T) {
 	}
 
 	// Left stalled: Close releases it.
-	st = c.srv.Stall(e2btest.OpKill)
+	st = c.srv.Stall(e2bfake.OpKill)
 	ctx, cancel := context.WithCancel(t.Context())
 	gaveUp := make(chan error, 1)
 	go func() { _, err := kill(ctx); gaveUp <- err }()

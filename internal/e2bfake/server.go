@@ -1,4 +1,4 @@
-// Package e2btest is a local, faithful E2B for tests and demos: one
+// Package e2bfake is a local, faithful E2B for tests and demos: one
 // httptest server that speaks the control plane's REST API and, for every
 // sandbox, the in-sandbox daemon's (envd's) process service over the real
 // Connect protocol (JSON codec, enveloped streams, end-of-stream flag
@@ -31,7 +31,7 @@
 // stream, or remove its sandbox from under it; a wrong API key or access
 // token gets a 401 as E2B's would. Requests records every request for
 // assertions (such as: the API key never reaches a sandbox).
-package e2btest
+package e2bfake
 
 import (
 	"bytes"
@@ -152,7 +152,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, dir: opts.Dir, sandboxes: map[string]*sandbox{}, faults: map[Op][]int{}, stalls: map[Op]*Stall{}, calls: map[Op]int{}}
 	if s.dir == "" {
-		d, err := os.MkdirTemp("", "e2btest-")
+		d, err := os.MkdirTemp("", "e2bfake-")
 		if err != nil {
 			return nil, err
 		}
@@ -371,7 +371,7 @@ func (s *Server) DeleteSandbox(id string) error {
 	sb := s.sandboxes[id]
 	if sb == nil {
 		s.mu.Unlock()
-		return fmt.Errorf("e2btest: no sandbox %q", id)
+		return fmt.Errorf("e2bfake: no sandbox %q", id)
 	}
 	delete(s.sandboxes, id)
 	if sb.expiry != nil {
@@ -404,7 +404,7 @@ func (s *Server) get(id string) (*sandbox, error) {
 	defer s.mu.Unlock()
 	sb := s.sandboxes[id]
 	if sb == nil {
-		return nil, fmt.Errorf("e2btest: no sandbox %q", id)
+		return nil, fmt.Errorf("e2bfake: no sandbox %q", id)
 	}
 	return sb, nil
 }
@@ -418,7 +418,7 @@ func (s *Server) proc(id string, pid uint32) (*proc, error) {
 	defer s.mu.Unlock()
 	p := sb.procs[pid]
 	if p == nil {
-		return nil, fmt.Errorf("e2btest: no process %d in sandbox %s", pid, id)
+		return nil, fmt.Errorf("e2bfake: no process %d in sandbox %s", pid, id)
 	}
 	return p, nil
 }
@@ -459,7 +459,7 @@ func (s *Server) create(template string, timeout time.Duration, metadata, envVar
 	defer s.mu.Unlock()
 	if s.closed {
 		os.RemoveAll(sb.root)
-		return nil, errors.New("e2btest: server closed")
+		return nil, errors.New("e2bfake: server closed")
 	}
 	s.sandboxes[id] = sb
 	s.setTimeoutLocked(sb, timeout)

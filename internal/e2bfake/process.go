@@ -1,4 +1,4 @@
-package e2btest
+package e2bfake
 
 import (
 	"encoding/json"
