@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
@@ -281,6 +282,12 @@ func sessionDirs(jobs []Job) ([]Job, error) {
 type counter struct{ m *Many }
 
 func (c counter) Event(context.Context, tproxy.Event) error {
+	c.m.events.Add(1)
+	return nil
+}
+
+// EventRaw counts an event without decoding it.
+func (c counter) EventRaw(context.Context, *wire.RawEvent) error {
 	c.m.events.Add(1)
 	return nil
 }

@@ -2,12 +2,17 @@ package logsink_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/wire"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 )
 
@@ -90,5 +95,55 @@ func TestMulti_NoFailures(t *testing.T) {
 	empty := logsink.Multi()
 	if err := empty.Event(ctx, tproxy.Event{}); err != nil {
 		t.Errorf("empty Multi: %v", err)
+	}
+}
+
+// TestMultiPassesRawEventsOn: Multi of Files and a plain sink takes raw
+// events; Files records them as parsed, the plain sink gets each one
+// decoded, equal to json.Unmarshal of its params (an empty data object
+// and none are the same).
+func TestMultiPassesRawEventsOn(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	files, err := logsink.OpenDir(dir, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	var mem logsink.Memory
+	raw, ok := logsink.Multi(files, &mem).(logsink.RawEventSink)
+	if !ok {
+		t.Fatal("Multi of Files and Memory is not a RawEventSink")
+	}
+	if _, ok := logsink.Multi(&mem, &logsink.Memory{}).(logsink.RawEventSink); ok {
+		t.Error("Multi of sinks that take no raw events claims to")
+	}
+	var want []tproxy.Event
+	for _, params := range wiretest.OddEvents {
+		var re wire.RawEvent
+		if !wire.ParseEvent([]byte(params), &re) {
+			continue
+		}
+		var e tproxy.Event
+		if err := json.Unmarshal([]byte(params), &e); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, e)
+		if err := raw.EventRaw(ctx, &re); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(want) < 5 {
+		t.Fatalf("only %d of the odd events parse; the test needs more", len(want))
+	}
+	if d := cmp.Diff(want, mem.Events(), cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("the plain sink's events (-json.Unmarshal +got):\n%s", d)
+	}
+	if err := raw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := logsink.ReadLines(filepath.Join(dir, logsink.EventsFile))
+	if err != nil || len(lines) != len(want) {
+		t.Fatalf("events.jsonl has %d lines (%v), want %d", len(lines), err, len(want))
 	}
 }

@@ -452,14 +452,16 @@ func (s *server) execute() {
 		s.queue[0] = nil
 		s.queue = s.queue[1:]
 		s.mu.Unlock()
-		// Beat from the start of the request to the end of its reply, so
-		// that the host can tell a slow request (a big step, a big
-		// result to encode) from a hung worker.
+		// Beat while the request runs, so that the host can tell a slow
+		// request from a hung worker. The beats stop, a beat being
+		// written included, before the reply is written: none follows
+		// the response, which the host may not read (once Close began,
+		// a write to it fails).
 		stopBeat := s.heartbeats(s.ctx)
 		res, err := s.dispatch(j)
-		s.reply(j.req.ID, res, err)
 		stopBeat()
 		s.beatStep.Store(nil)
+		s.reply(j.req.ID, res, err)
 		j.cancel()
 		s.mu.Lock()
 		delete(s.inflight, j.req.ID)

@@ -302,28 +302,27 @@ func errorType(err error) string {
 
 // heartbeats sends a heartbeat every interval, naming the step in
 // beatStep if any, until the returned stop is called. It runs on a timer,
-// not a goroutine of its own: a request costs no goroutine start and no
-// hand-off to stop it. A beat already being sent when stop is called may
-// still go out; the host takes a late beat as a sign of life, nothing
-// more.
+// not a goroutine of its own. stop returns once no beat is being written,
+// so that none follows what the caller writes next.
 func (s *server) heartbeats(ctx context.Context) (stop func()) {
 	interval := s.w.heartbeat()
 	var (
-		mu      sync.Mutex
+		mu      sync.Mutex // held while a beat is written
 		stopped bool
 		t       *time.Timer
 	)
 	beat := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped || ctx.Err() != nil {
+			return
+		}
 		var stepID string
 		if id := s.beatStep.Load(); id != nil {
 			stepID = *id
 		}
 		s.lane.Notify(tproxy.MethodHeartbeat, tproxy.Heartbeat{Timestamp: time.Now().UTC(), StepID: stepID})
-		mu.Lock()
-		if !stopped && ctx.Err() == nil {
-			t.Reset(interval)
-		}
-		mu.Unlock()
+		t.Reset(interval)
 	}
 	mu.Lock()
 	t = time.AfterFunc(interval, beat)

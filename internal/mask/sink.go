@@ -3,7 +3,6 @@ package mask
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/tproxy/tproxy"
@@ -58,16 +57,9 @@ func (s maskRawSink) EventRaw(ctx context.Context, e *wire.RawEvent) error {
 	if !s.mayMask(e) {
 		return s.raw.EventRaw(ctx, e)
 	}
-	ev := tproxy.Event{Name: e.Name, Timestamp: e.Timestamp, StepID: e.StepID, Source: e.Source}
-	if len(e.Data) > 0 {
-		ev.Data = make(map[string]any, len(e.Data))
-		for _, f := range e.Data {
-			var v any
-			if err := json.Unmarshal(f.Value, &v); err != nil {
-				return fmt.Errorf("logsink: masking event %q: data %q: %w", s.m.String(e.Name), s.m.String(f.Key), err)
-			}
-			ev.Data[f.Key] = v
-		}
+	ev, err := e.Event()
+	if err != nil {
+		return fmt.Errorf("masking: %s", s.m.String(err.Error()))
 	}
 	return s.next.Event(ctx, s.m.Event(ev))
 }

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -134,6 +135,22 @@ type RawEvent struct {
 	Source    string
 	// Data holds the data fields in wire order; keys are distinct.
 	Data []RawField
+}
+
+// Event decodes e into the Event json.Unmarshal of its params gives.
+func (e *RawEvent) Event() (tproxy.Event, error) {
+	ev := tproxy.Event{Name: e.Name, Timestamp: e.Timestamp, StepID: e.StepID, Source: e.Source}
+	if len(e.Data) > 0 {
+		ev.Data = make(map[string]any, len(e.Data))
+		for _, f := range e.Data {
+			var v any
+			if err := json.Unmarshal(f.Value, &v); err != nil {
+				return tproxy.Event{}, fmt.Errorf("event %q: data %q: %w", e.Name, f.Key, err)
+			}
+			ev.Data[f.Key] = v
+		}
+	}
+	return ev, nil
 }
 
 // RawField is one data field of a RawEvent.

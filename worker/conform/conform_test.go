@@ -50,14 +50,19 @@ func subprocess(t *testing.T) *transport.Subprocess {
 }
 
 // The Go worker runtime passes the whole kit, in-process and as a process.
+// testTimeout bounds each check in these tests: they run in parallel,
+// each streaming frames of 16 MiB, under the race detector, on machines
+// that may be busy. The bound is a liveness check, not a goal.
+var testTimeout = conform.Timeout(60 * time.Second)
+
 func TestGoWorkerInMemory(t *testing.T) {
 	t.Parallel()
-	conform.Test(t, &transport.InMemory{Serve: goWorker().Serve})
+	conform.Test(t, &transport.InMemory{Serve: goWorker().Serve}, testTimeout)
 }
 
 func TestGoWorkerSubprocess(t *testing.T) {
 	t.Parallel()
-	conform.Test(t, subprocess(t))
+	conform.Test(t, subprocess(t), testTimeout)
 }
 
 // python returns the Python test worker's transport, or skips.
@@ -95,7 +100,7 @@ func pythonExe(t *testing.T) string {
 // independent implementation of the protocol: it passes everything.
 func TestPythonWorker(t *testing.T) {
 	t.Parallel()
-	conform.Test(t, python(t, "--faults=none"))
+	conform.Test(t, python(t, "--faults=none"), testTimeout)
 }
 
 // The broken worker's faults fail exactly the checks that look for them.
