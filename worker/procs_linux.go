@@ -92,7 +92,7 @@ func parentAlive(ppid int) bool {
 // A worker that leads its own group while its parent, which ppid was at
 // start, is alive and not exiting leaves this to that parent:
 // transport.Subprocess kills the group once the worker has exited, and
-// the scan below costs about 30 µs per process on the machine. When the
+// the scan below reads /proc for every process on the machine. When the
 // parent is dying or dead (its death is what stopped the worker) nobody
 // else can, and a worker in someone else's group (a host that made none)
 // ends its own children.

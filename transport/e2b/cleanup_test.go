@@ -92,7 +92,7 @@ func TestStartCleanupBoundedByCallerDeadline(t *testing.T) {
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := newServer(t, e2btestOptions())
+			srv := newServer(t, fakeOptions())
 			upload := srv.Stall(e2bfake.OpUpload) // the start hangs in the upload ...
 			kill := srv.Stall(e2bfake.OpKill)     // ... and the kill is never answered
 			tr := newE2B(t, srv, "worker")
@@ -129,7 +129,7 @@ func TestStartCleanupBoundedByCallerDeadline(t *testing.T) {
 // CleanupGrace of the context's end; the kill goes on in the background
 // and Close waits for it, so the sandbox is not left behind.
 func TestPoolStartCleanupBoundedByCallerDeadline(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	tr := newE2B(t, srv, "worker")
 	tr.CleanupGrace = testGrace
 	pool, err := e2b.NewPool(t.Context(), tr, 1)
@@ -176,7 +176,7 @@ func TestPoolStartCleanupBoundedByCallerDeadline(t *testing.T) {
 // kill, so a host that kills because its deadline has passed is not held
 // 30 s more by Close.
 func TestCloseAfterKillBoundedByGrace(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	tr := newE2B(t, srv, "worker")
 	tr.CleanupGrace = testGrace
 	p, err := tr.Start(t.Context())
@@ -218,7 +218,7 @@ func TestHostStartBoundedWhenKillHangs(t *testing.T) {
 		{"handshake", "term-ok", ""}, // prints no protocol: the ping is never answered
 	} {
 		t.Run(tt.phase, func(t *testing.T) {
-			srv := newServer(t, e2btestOptions())
+			srv := newServer(t, fakeOptions())
 			srv.Stall(e2bfake.OpKill)
 			var arrived <-chan struct{}
 			if tt.stall != "" {
@@ -305,7 +305,7 @@ func (w *watchStdin) RoundTrip(req *http.Request) (*http.Response, error) {
 func TestWriteUnblockedByCloseWrite(t *testing.T) {
 	for _, how := range []string{"CloseWrite", "Close"} {
 		t.Run(how, func(t *testing.T) {
-			srv := newServer(t, e2btestOptions())
+			srv := newServer(t, fakeOptions())
 			tr := newE2B(t, srv, "term-ok") // never reads stdin, ends on SIGTERM
 			tr.CloseTimeout, tr.TermTimeout = 200*time.Millisecond, 200*time.Millisecond
 			w := &watchStdin{rt: http.DefaultTransport.(*http.Transport).Clone(), mark: 2 << 20, passed: make(chan struct{})}

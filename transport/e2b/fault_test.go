@@ -93,7 +93,7 @@ func sandboxOf(t *testing.T, c *host.Client) *e2b.Process {
 // operator) fails the call at once with the typed exit error: signal and
 // stderr tail, as for a subprocess.
 func TestWorkerKilled(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	c, errc := blockedSession(t, newE2B(t, srv, "worker"))
 	p := sandboxOf(t, c)
 	if err := srv.Signal(p.SandboxID(), p.Pid(), syscall.SIGKILL); err != nil {
@@ -125,7 +125,7 @@ func TestWorkerKilled(t *testing.T) {
 // the call with an exit error that says the stream was lost; Close still
 // ends the worker and kills the sandbox.
 func TestStreamCut(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	c, errc := blockedSession(t, newE2B(t, srv, "worker"))
 	p := sandboxOf(t, c)
 	if err := srv.CutStreams(p.SandboxID()); err != nil {
@@ -151,7 +151,7 @@ func TestStreamCut(t *testing.T) {
 // expired) fails the call with an exit error naming the sandbox; Close
 // then succeeds (the sandbox is already gone).
 func TestSandboxDeleted(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	c, errc := blockedSession(t, newE2B(t, srv, "worker"))
 	p := sandboxOf(t, c)
 	if err := srv.DeleteSandbox(p.SandboxID()); err != nil {
@@ -173,7 +173,7 @@ func TestSandboxDeleted(t *testing.T) {
 // TestUnauthorized: a refused API key is a typed 401 that says which
 // credential to check, without quoting it, and leaves no sandbox.
 func TestUnauthorized(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	tr := newE2B(t, srv, "worker")
 	tr.APIKey = "e2b_wrongwrongwrongwrong"
 	_, err := tr.Start(t.Context())
@@ -209,7 +209,7 @@ func (r rewriteToken) RoundTrip(req *http.Request) (*http.Response, error) {
 // TestEnvdUnauthorized: envd's plain-JSON 401 for a bad access token is a
 // typed error too, and the sandbox created for the start is killed.
 func TestEnvdUnauthorized(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	tr := newE2B(t, srv, "worker")
 	tr.HTTPClient = &http.Client{Transport: rewriteToken{http.DefaultTransport}}
 	_, err := tr.Start(t.Context())
@@ -229,7 +229,7 @@ func TestEnvdUnauthorized(t *testing.T) {
 // TestRetries: 429 and 5xx are retried with backoff on idempotent calls
 // only; creating a sandbox is never retried.
 func TestRetries(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	tr := newE2B(t, srv, "worker")
 
 	srv.FailNext(e2bfake.OpCreate, http.StatusServiceUnavailable, 1)
@@ -289,7 +289,7 @@ func TestRetries(t *testing.T) {
 // survives because the transport refreshes it; without refreshes the same
 // session dies with the sandbox (so the fake's expiry is real).
 func TestTimeoutRefreshed(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	run := func(refresh time.Duration) error {
 		tr := newE2B(t, srv, "worker")
 		// Long enough for uploading the race-instrumented test binary on
@@ -330,7 +330,7 @@ func TestTimeoutRefreshed(t *testing.T) {
 // TestSweep: orphans are found by tag and age and killed; younger ones and
 // other people's sandboxes are left alone.
 func TestSweep(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	tr := newE2B(t, srv, "worker")
 	mk := func(meta map[string]string, age time.Duration) string {
 		id, err := srv.CreateSandbox("base", time.Hour, meta)
@@ -421,7 +421,7 @@ func TestUploadSkipped(t *testing.T) {
 // TestStartHeaders: the worker's Start carries a keepalive interval and no
 // Connect-Timeout-Ms, which envd would turn into the worker's deadline.
 func TestStartHeaders(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	p, err := newE2B(t, srv, "worker").Start(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +452,7 @@ func TestStartHeaders(t *testing.T) {
 // each after its timeout, through envd's SendSignal; the sandbox is killed
 // at the end either way.
 func TestCloseLadder(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	for _, tt := range []struct {
 		mode    string
 		want    syscall.Signal

@@ -18,7 +18,7 @@ import (
 // beats no more; the host's heartbeat timeout kills it through envd and
 // fails the call with a *host.SilenceError, as for a subprocess.
 func TestHungWorkerKilled(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	sink := newSignalSink("blocked")
 	c, err := host.Start(t.Context(), newE2B(t, srv, "worker"), host.WithSink(sink),
 		host.WithHeartbeatTimeout(500*time.Millisecond), host.WithLogger(slog.New(slog.DiscardHandler)))

@@ -171,5 +171,5 @@ func waitDone(t testing.TB, p transport.Process) {
 	}
 }
 
-// e2btestOptions are the server options most tests use.
-func e2btestOptions() e2bfake.Options { return e2bfake.Options{} }
+// fakeOptions are the server options most tests use.
+func fakeOptions() e2bfake.Options { return e2bfake.Options{} }

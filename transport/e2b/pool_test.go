@@ -61,7 +61,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // warmed before they asked; the pool refills to 2; Close leaves no
 // sandbox behind.
 func TestPool_SessionsGetWarmFreshSandboxes(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	pool := newPool(t, srv, 2)
 	if got := len(srv.Sandboxes()); got != 2 || pool.Idle() != 2 {
 		t.Fatalf("after NewPool: %d sandboxes, %d idle; want 2", got, pool.Idle())
@@ -122,7 +122,7 @@ func TestPool_SessionsGetWarmFreshSandboxes(t *testing.T) {
 // when warm-ups keep failing, Start's context bounds the wait and the
 // error carries the last failure.
 func TestPool_StartWaitsForAWarmSandbox(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	pool := newPool(t, srv, 1)
 	srv.FailNext(e2bfake.OpCreate, 503, 3) // the first refill fails thrice
 	p1, err := pool.Start(t.Context())
@@ -167,7 +167,7 @@ func TestPool_StartWaitsForAWarmSandbox(t *testing.T) {
 // TestPool_CloseKillsIdleAndInFlight: Close kills the idle sandboxes and
 // those being warmed; a sandbox handed out stays until its session ends.
 func TestPool_CloseKillsIdleAndInFlight(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	pool := newPool(t, srv, 3)
 	p, err := pool.Start(t.Context()) // starts a refill
 	if err != nil {
@@ -191,7 +191,7 @@ func TestPool_CloseKillsIdleAndInFlight(t *testing.T) {
 // TestPool_FailedWarmUpKillsWhatWasStarted: NewPool fails when a sandbox
 // cannot be warmed, and leaves none behind.
 func TestPool_FailedWarmUpKillsWhatWasStarted(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	srv.FailNext(e2bfake.OpUpload, 500, 100)
 	tr := newE2B(t, srv, "worker")
 	tr.MaxRetries = -1

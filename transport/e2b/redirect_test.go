@@ -72,7 +72,7 @@ func TestRedirectNeverCarriesKey(t *testing.T) {
 					return strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
 				}
 				api = redirector(t, status, target)
-				srv := newServer(t, e2btestOptions())
+				srv := newServer(t, fakeOptions())
 				key := srv.APIKey()
 
 				// The control plane redirects.

@@ -87,7 +87,7 @@ func timeless(t *testing.T, path string) []map[string]any {
 // over a local subprocess and over the (local, wire-faithful) E2B leaves
 // the same events.jsonl and metrics.jsonl apart from times.
 func TestParitySubprocessE2B(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	procDir, e2bDir, gzipDir := t.TempDir(), t.TempDir(), t.TempDir()
 	if st := runDemo(t, subprocess(t, "worker"), procDir); !st.Success() {
 		t.Errorf("subprocess worker exit: %v", st)
@@ -144,7 +144,7 @@ func TestParitySubprocessE2B(t *testing.T) {
 // signal, gives the same ExitStatus and stderr tail over E2B as over a
 // subprocess.
 func TestExitParity(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	for _, tt := range []struct {
 		mode   string
 		want   transport.ExitStatus

@@ -23,7 +23,7 @@ import (
 // (hundreds of 32 KiB data events) is refused with the host's frame-cap
 // error, not buffered whole, not passed on.
 func TestFrameCap17MiB(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	c, err := host.Start(t.Context(), newE2B(t, srv, "worker"))
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestChunksReassembled(t *testing.T) {
 // reach the sandbox (headers, bodies, the worker's environment) and the
 // sandbox's files.
 func TestAPIKeyNeverLeaks(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	key := srv.APIKey()
 	var logs, stderr syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -189,7 +189,7 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 // TestLargeWrite: a host message over the 1 MiB input chunk is split into
 // several StreamInput envelopes and arrives whole.
 func TestLargeWrite(t *testing.T) {
-	srv := newServer(t, e2btestOptions())
+	srv := newServer(t, fakeOptions())
 	c, err := host.Start(t.Context(), newE2B(t, srv, "worker"))
 	if err != nil {
 		t.Fatal(err)
