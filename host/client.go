@@ -13,7 +13,6 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/internal/wire"
-	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
 
@@ -70,7 +69,6 @@ func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client,
 	}
 	c := &Client{cfg: cfg, proc: proc}
 	stream := &hostStream{c: c, s: wire.NewStream(proc, cfg.maxFrame)}
-	stream.raw, _ = cfg.sink.(logsink.RawEventSink)
 	c.stream = stream.s
 	c.conn = jsonrpc2.NewConn(context.Background(), stream, handler{c}, jsonrpc2.SetLogger(debugLogger{cfg.logger}))
 

@@ -100,11 +100,11 @@ func checkEventName(name string) error {
 	return nil
 }
 
-// eventRaw persists c.rawEvent, an event the fast path parsed from
-// frame (a whole notification, or its params).
-func (c *Client) eventRaw(ctx context.Context, rs logsink.RawEventSink, frame []byte) {
+// eventRaw persists c.rawEvent, an event parsed from params as the sink
+// takes it, without building its data map.
+func (c *Client) eventRaw(ctx context.Context, rs logsink.RawEventSink, params []byte) {
 	if err := checkEventName(c.rawEvent.Name); err != nil {
-		c.dropNotification(ctx, tproxy.MethodEvent, frame, err)
+		c.dropNotification(ctx, tproxy.MethodEvent, params, err)
 		return
 	}
 	c.rawEvent.Source = tproxy.SourceWorker

@@ -12,7 +12,6 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/internal/wire"
-	"github.com/tproxy/tproxy/logsink"
 )
 
 func truncate(b []byte, n int) string {
@@ -28,8 +27,6 @@ func truncate(b []byte, n int) string {
 type hostStream struct {
 	c *Client
 	s *wire.Stream
-
-	raw logsink.RawEventSink // the sink, if it takes events as parsed from the wire
 
 	// Read loop only: whether a valid message arrived, and the banner
 	// skipped before it.
@@ -48,12 +45,10 @@ func (h *hostStream) ReadObject(v any) error {
 		frame, err := h.s.ReadFrame()
 		if err == nil {
 			h.c.heard()
-			// The fast paths only take well-formed protocol messages.
-			if h.raw != nil && wire.ParseEventNotification(frame, &h.c.rawEvent) {
-				h.started = true
-				h.c.eventRaw(context.Background(), h.raw, frame)
-				continue
-			}
+			// The fast lane takes the streaming notifications in their
+			// common shape; every other frame is jsonrpc2's, whose
+			// handler dispatches the rare notification shapes the same
+			// way (Client.notification).
 			if method, params, ok := wire.ParseNotification(frame); ok {
 				h.started = true
 				h.c.notification(context.Background(), method, params)

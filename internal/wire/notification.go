@@ -31,53 +31,40 @@ import (
 // another method, another shape. The frame then takes the generic path,
 // which decides what it is.
 func ParseNotification(frame []byte) (method string, params []byte, ok bool) {
-	method, params, _, ok = parseNotification(frame, nil)
-	return method, params, ok
+	return parseNotification(frame)
 }
 
-// ParseEventNotification is ParseNotification and then ParseEvent on the
-// params, in one pass over the frame, for an event notification whose
-// "method" member comes before its "params", as this module's worker
-// writes it. It returns true only if both would, and then e holds what
-// ParseEvent gives. For false, use ParseNotification.
-func ParseEventNotification(frame []byte, e *RawEvent) bool {
-	method, _, parsed, ok := parseNotification(frame, e)
-	return ok && parsed && method == tproxy.MethodEvent
-}
-
-// parseNotification is ParseNotification; given e, it parses the params of
-// an event into e if the method comes first, and says so in parsed.
-func parseNotification(frame []byte, e *RawEvent) (method string, params []byte, parsed, ok bool) {
+func parseNotification(frame []byte) (method string, params []byte, ok bool) {
 	if !utf8.Valid(frame) {
-		return "", nil, false, false
+		return "", nil, false
 	}
 	i := skipSpace(frame, 0)
 	if i >= len(frame) || frame[i] != '{' {
-		return "", nil, false, false
+		return "", nil, false
 	}
 	var seenVersion bool
 	for i++; ; i++ {
 		i = skipSpace(frame, i)
 		end, escaped := scanString(frame, i)
 		if end < 0 || escaped {
-			return "", nil, false, false
+			return "", nil, false
 		}
 		key := frame[i+1 : end-1]
 		if i = skipSpace(frame, end); i >= len(frame) || frame[i] != ':' {
-			return "", nil, false, false
+			return "", nil, false
 		}
 		i = skipSpace(frame, i+1)
 		switch string(key) {
 		case "jsonrpc":
 			end, _ := scanString(frame, i)
 			if seenVersion || end < 0 || string(frame[i:end]) != `"2.0"` {
-				return "", nil, false, false
+				return "", nil, false
 			}
 			seenVersion, i = true, end
 		case "method":
 			end, escaped := scanString(frame, i)
 			if method != "" || end < 0 || escaped {
-				return "", nil, false, false
+				return "", nil, false
 			}
 			switch string(frame[i+1 : end-1]) {
 			case tproxy.MethodEvent:
@@ -89,40 +76,35 @@ func parseNotification(frame []byte, e *RawEvent) (method string, params []byte,
 			case tproxy.MethodHeartbeat:
 				method = tproxy.MethodHeartbeat
 			default:
-				return "", nil, false, false
+				return "", nil, false
 			}
 			i = end
 		case "params":
 			if params != nil || i >= len(frame) || frame[i] != '{' {
-				return "", nil, false, false
+				return "", nil, false
 			}
-			var end int
-			if e != nil && method == tproxy.MethodEvent {
-				end, parsed = parseEventAt(frame, i, e), true
-			} else {
-				end = scanValue(frame, i, 0, false)
-			}
+			end := scanValue(frame, i, 0, false)
 			if end < 0 {
-				return "", nil, false, false
+				return "", nil, false
 			}
 			params, i = frame[i:end], end
 		default:
-			return "", nil, false, false
+			return "", nil, false
 		}
 		if i = skipSpace(frame, i); i >= len(frame) {
-			return "", nil, false, false
+			return "", nil, false
 		}
 		if frame[i] == '}' {
 			break
 		}
 		if frame[i] != ',' {
-			return "", nil, false, false
+			return "", nil, false
 		}
 	}
 	if skipSpace(frame, i+1) != len(frame) || !seenVersion || method == "" || params == nil {
-		return "", nil, false, false
+		return "", nil, false
 	}
-	return method, params, parsed, true
+	return method, params, true
 }
 
 // RawEvent is an Event decoded without building its Data map: each data

@@ -164,28 +164,6 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 	return reflect.DeepEqual(decode(a), decode(b))
 }
 
-// FuzzParseEventNotification checks the one-pass parse against
-// ParseNotification followed by ParseEvent.
-func FuzzParseEventNotification(f *testing.F) {
-	for _, s := range notificationSeeds {
-		f.Add([]byte(s))
-	}
-	f.Add([]byte(`{"params":{"name":"x"},"jsonrpc":"2.0","method":"event"}`))
-	var one, two wire.RawEvent
-	f.Fuzz(func(t *testing.T, frame []byte) {
-		if !wire.ParseEventNotification(frame, &one) {
-			return
-		}
-		method, params, ok := wire.ParseNotification(frame)
-		if !ok || method != tproxy.MethodEvent || !wire.ParseEvent(params, &two) {
-			t.Fatalf("%q: one pass accepts it, two passes do not (%v %q)", frame, ok, method)
-		}
-		if !reflect.DeepEqual(one, two) {
-			t.Fatalf("%q: one pass %+v, two passes %+v", frame, one, two)
-		}
-	})
-}
-
 // FuzzParseMetric checks ParseMetric differentially against json.Unmarshal
 // into a Metric.
 func FuzzParseMetric(f *testing.F) {
