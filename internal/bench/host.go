@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/mask"
 	"github.com/tproxy/tproxy/internal/wire"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
@@ -23,8 +25,30 @@ type Host struct {
 	c    *host.Client
 	sink *logsink.Files
 	lat  *latencySink
+	user *CountingSink // nil unless started as users run it
 	step int
 }
+
+// SecretValue is the secret in the session config of a host started as
+// users run it (StartUserHost): long enough (tproxy.MinSecretLen) to be
+// masked in free text as well as where it stands.
+const SecretValue = "bench-Secret-9f2c41d7"
+
+// CountingSink is the user's sink of a host started as users run it: it
+// counts what it is given, and decodes nothing itself.
+type CountingSink struct{ events, metrics atomic.Int64 }
+
+// Event counts an event.
+func (s *CountingSink) Event(context.Context, tproxy.Event) error { s.events.Add(1); return nil }
+
+// Metric counts a metric.
+func (s *CountingSink) Metric(context.Context, tproxy.Metric) error { s.metrics.Add(1); return nil }
+
+// Flush does nothing.
+func (s *CountingSink) Flush() error { return nil }
+
+// Events is the number of events counted.
+func (s *CountingSink) Events() int64 { return s.events.Load() }
 
 // latencySink is the host's sink: Files, noting when each "probe" event
 // arrives compared to when the worker stamped it.
@@ -55,15 +79,27 @@ func (l *latencySink) EventRaw(ctx context.Context, e *wire.RawEvent) error {
 }
 
 // StartHost starts the worker, performs the handshake and prepares a
-// session whose log files are in dir.
-func StartHost(dir string) (*Host, error) { return startHost(dir, "worker") }
+// session whose log files are in dir. The session has no secret value and
+// the files are the host's only sink: the events' fast path all the way.
+func StartHost(dir string) (*Host, error) { return startHost(dir, "worker", false) }
 
 // StartAsyncHost is StartHost with a worker whose notifications are
 // queued rather than written before Event returns (worker.Worker's
 // AsyncNotify).
-func StartAsyncHost(dir string) (*Host, error) { return startHost(dir, "worker-async") }
+func StartAsyncHost(dir string) (*Host, error) { return startHost(dir, "worker-async", false) }
 
-func startHost(dir, role string) (*Host, error) {
+// StartUserHost is StartHost in the configuration users run, the one
+// host.Run sets up: the session config holds a secret (SecretValue under
+// "api_token"), so the host masks every event (internal/mask's Sink over
+// a Masker that learned the config, as host.Run's prepare does) and the
+// worker masks on its side too; and a user sink, a CountingSink, sits
+// beside the session's files (logsink.Multi(files, user)).
+func StartUserHost(dir string) (*Host, error) { return startHost(dir, "worker", true) }
+
+// StartUserAsyncHost is StartUserHost with the worker's AsyncNotify.
+func StartUserAsyncHost(dir string) (*Host, error) { return startHost(dir, "worker-async", true) }
+
+func startHost(dir, role string, asUsers bool) (*Host, error) {
 	ctx := context.Background()
 	exe, err := os.Executable()
 	if err != nil {
@@ -73,16 +109,38 @@ func startHost(dir, role string) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &transport.Subprocess{Path: exe, Env: append(os.Environ(), roleEnv+"="+role), Stderr: os.Stderr}
+	t := &transport.Subprocess{Path: exe, Env: childEnv(role, ""), Stderr: os.Stderr}
 	lat := &latencySink{Files: sink}
-	c, err := host.Start(ctx, t, host.WithSink(lat))
+	h := &Host{sink: sink, lat: lat}
+	var hs logsink.Sink = lat
+	p := tproxy.PrepareParams{SessionID: "bench",
+		Manifest: tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "empty", Driver: "noop"}, {ID: "stream", Driver: "emit"}}}}
+	if asUsers {
+		// What host.Run's prepare does with RunSpec.Config, Secrets and
+		// Sink (less its byte-cap guard, which only inspects errors).
+		secrets := tproxy.Secrets{}
+		p.Config = map[string]any{"api_token": SecretValue, "region": "eu-west-1"}
+		p.Secrets = &secrets
+		m, err := mask.NewMasker(secrets)
+		if err != nil {
+			sink.Close()
+			return nil, err
+		}
+		m.Learn(p.Config)
+		if !m.HasValues() {
+			sink.Close()
+			return nil, errors.New("bench: the masker learned no secret value from the session config")
+		}
+		h.user = &CountingSink{}
+		hs = mask.Sink(logsink.Multi(lat, h.user), m)
+	}
+	c, err := host.Start(ctx, t, host.WithSink(hs))
 	if err != nil {
 		sink.Close()
 		return nil, fmt.Errorf("bench: start host: %w", err)
 	}
-	h := &Host{c: c, sink: sink, lat: lat}
-	m := tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "empty", Driver: "noop"}, {ID: "stream", Driver: "emit"}}}
-	if _, err := c.Prepare(ctx, tproxy.PrepareParams{SessionID: "bench", Manifest: m}); err != nil {
+	h.c = c
+	if _, err := c.Prepare(ctx, p); err != nil {
 		h.Close()
 		return nil, err
 	}
@@ -135,6 +193,27 @@ func (h *Host) IdleEventLatency(n int) (time.Duration, error) {
 	}
 	return median(h.lat.lat), nil
 }
+
+// UserEvents is the number of events the user sink received, -1 for a
+// host started without one.
+func (h *Host) UserEvents() int64 {
+	if h.user == nil {
+		return -1
+	}
+	return h.user.Events()
+}
+
+// Say runs a step whose driver emits one "said" event with data
+// {"text": text}.
+func (h *Host) Say(text string) error {
+	h.step++
+	_, err := h.c.ExecStep(context.Background(), tproxy.ExecStepParams{StepID: fmt.Sprintf("s%d", h.step), Driver: "say",
+		Config: map[string]any{"text": text}})
+	return err
+}
+
+// Dir is the session directory, where events.jsonl is.
+func (h *Host) Dir() string { return h.sink.Dir() }
 
 // EventLines counts the lines of events.jsonl.
 func (h *Host) EventLines() (int, error) {

@@ -48,6 +48,10 @@ func RunRole() {
 		err = rawRSSChild(arg)
 	case "sessions":
 		err = sessionsChild(arg)
+	case "jsonrpc2-ping":
+		err = rpcPingChild()
+	case "jsonrpc2-notify":
+		err = rpcNotifyChild()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
@@ -63,7 +67,8 @@ func RunRole() {
 // step_complete and the step_duration_ms metric), "emit", which sends
 // config.events events named "tick" with data {"i": n}, and "probe", which
 // sends config.events events named "probe", each after a millisecond of
-// idleness.
+// idleness, and "say", which sends one event named "said" with data
+// {"text": config.text}.
 func Worker() *worker.Worker {
 	w := demo.NewWorker()
 	w.RegisterFunc("noop", func(context.Context, *worker.Step) error { return nil })
@@ -85,6 +90,9 @@ func Worker() *worker.Worker {
 			}
 		}
 		return nil
+	})
+	w.RegisterFunc("say", func(ctx context.Context, s *worker.Step) error {
+		return s.Event("said", map[string]any{"text": s.Config()["text"]})
 	})
 	return w
 }
@@ -131,9 +139,21 @@ func self(role, arg string) (*exec.Cmd, error) {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), roleEnv+"="+role, argEnv+"="+arg)
+	cmd.Env = childEnv(role, arg)
 	cmd.Stderr = os.Stderr
 	return cmd, nil
+}
+
+// childEnv is the environment of this executable started again in role
+// with arg. Under the race detector, the child exits at once rather than
+// after the detector's default second of grace (GORACE atexit_sleep_ms),
+// which would otherwise add a second to every child's end.
+func childEnv(role, arg string) []string {
+	gorace := "atexit_sleep_ms=0"
+	if v := os.Getenv("GORACE"); v != "" {
+		gorace = v + " " + gorace
+	}
+	return append(os.Environ(), roleEnv+"="+role, argEnv+"="+arg, "GORACE="+gorace)
 }
 
 // runChild runs this executable in role with arg and decodes the JSON it
