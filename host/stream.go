@@ -54,12 +54,12 @@ func (h *hostStream) ReadObject(v any) error {
 				h.c.notification(context.Background(), method, params)
 				continue
 			}
-			if unsentID(frame) {
+			err = wire.DecodeFrame(frame, v)
+			if err != nil && unsentID(frame) {
 				h.started = true
 				h.c.cfg.logger.Debug("tproxy/host: dropped a response to an id this host never sends", "frame", truncate(frame, 200))
 				continue
 			}
-			err = wire.DecodeFrame(frame, v)
 			if h.banner(frame, err) {
 				continue
 			}
