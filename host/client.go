@@ -43,7 +43,6 @@ type Client struct {
 	silenceErr *SilenceError
 
 	rawEvent wire.RawEvent // the read loop's, reused for every event
-	metric   tproxy.Metric // the read loop's, reused for every metric
 
 	bg        sync.WaitGroup // cancel notifications being sent, a silent worker being killed
 	closeOnce sync.Once

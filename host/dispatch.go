@@ -50,10 +50,6 @@ func (c *Client) notification(ctx context.Context, method string, params []byte)
 			c.noteSinkErr(c.cfg.sink.Event(ctx, e))
 		}
 	case tproxy.MethodMetric:
-		if c.cfg.sink != nil && wire.ParseMetric(params, &c.metric) {
-			c.noteSinkErr(c.cfg.sink.Metric(ctx, c.metric))
-			break
-		}
 		var m tproxy.Metric
 		if err = decodeNotification(params, &m, "name", "value", "timestamp"); err == nil && m.Name == "" {
 			err = errors.New("name: empty")

@@ -3,7 +3,6 @@ package wire
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -310,9 +309,10 @@ func parseData(b []byte, i int, e *RawEvent, prev []RawField) int {
 
 // AppendNotification appends the JSON-RPC 2.0 notification of method
 // with params as one line, newline included: byte for byte what
-// sourcegraph/jsonrpc2's Conn.Notify writes through a Stream. Event,
-// Metric and Heartbeat params of the common shapes are encoded without
-// reflection or maps; everything else through encoding/json. It returns
+// sourcegraph/jsonrpc2's Conn.Notify writes through a Stream. An Event,
+// the one notification a busy step sends by the thousand, is encoded
+// without reflection or maps (the bench's event rows measure it);
+// everything else goes through encoding/json. It returns
 // encoding/json's error for params it cannot encode, and then dst
 // unchanged.
 func AppendNotification(dst []byte, method string, params any) ([]byte, error) {
@@ -326,12 +326,6 @@ func AppendNotification(dst []byte, method string, params any) ([]byte, error) {
 		dst, err = appendEvent(dst, &p)
 	case *tproxy.Event:
 		dst, err = appendEvent(dst, p)
-	case tproxy.Metric:
-		dst, err = appendMetric(dst, &p)
-	case *tproxy.Metric:
-		dst, err = appendMetric(dst, p)
-	case tproxy.Heartbeat:
-		dst, err = appendHeartbeat(dst, &p)
 	default:
 		dst, err = appendMarshal(dst, params)
 	}
@@ -356,40 +350,6 @@ func appendEvent(dst []byte, e *tproxy.Event) ([]byte, error) {
 			return dst, err
 		}
 	}
-	return append(dst, '}'), nil
-}
-
-func appendMetric(dst []byte, m *tproxy.Metric) ([]byte, error) {
-	if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
-		return appendMarshal(dst, m) // encoding/json's error
-	}
-	dst = append(dst, `{"name":`...)
-	dst = appendJSONString(dst, m.Name)
-	dst = append(dst, `,"value":`...)
-	dst = appendJSONFloat(dst, m.Value)
-	dst = append(dst, `,"timestamp":`...)
-	dst, err := appendTime(dst, m.Timestamp)
-	if err != nil {
-		return dst, err
-	}
-	dst = appendOptString(dst, `,"step_id":`, m.StepID)
-	if len(m.Tags) > 0 {
-		dst = append(dst, `,"tags":`...)
-		if dst, err = appendMap(dst, m.Tags); err != nil {
-			return dst, err
-		}
-	}
-	dst = appendOptString(dst, `,"unit":`, m.Unit)
-	return append(dst, '}'), nil
-}
-
-func appendHeartbeat(dst []byte, h *tproxy.Heartbeat) ([]byte, error) {
-	dst = append(dst, `{"timestamp":`...)
-	dst, err := appendTime(dst, h.Timestamp)
-	if err != nil {
-		return dst, err
-	}
-	dst = appendOptString(dst, `,"step_id":`, h.StepID)
 	return append(dst, '}'), nil
 }
 
@@ -442,11 +402,6 @@ func appendJSONValue(dst []byte, v any) ([]byte, error) {
 		return strconv.AppendInt(dst, int64(v), 10), nil
 	case uint64:
 		return strconv.AppendUint(dst, v, 10), nil
-	case float64:
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return appendMarshal(dst, v)
-		}
-		return appendJSONFloat(dst, v), nil
 	}
 	return appendMarshal(dst, v)
 }
@@ -482,153 +437,4 @@ func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	dst = append(dst, s...)
 	return append(dst, '"')
-}
-
-// appendJSONFloat appends a finite f as encoding/json writes a float64.
-func appendJSONFloat(dst []byte, f float64) []byte {
-	format := byte('f')
-	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	dst = strconv.AppendFloat(dst, f, format, -1, 64)
-	if format == 'e' {
-		// 1e-07 → 1e-7, as encoding/json does.
-		if n := len(dst); n >= 4 && dst[n-4] == 'e' && dst[n-3] == '-' && dst[n-2] == '0' {
-			dst[n-2] = dst[n-1]
-			dst = dst[:n-1]
-		}
-	}
-	return dst
-}
-
-// ParseMetric decodes the params of a metric notification into m, reusing
-// the strings m held before where they are the same. It handles params
-// that are a JSON object whose members are among "name", "timestamp",
-// "step_id", "unit" (strings), "value" (a number that fits a float64) and
-// "tags" (an object of strings with distinct keys), each at most once,
-// with a non-empty name, a value and a timestamp (the contract requires
-// them). For
-// those, m holds exactly what json.Unmarshal into a Metric gives. It
-// returns false for anything else, valid or not; use json.Unmarshal then.
-func ParseMetric(params []byte, m *tproxy.Metric) bool {
-	prev := *m
-	*m = tproxy.Metric{}
-	if !utf8.Valid(params) {
-		return false
-	}
-	i := skipSpace(params, 0)
-	if i >= len(params) || params[i] != '{' {
-		return false
-	}
-	var seen [6]bool
-	for i++; ; i++ {
-		i = skipSpace(params, i)
-		end, escaped := scanString(params, i)
-		if end < 0 || escaped {
-			return false
-		}
-		key := params[i+1 : end-1]
-		if i = skipSpace(params, end); i >= len(params) || params[i] != ':' {
-			return false
-		}
-		i = skipSpace(params, i+1)
-		member := -1
-		switch string(key) {
-		case "name":
-			member = 0
-		case "value":
-			member = 1
-		case "timestamp":
-			member = 2
-		case "step_id":
-			member = 3
-		case "tags":
-			member = 4
-		case "unit":
-			member = 5
-		}
-		if member < 0 || seen[member] {
-			return false
-		}
-		seen[member] = true
-		switch member {
-		case 0:
-			m.Name, i = parseString(params, i, prev.Name)
-		case 3:
-			m.StepID, i = parseString(params, i, prev.StepID)
-		case 5:
-			m.Unit, i = parseString(params, i, prev.Unit)
-		case 1:
-			end, _ := scanNumber(params, i, false)
-			if end < 0 {
-				return false
-			}
-			v, err := strconv.ParseFloat(string(params[i:end]), 64)
-			if err != nil {
-				return false
-			}
-			m.Value, i = v, end
-		case 2:
-			end, _ := scanString(params, i)
-			if end < 0 || m.Timestamp.UnmarshalJSON(params[i:end]) != nil {
-				return false
-			}
-			i = end
-		case 4:
-			i = parseTags(params, i, m)
-		}
-		if i < 0 {
-			return false
-		}
-		if i = skipSpace(params, i); i >= len(params) {
-			return false
-		}
-		if params[i] == '}' {
-			break
-		}
-		if params[i] != ',' {
-			return false
-		}
-	}
-	// The contract requires a name, a value and a timestamp.
-	return seen[0] && seen[1] && seen[2] && m.Name != "" && skipSpace(params, i+1) == len(params)
-}
-
-// parseTags decodes the tags object at b[i] into m.Tags and returns the
-// index after it, or -1.
-func parseTags(b []byte, i int, m *tproxy.Metric) int {
-	if i >= len(b) || b[i] != '{' {
-		return -1
-	}
-	m.Tags = map[string]string{}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return i + 1
-	}
-	for ; ; i++ {
-		key, end := parseString(b, skipSpace(b, i), "")
-		if end < 0 {
-			return -1
-		}
-		if i = skipSpace(b, end); i >= len(b) || b[i] != ':' {
-			return -1
-		}
-		value, end := parseString(b, skipSpace(b, i+1), "")
-		if end < 0 {
-			return -1
-		}
-		if _, dup := m.Tags[key]; dup {
-			return -1 // a map keeps the last; let encoding/json decide
-		}
-		m.Tags[key] = value
-		if i = skipSpace(b, end); i >= len(b) {
-			return -1
-		}
-		if b[i] == '}' {
-			return i + 1
-		}
-		if b[i] != ',' {
-			return -1
-		}
-	}
 }

@@ -163,25 +163,3 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 	}
 	return reflect.DeepEqual(decode(a), decode(b))
 }
-
-// FuzzParseMetric checks ParseMetric differentially against json.Unmarshal
-// into a Metric.
-func FuzzParseMetric(f *testing.F) {
-	f.Add([]byte(`{"name":"rows","value":42,"timestamp":"2026-11-27T03:28:37.5Z","step_id":"s","tags":{"t":"x","\u00e9":"<"},"unit":"ms"}`))
-	f.Add([]byte(`{"name":"n","value":-1.5e-7,"tags":{}}`))
-	f.Add([]byte(`{"value":1e400}`))
-	f.Add([]byte(`{"value":null,"tags":{"a":"1","a":"2"}}`))
-	var m tproxy.Metric
-	f.Fuzz(func(t *testing.T, params []byte) {
-		if !wire.ParseMetric(params, &m) {
-			return
-		}
-		var want tproxy.Metric
-		if err := json.Unmarshal(params, &want); err != nil {
-			t.Fatalf("accepted %q, which encoding/json refuses: %v", params, err)
-		}
-		if !reflect.DeepEqual(m, want) && !(math.IsNaN(m.Value) && math.IsNaN(want.Value)) {
-			t.Fatalf("%q:\nfast          %#v\nencoding/json %#v", params, m, want)
-		}
-	})
-}
