@@ -1,5 +1,5 @@
-"""An example tproxy worker in Python: the CSV pipeline of the Go README
-(examples/pipeline), as two drivers.
+"""An example tproxy worker in Python: the CSV pipeline of the Go example
+examples/pipeline, as two drivers.
 
 - ``csv_extract`` reads ``config.path`` into a :class:`Table` kept as output
   ``table``, and writes the first rows as the artifact ``sample.csv``;
