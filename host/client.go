@@ -42,6 +42,7 @@ type Client struct {
 	// silenceErr is set when the watchdog killed a silent worker.
 	silenceErr *SilenceError
 
+	raw      wire.RawFunc  // the sink's raw-event entry point, if it has one
 	rawEvent wire.RawEvent // the read loop's, reused for every event
 
 	bg        sync.WaitGroup // cancel notifications being sent, a silent worker being killed
@@ -67,6 +68,7 @@ func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client,
 		return nil, fmt.Errorf("tproxy/host: starting the worker: %w", err)
 	}
 	c := &Client{cfg: cfg, proc: proc}
+	c.raw, _ = wire.RawOf(cfg.sink)
 	stream := &hostStream{c: c, s: wire.NewStream(proc, cfg.maxFrame)}
 	c.stream = stream.s
 	c.conn = jsonrpc2.NewConn(context.Background(), stream, handler{c}, jsonrpc2.SetLogger(debugLogger{cfg.logger}))

@@ -12,7 +12,6 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/internal/wire"
-	"github.com/tproxy/tproxy/logsink"
 )
 
 // What the host quotes of what it could not use (docs/protocol.md section
@@ -37,8 +36,8 @@ func (c *Client) notification(ctx context.Context, method string, params []byte)
 	var err error
 	switch method {
 	case tproxy.MethodEvent:
-		if rs, ok := c.cfg.sink.(logsink.RawEventSink); ok && wire.ParseEvent(params, &c.rawEvent) {
-			c.eventRaw(ctx, rs, params)
+		if c.raw != nil && wire.ParseEvent(params, &c.rawEvent) {
+			c.eventRaw(ctx, params)
 			return
 		}
 		var e tproxy.Event
@@ -98,13 +97,13 @@ func checkEventName(name string) error {
 
 // eventRaw persists c.rawEvent, an event parsed from params as the sink
 // takes it, without building its data map.
-func (c *Client) eventRaw(ctx context.Context, rs logsink.RawEventSink, params []byte) {
+func (c *Client) eventRaw(ctx context.Context, params []byte) {
 	if err := checkEventName(c.rawEvent.Name); err != nil {
 		c.dropNotification(ctx, tproxy.MethodEvent, params, err)
 		return
 	}
 	c.rawEvent.Source = tproxy.SourceWorker
-	c.noteSinkErr(rs.EventRaw(ctx, &c.rawEvent))
+	c.noteSinkErr(c.raw(ctx, &c.rawEvent))
 }
 
 // decodeNotification decodes params into v and checks that the required

@@ -835,11 +835,11 @@ func (r *Run) event(ctx context.Context, name, stepID string, data map[string]an
 }
 
 // capGuard returns next, calling hit with the first error next returns
-// for its byte cap (logsink.ErrMaxBytes). It keeps next's RawEventSink
-// fast path.
+// for its byte cap (logsink.ErrMaxBytes). It keeps next's raw-event
+// entry point (wire.RawOf).
 func capGuard(next logsink.Sink, hit func(error)) logsink.Sink {
 	g := &guard{next: next, hit: hit}
-	if raw, ok := next.(logsink.RawEventSink); ok {
+	if raw, ok := wire.RawOf(next); ok {
 		return &rawGuard{guard: g, raw: raw}
 	}
 	return g
@@ -870,11 +870,11 @@ func (g *guard) Flush() error { return g.check(g.next.Flush()) }
 
 type rawGuard struct {
 	*guard
-	raw logsink.RawEventSink
+	raw wire.RawFunc
 }
 
 func (g *rawGuard) EventRaw(ctx context.Context, e *wire.RawEvent) error {
-	return g.check(g.raw.EventRaw(ctx, e))
+	return g.check(g.raw(ctx, e))
 }
 
 // writeStatus writes st to status.json (see writeStatusFile).

@@ -11,7 +11,7 @@ import (
 func SetNow(f *Files, now func() time.Time) { f.now = now }
 
 // Lines returns the lines Files writes for e through Event and for raw
-// through EventRaw, with the same ts, seq and session.
+// through eventRaw, with the same ts, seq and session.
 func Lines(ts time.Time, e *tproxy.Event, raw *wire.RawEvent) (slow, fast string) {
 	var enc lineEncoder
 	slow = string(enc.event(ts, 7, "sess", e))

@@ -124,7 +124,16 @@ type logFile struct {
 	w    *bufio.Writer
 }
 
-var _ RawEventSink = (*Files)(nil)
+func init() {
+	// The host's fast lane reaches Files' raw entry point through
+	// wire.RawOf; the method stays unexported.
+	wire.SetFilesRaw(func(sink any) (wire.RawFunc, bool) {
+		if f, ok := sink.(*Files); ok {
+			return f.eventRaw, true
+		}
+		return nil, false
+	})
+}
 
 // OpenDir opens the session directory dir for session sessionID, creating
 // dir (0o755) and the two files (0o644) as needed. Existing files are
@@ -253,11 +262,11 @@ func (s *Files) Event(_ context.Context, e tproxy.Event) error {
 	return s.write(&s.events, line)
 }
 
-// EventRaw appends e, an event as wire.ParseEvent decodes it from a
+// eventRaw appends e, an event as wire.ParseEvent decodes it from a
 // notification's params, to events.jsonl: the same line, byte for byte, as
 // Event writes for the Event that json.Unmarshal decodes from those
-// params, without building its Data map. It implements RawEventSink.
-func (s *Files) EventRaw(_ context.Context, e *wire.RawEvent) error {
+// params, without building its Data map.
+func (s *Files) eventRaw(_ context.Context, e *wire.RawEvent) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.usable(); err != nil {

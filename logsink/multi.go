@@ -13,21 +13,23 @@ import (
 // call returns errors.Join of the failures, nil if there were none. Nil
 // sinks are skipped.
 //
-// When one of sinks is a RawEventSink, so is the Sink Multi returns: an
-// event reaches the RawEventSinks as parsed from the wire, and is decoded
-// once, for the others.
+// When one of sinks is a Files, a host's events reach it as parsed from
+// the wire, without building each event's data map, and are decoded once,
+// for the other sinks.
 func Multi(sinks ...Sink) Sink {
 	m := make(multi, 0, len(sinks))
-	raw := false
+	var raws []wire.RawFunc
+	anyRaw := false
 	for _, s := range sinks {
 		if s != nil {
 			m = append(m, s)
-			_, ok := s.(RawEventSink)
-			raw = raw || ok
+			raw, ok := wire.RawOf(s)
+			raws = append(raws, raw)
+			anyRaw = anyRaw || ok
 		}
 	}
-	if raw {
-		return multiRaw{m}
+	if anyRaw {
+		return multiRaw{m, raws}
 	}
 	return m
 }
@@ -64,8 +66,12 @@ func (m multi) Flush() error {
 	return errors.Join(errs...)
 }
 
-// multiRaw is multi with a RawEventSink among its sinks.
-type multiRaw struct{ multi }
+// multiRaw is multi with a sink that takes raw events among its sinks;
+// raws[i] is sink i's raw entry point, or nil.
+type multiRaw struct {
+	multi
+	raws []wire.RawFunc
+}
 
 func (m multiRaw) EventRaw(ctx context.Context, e *wire.RawEvent) error {
 	var (
@@ -73,10 +79,10 @@ func (m multiRaw) EventRaw(ctx context.Context, e *wire.RawEvent) error {
 		ev      tproxy.Event
 		decoded bool
 	)
-	for _, s := range m.multi {
+	for i, s := range m.multi {
 		var err error
-		if rs, ok := s.(RawEventSink); ok {
-			err = rs.EventRaw(ctx, e)
+		if raw := m.raws[i]; raw != nil {
+			err = raw(ctx, e)
 		} else {
 			if !decoded {
 				if ev, err = e.Event(); err != nil {

@@ -111,11 +111,12 @@ func TestMultiPassesRawEventsOn(t *testing.T) {
 	}
 	defer files.Close()
 	var mem logsink.Memory
-	raw, ok := logsink.Multi(files, &mem).(logsink.RawEventSink)
+	multi := logsink.Multi(files, &mem)
+	raw, ok := wire.RawOf(multi)
 	if !ok {
-		t.Fatal("Multi of Files and Memory is not a RawEventSink")
+		t.Fatal("Multi of Files and Memory takes no raw events")
 	}
-	if _, ok := logsink.Multi(&mem, &logsink.Memory{}).(logsink.RawEventSink); ok {
+	if _, ok := wire.RawOf(logsink.Multi(&mem, &logsink.Memory{})); ok {
 		t.Error("Multi of sinks that take no raw events claims to")
 	}
 	var want []tproxy.Event
@@ -129,7 +130,7 @@ func TestMultiPassesRawEventsOn(t *testing.T) {
 			t.Fatal(err)
 		}
 		want = append(want, e)
-		if err := raw.EventRaw(ctx, &re); err != nil {
+		if err := raw(ctx, &re); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -139,7 +140,7 @@ func TestMultiPassesRawEventsOn(t *testing.T) {
 	if d := cmp.Diff(want, mem.Events(), cmpopts.EquateEmpty()); d != "" {
 		t.Errorf("the plain sink's events (-json.Unmarshal +got):\n%s", d)
 	}
-	if err := raw.Flush(); err != nil {
+	if err := multi.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	lines, err := logsink.ReadLines(filepath.Join(dir, logsink.EventsFile))

@@ -43,7 +43,8 @@ func TestEventRawMatchesEvent(t *testing.T) {
 		}
 		if wire.ParseEvent([]byte(params), &raw) {
 			fastPaths++
-			err := fast.EventRaw(ctx, &raw)
+			fastRaw, _ := wire.RawOf(fast)
+			err := fastRaw(ctx, &raw)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/tproxy/tproxy"
-	"github.com/tproxy/tproxy/internal/wire"
 )
 
 // Sink receives the events and metrics of one session, in emission order.
@@ -22,16 +21,4 @@ type Sink interface {
 	// Flush makes everything written so far durable or visible. Hosts
 	// flush at step boundaries.
 	Flush() error
-}
-
-// RawEventSink is a Sink that can also record an event as wire.ParseEvent
-// decodes it from a notification's params, its data values still JSON
-// text. A host hands events to EventRaw when its sink has it, saving the
-// cost of building each event's Data map; EventRaw must record the same as
-// Event would for the Event that json.Unmarshal decodes from those params.
-// The RawEvent's slices are valid only during the call.
-type RawEventSink interface {
-	Sink
-	// EventRaw records one event.
-	EventRaw(ctx context.Context, e *wire.RawEvent) error
 }

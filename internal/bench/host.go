@@ -54,6 +54,7 @@ func (s *CountingSink) Events() int64 { return s.events.Load() }
 // arrives compared to when the worker stamped it.
 type latencySink struct {
 	*logsink.Files
+	raw wire.RawFunc // Files' raw entry point
 	mu  sync.Mutex
 	lat []time.Duration
 }
@@ -75,7 +76,7 @@ func (l *latencySink) Event(ctx context.Context, e tproxy.Event) error {
 
 func (l *latencySink) EventRaw(ctx context.Context, e *wire.RawEvent) error {
 	l.note(e.Name, e.Timestamp)
-	return l.Files.EventRaw(ctx, e)
+	return l.raw(ctx, e)
 }
 
 // StartHost starts the worker, performs the handshake and prepares a
@@ -111,6 +112,7 @@ func startHost(dir, role string, asUsers bool) (*Host, error) {
 	}
 	t := &transport.Subprocess{Path: exe, Env: childEnv(role, ""), Stderr: os.Stderr}
 	lat := &latencySink{Files: sink}
+	lat.raw, _ = wire.RawOf(sink)
 	h := &Host{sink: sink, lat: lat}
 	var hs logsink.Sink = lat
 	p := tproxy.PrepareParams{SessionID: "bench",

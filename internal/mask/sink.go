@@ -15,8 +15,8 @@ import (
 // step ids, units, data and tag keys and values, nested values; see
 // Masker's Event and Metric). A nil m masks nothing.
 //
-// When next is a logsink.RawEventSink, so is the logsink.Sink returned, and an event
-// that has nothing to mask reaches next's EventRaw as it was parsed. Any
+// When next takes raw events (wire.RawOf), so does the Sink returned, and
+// an event that has nothing to mask reaches next's as it was parsed. Any
 // other event is decoded, masked and given to next's Event: the fast path
 // is taken only where masking could not change anything.
 func Sink(next logsink.Sink, m *Masker) logsink.Sink {
@@ -24,7 +24,7 @@ func Sink(next logsink.Sink, m *Masker) logsink.Sink {
 		return next
 	}
 	s := maskSink{next: next, m: m}
-	if raw, ok := next.(logsink.RawEventSink); ok {
+	if raw, ok := wire.RawOf(next); ok {
 		return maskRawSink{maskSink: s, raw: raw}
 	}
 	return s
@@ -45,17 +45,17 @@ func (s maskSink) Metric(ctx context.Context, m tproxy.Metric) error {
 
 func (s maskSink) Flush() error { return s.next.Flush() }
 
-// maskRawSink is maskSink in front of a logsink.RawEventSink.
+// maskRawSink is maskSink in front of a sink that takes raw events.
 type maskRawSink struct {
 	maskSink
-	raw logsink.RawEventSink
+	raw wire.RawFunc
 }
 
-var _ logsink.RawEventSink = maskRawSink{}
+var _ wire.RawSink = maskRawSink{}
 
 func (s maskRawSink) EventRaw(ctx context.Context, e *wire.RawEvent) error {
 	if !s.mayMask(e) {
-		return s.raw.EventRaw(ctx, e)
+		return s.raw(ctx, e)
 	}
 	ev, err := e.Event()
 	if err != nil {
