@@ -12,6 +12,7 @@ type RawFunc func(ctx context.Context, e *RawEvent) error
 // hands events to EventRaw when its sink has one, saving the cost of
 // building each event's Data map.
 type RawSink interface {
+	// EventRaw records one event, as a RawFunc does.
 	EventRaw(ctx context.Context, e *RawEvent) error
 }
 
