@@ -128,7 +128,9 @@ type RunSpec struct {
 	// ContinueOnError runs the steps that do not depend on a failed step
 	// instead of stopping at the first failure.
 	ContinueOnError bool
-	// LogLevel is the lowest level of driver log records the worker sends.
+	// LogLevel is the lowest level of driver log records the worker sends:
+	// debug, info, warn or error (any case); empty means info. Another
+	// value fails Prepare before the worker starts.
 	LogLevel string
 	// Sink also receives every event and metric, e.g. a logsink.Console
 	// for a live view. The session's files always receive them.
@@ -347,6 +349,10 @@ func (r *Run) prepare(ctx context.Context) error {
 		return err
 	}
 	r.order = order
+	// Refused here, before a worker starts, rather than by its prepare.
+	if _, err := check.LogLevel(r.spec.LogLevel); err != nil {
+		return fmt.Errorf("tproxy/host: RunSpec.LogLevel: %w", err)
+	}
 
 	opts := append(slices.Clone(r.spec.Options), WithSink(r.sink))
 	c, err := Start(ctx, r.t, opts...)

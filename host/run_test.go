@@ -524,3 +524,33 @@ func TestRunSessionTimeout(t *testing.T) {
 		t.Errorf("the worker should have cancelled the step and exited cleanly: %+v", st.Exit)
 	}
 }
+
+// neverStarted is a transport that records whether Start was called.
+type neverStarted struct{ started bool }
+
+func (n *neverStarted) Start(context.Context) (transport.Process, error) {
+	n.started = true
+	return nil, errors.New("started")
+}
+
+// TestRunRefusesBadLogLevel: a LogLevel the contract does not know fails
+// Prepare before any worker starts, naming the field; the four names pass
+// in any case.
+func TestRunRefusesBadLogLevel(t *testing.T) {
+	tr := &neverStarted{}
+	st, err := run(t, t.Context(), tr, host.RunSpec{Manifest: demo.Manifest(), LogLevel: "verbose"})
+	if err == nil || !strings.Contains(err.Error(), "RunSpec.LogLevel") || !strings.Contains(err.Error(), `"verbose"`) {
+		t.Fatalf("err = %v, want one naming RunSpec.LogLevel and the value", err)
+	}
+	if tr.started {
+		t.Error("the transport was started for a run refused by its spec")
+	}
+	if st.Outcome != host.OutcomeFailed || st.Failure == nil {
+		t.Errorf("status: outcome %s, failure %+v", st.Outcome, st.Failure)
+	}
+	for _, level := range []string{"", "DEBUG", "Info", "warn", "error"} {
+		if _, err := run(t, t.Context(), inMemory(), host.RunSpec{Manifest: demo.Manifest(), LogLevel: level}); err != nil {
+			t.Errorf("LogLevel %q: %v", level, err)
+		}
+	}
+}

@@ -3,8 +3,6 @@ package worker
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"strings"
 
 	"github.com/sourcegraph/jsonrpc2"
 
@@ -48,21 +46,4 @@ func checkStep(method, what, id, driver string, inputs map[string]tproxy.InputRe
 		}
 	}
 	return nil
-}
-
-// parseLogLevel reads prepare's log_level: one of the contract's four
-// names in any case, or empty for info. slog's own parser would also take
-// "info+2" and the like, which no other worker knows.
-func parseLogLevel(s string) (slog.Level, error) {
-	switch strings.ToLower(s) {
-	case "", "info":
-		return slog.LevelInfo, nil
-	case "debug":
-		return slog.LevelDebug, nil
-	case "warn":
-		return slog.LevelWarn, nil
-	case "error":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("log_level %q is none of debug, info, warn, error", s)
 }

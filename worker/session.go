@@ -86,7 +86,7 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 	for _, st := range p.Manifest.Steps {
 		masker.Learn(st.Config)
 	}
-	level, err := parseLogLevel(p.LogLevel)
+	level, err := check.LogLevel(p.LogLevel)
 	if err != nil {
 		return nil, invalidParams(tproxy.MethodPrepare, err)
 	}

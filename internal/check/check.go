@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"path"
 	"path/filepath"
 	"strings"
@@ -53,4 +54,21 @@ func ArtifactPath(p string) error {
 		return fmt.Errorf("artifact path %q is not a clean relative path (no \"..\", \".\" or empty elements): it would escape the artifact directory", p)
 	}
 	return nil
+}
+
+// LogLevel reads prepare's log_level (docs/protocol.md): one of the
+// contract's four names in any case, or empty for info. slog's own parser
+// would also take "info+2" and the like, which no other worker knows.
+func LogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "", "info":
+		return slog.LevelInfo, nil
+	case "debug":
+		return slog.LevelDebug, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log_level %q is none of debug, info, warn, error", s)
 }
