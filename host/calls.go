@@ -14,6 +14,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/internal/check"
+	"github.com/tproxy/tproxy/internal/wire"
 	"github.com/tproxy/tproxy/transport"
 )
 
@@ -156,7 +157,7 @@ func (c *Client) callRaw(ctx context.Context, method string, params, result any)
 		fe     *tproxy.FrameError
 	)
 	switch {
-	case isEncodeError(err):
+	case wire.IsEncodeError(err):
 		return fmt.Errorf("tproxy/host: %s: encoding params: %w", method, err)
 	case errors.As(err, &fe) && fe.Op == "write":
 		// Refused before anything was written: the connection is intact.
@@ -171,17 +172,6 @@ func (c *Client) callRaw(ctx context.Context, method string, params, result any)
 	default:
 		return fmt.Errorf("tproxy/host: %s: %w", method, c.closedErr(err))
 	}
-}
-
-// isEncodeError reports whether err is encoding/json's refusal to encode
-// a value: jsonrpc2 returns it before writing anything.
-func isEncodeError(err error) bool {
-	var (
-		ute *json.UnsupportedTypeError
-		uve *json.UnsupportedValueError
-		me  *json.MarshalerError
-	)
-	return errors.As(err, &ute) || errors.As(err, &uve) || errors.As(err, &me)
 }
 
 // dispatch writes the request, bounded by ctx. A worker that stops reading

@@ -547,18 +547,17 @@ func (s *server) reply(id jsonrpc2.ID, res any, err error) {
 	}
 	var sendErr error
 	if err == nil {
-		raw, encErr := json.Marshal(res)
-		if encErr != nil {
-			err = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("encoding the result: %v", encErr)}
-		} else {
-			sendErr = s.conn.Reply(s.ctx, id, json.RawMessage(raw))
-			var fe *tproxy.FrameError
-			if errors.As(sendErr, &fe) && errors.Is(fe, tproxy.ErrFrameTooLarge) {
-				// Refused before anything was written.
-				err = &jsonrpc2.Error{Code: tproxy.CodeInternalError,
-					Message: fmt.Sprintf("the result is %d bytes, over the frame cap of %d", len(raw), fe.Limit)}
-				sendErr = nil
-			}
+		sendErr = s.conn.Reply(s.ctx, id, res)
+		var fe *tproxy.FrameError
+		switch {
+		case wire.IsEncodeError(sendErr):
+			err = &jsonrpc2.Error{Code: tproxy.CodeInternalError, Message: fmt.Sprintf("encoding the result: %v", sendErr)}
+			sendErr = nil
+		case errors.As(sendErr, &fe) && errors.Is(fe, tproxy.ErrFrameTooLarge):
+			// Refused before anything was written.
+			err = &jsonrpc2.Error{Code: tproxy.CodeInternalError,
+				Message: fmt.Sprintf("the result is over the frame cap of %d (the response is %d bytes)", fe.Limit, fe.Size)}
+			sendErr = nil
 		}
 	}
 	if err != nil {
