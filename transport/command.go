@@ -18,7 +18,12 @@ import (
 // The Process's Pid is the intermediary's, the leader of the local process
 // group. name is looked up in PATH as by [exec.Command]; the fields of the
 // returned Subprocess (Env, Dir, Stderr, Logger, TailSize, CloseTimeout,
-// TermTimeout) may be set before the first Start.
+// TermTimeout) may be set before the first Start. Unlike a plain
+// Subprocess, it has InheritEnv set: the intermediary needs the host's
+// environment (SSH_AUTH_SOCK, KUBECONFIG, DOCKER_HOST), and ssh, kubectl
+// exec and docker exec pass none of it to the remote worker unless told
+// to. Clear InheritEnv for a local intermediary (sh -c, env, nice) whose
+// worker would otherwise see everything.
 //
 // What travels through the extra layer, and what does not:
 //
@@ -62,7 +67,7 @@ import (
 //     shell but not a worker that ignores it, the worker dies with the
 //     group once the shell has exited, and Exit says SIGTERM.
 func Command(name string, arg ...string) *Subprocess {
-	return &Subprocess{Path: name, Args: arg, ExitCodeSignals: true}
+	return &Subprocess{Path: name, Args: arg, ExitCodeSignals: true, InheritEnv: true}
 }
 
 // maxSignal is the largest signal number decoded from a 128+N status.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -108,6 +109,13 @@ func runChild(mode string) int {
 				return 0 // unix: SIGPIPE has killed the process before
 			}
 		}
+	case "env": // print the environment, one variable per line, sorted
+		env := os.Environ()
+		slices.Sort(env)
+		for _, kv := range env {
+			fmt.Println(kv)
+		}
+		return 0
 	case "stdout-flood": // write a lot and exit at once
 		os.Stdout.Write(bigPayload())
 		return 0

@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -61,10 +64,22 @@ type Subprocess struct {
 	Path string
 	// Args are the arguments after the program name.
 	Args []string
-	// Env is the worker's environment. If nil, the worker inherits the
-	// host's environment (os.Environ); an empty, non-nil slice gives it an
-	// empty one.
+	// Env is added to the worker's environment, as "KEY=value" entries
+	// that override the base's. The base is a minimal environment, so
+	// that the host's credentials (cloud keys, tokens) reach the worker
+	// only when named here: the host's PATH, HOME, USER, LOGNAME, SHELL,
+	// LANG, LANGUAGE, LC_*, TZ, TMPDIR, TERM and GOCOVERDIR (and on
+	// Windows SYSTEMROOT, SYSTEMDRIVE, WINDIR, COMSPEC, PATHEXT, TEMP,
+	// TMP, USERPROFILE, APPDATA, LOCALAPPDATA, PROGRAMDATA,
+	// NUMBER_OF_PROCESSORS and PROCESSOR_ARCHITECTURE), those it has.
 	Env []string
+	// InheritEnv makes the base the host's whole environment
+	// (os.Environ) instead of the minimal one: every variable of the
+	// host, secrets included, reaches the worker. [Command] sets it,
+	// because ssh, kubectl and docker need the host's (SSH_AUTH_SOCK,
+	// KUBECONFIG, DOCKER_HOST) and pass none of it to a remote worker
+	// unless told to.
+	InheritEnv bool
 	// Dir is the worker's working directory; empty means the host's.
 	Dir string
 
@@ -126,7 +141,7 @@ func (s *Subprocess) Start(ctx context.Context) (Process, error) {
 		if stdoutR, stdoutW, err = pipe(); err == nil {
 			if stderrR, stderrW, err = pipe(); err == nil {
 				cmd := exec.Command(s.Path, s.Args...)
-				cmd.Env = s.Env
+				cmd.Env = s.environ()
 				cmd.Dir = s.Dir
 				cmd.Stdin = stdinR
 				cmd.Stdout = stdoutW
@@ -318,4 +333,49 @@ func (p *subprocess) Close() error {
 		_, p.closeErr = l.Run()
 	})
 	return p.closeErr
+}
+
+// baseEnv names the variables of the host's environment that a
+// Subprocess passes to its worker unless InheritEnv is set: what programs
+// need to find their tools, locale, home and temporary directory, and
+// nothing that usually carries a credential. GOCOVERDIR is there so that a
+// coverage-instrumented Go worker can write its profile. Names are matched
+// exactly, but for a trailing "*", which matches a prefix; on Windows,
+// whose variable names are case-insensitive, case is ignored.
+var baseEnv = []string{
+	"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR", "TERM",
+	"GOCOVERDIR",
+	// Windows.
+	"SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT", "TEMP", "TMP",
+	"USERPROFILE", "APPDATA", "LOCALAPPDATA", "PROGRAMDATA", "NUMBER_OF_PROCESSORS", "PROCESSOR_ARCHITECTURE",
+}
+
+// environ is the worker's environment: the base (baseEnv's variables, or
+// all with InheritEnv) then Env, a later entry overriding an earlier one
+// of the same name.
+func (s *Subprocess) environ() []string {
+	host := os.Environ()
+	env := make([]string, 0, len(s.Env)+len(baseEnv))
+	for _, kv := range host {
+		name, _, _ := strings.Cut(kv, "=")
+		if s.InheritEnv || slices.ContainsFunc(baseEnv, func(pat string) bool { return envMatch(pat, name) }) {
+			env = append(env, kv)
+		}
+	}
+	// exec.Cmd keeps the last of duplicate names (and on Windows compares
+	// them without case), so appending is overriding.
+	return append(env, s.Env...)
+}
+
+// envMatch reports whether the variable name matches pattern, a name or a
+// prefix ending in "*".
+func envMatch(pattern, name string) bool {
+	eq := func(a, b string) bool { return a == b }
+	if runtime.GOOS == "windows" {
+		eq = strings.EqualFold
+	}
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return len(name) >= len(prefix) && eq(name[:len(prefix)], prefix)
+	}
+	return eq(pattern, name)
 }

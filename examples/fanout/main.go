@@ -81,7 +81,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (*host.Summary, error) 
 	if err != nil {
 		return nil, err
 	}
-	tr := &transport.Subprocess{Path: exe, Env: append(os.Environ(), workerEnv+"=1")}
+	tr := &transport.Subprocess{Path: exe, Env: []string{workerEnv + "=1"}}
 	quiet := []host.Option{host.WithLogger(slog.New(slog.DiscardHandler))}
 	jobs := make([]host.Job, cfg.n)
 	for i := range jobs {

@@ -58,7 +58,7 @@ func run(ctx context.Context, dir string) error {
 	}
 	tr := &transport.Subprocess{
 		Path:   exe,
-		Env:    append(os.Environ(), workerEnv+"=1"),
+		Env:    []string{workerEnv + "=1"},
 		Stderr: &story.PrefixWriter{Prefix: "   [worker stderr] "},
 	}
 	teller := &story.Teller{OnWorker: func(p *tproxy.PingResult) {

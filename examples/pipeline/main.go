@@ -113,7 +113,7 @@ func runPipeline(ctx context.Context, inProcess bool, dir, dataPath string, sink
 		if err != nil {
 			return nil, err
 		}
-		tr = &transport.Subprocess{Path: exe, Env: append(os.Environ(), workerEnv+"=1"), Stderr: os.Stderr}
+		tr = &transport.Subprocess{Path: exe, Env: []string{workerEnv + "=1"}, Stderr: os.Stderr}
 	}
 	abs, err := filepath.Abs(dataPath)
 	if err != nil {
