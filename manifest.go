@@ -63,6 +63,9 @@ func (m Manifest) Order() ([]StepSpec, error) {
 		if st.Driver == "" {
 			return nil, &ManifestError{StepID: st.ID, Reason: "no driver named"}
 		}
+		if reason := checkPolicy(st); reason != "" {
+			return nil, &ManifestError{StepID: st.ID, Reason: reason}
+		}
 		if total += len(st.Needs); total > MaxManifestNeeds {
 			return nil, &ManifestError{Reason: fmt.Sprintf("more than %d needs in all", MaxManifestNeeds)}
 		}
@@ -109,6 +112,22 @@ func (m Manifest) Order() ([]StepSpec, error) {
 		out[i] = m.Steps[j]
 	}
 	return out, nil
+}
+
+// checkPolicy returns what is wrong with st's Timeout and Retry, or "".
+func checkPolicy(st StepSpec) string {
+	switch r := st.Retry; {
+	case st.Timeout < 0:
+		return fmt.Sprintf("timeout %v is negative", st.Timeout)
+	case r == nil:
+	case r.Attempts < 0 || r.Attempts > MaxAttempts:
+		return fmt.Sprintf("retry.attempts %d is not between 0 and %d", r.Attempts, MaxAttempts)
+	case r.Backoff < 0:
+		return fmt.Sprintf("retry.backoff %v is negative", r.Backoff)
+	case slices.Contains(r.On, ""):
+		return "retry.on names an empty error type"
+	}
+	return ""
 }
 
 // Limits of a manifest, so that validating one stays cheap: Order takes

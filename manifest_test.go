@@ -1,12 +1,15 @@
 package tproxy_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/tproxy/tproxy"
 )
 
@@ -60,6 +63,10 @@ func TestManifestValidateErrors(t *testing.T) {
 		{"unknown need", []tproxy.StepSpec{step("a", "ghost")}, "a", `needs "ghost"`},
 		{"self need", []tproxy.StepSpec{step("a", "a")}, "a", "needs itself"},
 		{"cycle", []tproxy.StepSpec{step("a", "c"), step("b", "a"), step("c", "b")}, "a", "a → c → b → a"},
+		{"negative timeout", []tproxy.StepSpec{{ID: "a", Driver: "d", Timeout: -time.Second}}, "a", "timeout -1s is negative"},
+		{"too many attempts", []tproxy.StepSpec{{ID: "a", Driver: "d", Retry: &tproxy.Retry{Attempts: 101}}}, "a", "retry.attempts 101"},
+		{"negative backoff", []tproxy.StepSpec{{ID: "a", Driver: "d", Retry: &tproxy.Retry{Attempts: 2, Backoff: -1}}}, "a", "retry.backoff"},
+		{"empty retry kind", []tproxy.StepSpec{{ID: "a", Driver: "d", Retry: &tproxy.Retry{Attempts: 2, On: []string{""}}}}, "a", "empty error type"},
 		{"input from unknown step", []tproxy.StepSpec{step("a"), {ID: "b", Driver: "d", Needs: []string{"a"}, Inputs: in("ghost")}}, "b", `step "ghost", which is not a step`},
 		{"input from a step not needed", []tproxy.StepSpec{step("a"), {ID: "b", Driver: "d", Inputs: in("a")}}, "b", "has not run by then"},
 		{"input from a later step", []tproxy.StepSpec{{ID: "a", Driver: "d", Inputs: in("b")}, step("b", "a")}, "a", "has not run by then"},
@@ -146,5 +153,43 @@ func BenchmarkManifestOrder(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestStepPolicyJSON checks that a step's Timeout and Retry.Backoff read
+// and write as duration strings, and that a malformed one names the field.
+func TestStepPolicyJSON(t *testing.T) {
+	in := `{"id":"load","driver":"sql","timeout":"1m30s","retry":{"attempts":3,"backoff":"250ms","on":["transient","timeout"]}}`
+	var st tproxy.StepSpec
+	if err := json.Unmarshal([]byte(in), &st); err != nil {
+		t.Fatal(err)
+	}
+	want := tproxy.StepSpec{ID: "load", Driver: "sql", Timeout: 90 * time.Second,
+		Retry: &tproxy.Retry{Attempts: 3, Backoff: 250 * time.Millisecond, On: []string{"transient", "timeout"}}}
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Fatalf("decoded (-want +got):\n%s", diff)
+	}
+	out, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back tproxy.StepSpec
+	if err := json.Unmarshal(out, &back); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, back); diff != "" {
+		t.Fatalf("round trip through %s (-want +got):\n%s", out, diff)
+	}
+	if plain, _ := json.Marshal(tproxy.StepSpec{ID: "a", Driver: "d"}); string(plain) != `{"id":"a","driver":"d"}` {
+		t.Errorf("a step without policy encodes as %s", plain)
+	}
+	for _, bad := range []struct{ in, field string }{
+		{`{"id":"a","driver":"d","timeout":"soon"}`, "timeout"},
+		{`{"id":"a","driver":"d","retry":{"attempts":2,"backoff":"10"}}`, "retry.backoff"},
+	} {
+		err := json.Unmarshal([]byte(bad.in), &st)
+		if err == nil || !strings.Contains(err.Error(), bad.field+": ") {
+			t.Errorf("%s: err = %v, want one naming %s", bad.in, err, bad.field)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package tproxy
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -62,6 +63,108 @@ type StepSpec struct {
 	// name. Each must come from a step this one needs, directly or
 	// through other steps.
 	Inputs map[string]InputRef `json:"inputs,omitempty"`
+
+	// Timeout bounds each attempt of the step, on the host: when it
+	// passes, the host cancels the step in the worker, which stays
+	// usable, and the attempt ends as a timeout. Zero means no bound but
+	// the session's. In JSON, a Go duration string: "90s", "5m".
+	Timeout time.Duration `json:"-"`
+	// Retry says when a failed attempt runs again; nil runs each step
+	// once. The worker ignores Timeout and Retry: they are the host's.
+	Retry *Retry `json:"retry,omitempty"`
+}
+
+// Retry is a step's retry policy. A step runs again only after a failure
+// the policy names; the default names only failures the driver declared
+// retryable (error type ErrorTypeTransient), because only the driver
+// knows whether a failed attempt had side effects.
+type Retry struct {
+	// Attempts is the most times the step runs, the first included; 0 and
+	// 1 mean once. At most MaxAttempts.
+	Attempts int `json:"attempts"`
+	// Backoff is the wait before the second attempt, doubled before each
+	// later one; zero means none. In JSON, a Go duration string.
+	Backoff time.Duration `json:"-"`
+	// On lists the failures that may be retried: step failures' error
+	// types, and "timeout" for an attempt that reached the step's Timeout.
+	// Empty means []string{ErrorTypeTransient}. Name "timeout" only for a
+	// driver that is safe to run twice: a timed-out attempt may have done
+	// part of its work.
+	On []string `json:"on,omitempty"`
+}
+
+// MaxAttempts bounds Retry.Attempts.
+const MaxAttempts = 100
+
+// ErrorTypeTransient is the error type a driver gives a failure that had
+// no side effects and may pass if tried again (a refused connection, a
+// rate limit): the failures a Retry retries by default.
+const ErrorTypeTransient = "transient"
+
+// stepJSON is a StepSpec's JSON form: Timeout as a duration string.
+type stepJSON struct {
+	plainStep
+	Timeout string `json:"timeout,omitempty"`
+}
+
+type plainStep StepSpec // without StepSpec's methods
+
+// MarshalJSON encodes the step with Timeout as a duration string.
+func (s StepSpec) MarshalJSON() ([]byte, error) {
+	j := stepJSON{plainStep: plainStep(s)}
+	if s.Timeout != 0 {
+		j.Timeout = s.Timeout.String()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes a step, with Timeout as a duration string.
+func (s *StepSpec) UnmarshalJSON(b []byte) error {
+	var j stepJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*s = StepSpec(j.plainStep)
+	return parseDuration(j.Timeout, "timeout", &s.Timeout)
+}
+
+// retryJSON is a Retry's JSON form: Backoff as a duration string.
+type retryJSON struct {
+	plainRetry
+	Backoff string `json:"backoff,omitempty"`
+}
+
+type plainRetry Retry
+
+// MarshalJSON encodes the policy with Backoff as a duration string.
+func (r Retry) MarshalJSON() ([]byte, error) {
+	j := retryJSON{plainRetry: plainRetry(r)}
+	if r.Backoff != 0 {
+		j.Backoff = r.Backoff.String()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes a policy, with Backoff as a duration string.
+func (r *Retry) UnmarshalJSON(b []byte) error {
+	var j retryJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*r = Retry(j.plainRetry)
+	return parseDuration(j.Backoff, "retry.backoff", &r.Backoff)
+}
+
+func parseDuration(s, field string, d *time.Duration) error {
+	if s == "" {
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("tproxy: %s: %q is not a duration such as \"90s\" or \"5m\"", field, s)
+	}
+	*d = v
+	return nil
 }
 
 // PrepareParams are the params of MethodPrepare. Prepare fixes the worker's
@@ -224,6 +327,9 @@ type LogRecord struct {
 	Timestamp time.Time      `json:"timestamp"`
 	StepID    string         `json:"step_id,omitempty"`
 	Attrs     map[string]any `json:"attrs,omitempty"`
+	// Source says who logged the record: SourceWorker, or SourceHost for
+	// the host's own. It is not on the wire: the host sets it.
+	Source string `json:"-"`
 }
 
 // Heartbeat is the params of MethodHeartbeat, sent periodically while a

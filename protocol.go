@@ -54,3 +54,39 @@ const (
 	// that no earlier step of the session produced.
 	CodeInputUnavailable = -32005
 )
+
+// CodeInvalidConfig answers prepare when a step's config does not fit the
+// config its driver declared (worker.Typed): an unknown key, a value of
+// the wrong type, a failed check. It fails the session before any step
+// runs, rather than the step once the steps before it have run. The
+// error's data names the step and the field: {"step_id", "field",
+// "message"}. A host reports it as a *ManifestError.
+const CodeInvalidConfig = -32006
+
+// Error types: the stable categories of a failed step's
+// StepFailure.ErrorType (docs/protocol.md section 7), so that a host can
+// branch on the kind of failure (retry a timeout, not a config mistake)
+// without parsing messages. A driver may also name a kind of its own
+// (worker.Fail); these names are reserved for what they say.
+const (
+	// ErrorTypeDriver is the default: the driver failed, for a reason
+	// of its own that fits no other category.
+	ErrorTypeDriver = "driver"
+	// ErrorTypeConfig: the step's config does not fit its driver: an
+	// unknown key, a value of the wrong type, a missing or invalid
+	// value.
+	ErrorTypeConfig = "config"
+	// ErrorTypeInput: an input the driver needs is missing or not what
+	// it expects.
+	ErrorTypeInput = "input"
+	// ErrorTypeTimeout: a deadline inside the driver passed (a request
+	// or query that timed out); not the host's cancellation.
+	ErrorTypeTimeout = "timeout"
+	// ErrorTypeCancelled: the host cancelled the step, or the worker
+	// stopped under it.
+	ErrorTypeCancelled = "cancelled"
+	// ErrorTypePanic: the driver crashed and the runtime caught it (a Go
+	// panic; in Python an exception outside Exception, such as
+	// SystemExit).
+	ErrorTypePanic = "panic"
+)

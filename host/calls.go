@@ -47,8 +47,16 @@ func (c *Client) Prepare(ctx context.Context, p tproxy.PrepareParams) (*tproxy.P
 // metric the step emitted has been written to the sink and flushed. A step
 // that failed in the worker is a *StepError.
 func (c *Client) ExecStep(ctx context.Context, p tproxy.ExecStepParams) (*tproxy.ExecStepResult, error) {
+	return c.execStep(ctx, p, nil)
+}
+
+// execStep is ExecStep, waiting for the worker's answer to the cancel
+// when ctx ends: settle, if not nil, gives the context of that wait. The
+// answer says how the step ended (a cancelled step's duration, its
+// artifacts); when the wait ends first, the error is errUnsettled.
+func (c *Client) execStep(ctx context.Context, p tproxy.ExecStepParams, settle func() (context.Context, context.CancelFunc)) (*tproxy.ExecStepResult, error) {
 	var res tproxy.ExecStepResult
-	if err := c.flushAfter(c.call(ctx, tproxy.MethodExecStep, p, &res)); err != nil {
+	if err := c.flushAfter(c.callSettled(ctx, settle, tproxy.MethodExecStep, p, &res)); err != nil {
 		var se *StepError
 		if errors.As(err, &se) && se.StepID == "" {
 			se.StepID = p.StepID // the worker's failure data did not name it
@@ -119,18 +127,27 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 }
 
 func (c *Client) call(ctx context.Context, method string, params, result any) error {
+	return c.callSettled(ctx, nil, method, params, result)
+}
+
+// errUnsettled is the error of a call whose caller gave up and whose
+// answer to the cancel did not come while the caller's settle context
+// lasted.
+var errUnsettled = errors.New("the worker did not answer the cancel in time")
+
+func (c *Client) callSettled(ctx context.Context, settle func() (context.Context, context.CancelFunc), method string, params, result any) error {
 	if c.cfg.trace == nil {
-		return c.callRaw(ctx, method, params, result)
+		return c.callRaw(ctx, settle, method, params, result)
 	}
 	done := c.cfg.trace(method, params)
-	err := c.callRaw(ctx, method, params, result)
+	err := c.callRaw(ctx, settle, method, params, result)
 	if done != nil {
 		done(result, err)
 	}
 	return err
 }
 
-func (c *Client) callRaw(ctx context.Context, method string, params, result any) error {
+func (c *Client) callRaw(ctx context.Context, settle func() (context.Context, context.CancelFunc), method string, params, result any) error {
 	ctx, cancel := c.withCallTimeout(ctx)
 	defer cancel()
 	defer c.callStarted()()
@@ -139,8 +156,9 @@ func (c *Client) callRaw(ctx context.Context, method string, params, result any)
 	}
 	id := jsonrpc2.ID{Num: c.nextID.Add(1)}
 	call, err := c.dispatch(ctx, method, params, id)
+	sent := err == nil
 	var raw json.RawMessage
-	if err == nil {
+	if sent {
 		// The silence clock starts once the request is written: writing
 		// a big one takes as long as the worker takes to read it.
 		c.heard()
@@ -165,13 +183,41 @@ func (c *Client) callRaw(ctx context.Context, method string, params, result any)
 	case errors.As(err, &rpcErr):
 		return remoteError(method, rpcErr)
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-		if !c.inputBroken() {
-			c.cancel(id)
+		if c.inputBroken() {
+			return fmt.Errorf("tproxy/host: %s: %w", method, err)
 		}
-		return fmt.Errorf("tproxy/host: %s: %w", method, err)
+		c.cancel(id)
+		if settle == nil || !sent {
+			return fmt.Errorf("tproxy/host: %s: %w", method, err)
+		}
+		return c.settle(settle, call, method, result, err)
 	default:
 		return fmt.Errorf("tproxy/host: %s: %w", method, c.closedErr(err))
 	}
+}
+
+// settle waits, within the context settle gives, for the worker's answer
+// to a call whose caller gave up (cause) and that was cancelled. An
+// answer, a result or an error, is returned as a call's would be; when
+// none comes in time the error wraps errUnsettled and cause.
+func (c *Client) settle(settle func() (context.Context, context.CancelFunc), call jsonrpc2.Waiter, method string, result any, cause error) error {
+	sctx, cancel := settle()
+	defer cancel()
+	var raw json.RawMessage
+	err := call.Wait(sctx, &raw)
+	var rpcErr *jsonrpc2.Error
+	switch {
+	case err == nil:
+		if result == nil {
+			return nil
+		}
+		return decodeResult(method, raw, result)
+	case errors.As(err, &rpcErr):
+		return remoteError(method, rpcErr)
+	case sctx.Err() != nil:
+		return fmt.Errorf("tproxy/host: %s: %w: %w", method, errUnsettled, cause)
+	}
+	return fmt.Errorf("tproxy/host: %s: %w", method, c.closedErr(err))
 }
 
 // dispatch writes the request, bounded by ctx. A worker that stops reading
@@ -213,6 +259,9 @@ func remoteError(method string, e *jsonrpc2.Error) error {
 	re := &RemoteError{Method: method, Code: e.Code, Message: e.Message}
 	if e.Data != nil {
 		re.Data = *e.Data
+	}
+	if e.Code == tproxy.CodeInvalidConfig {
+		return configError(re) // a *tproxy.ManifestError: nothing ran
 	}
 	if e.Code == tproxy.CodeStepFailed {
 		// The code alone says the step failed (docs/protocol.md section

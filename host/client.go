@@ -67,6 +67,9 @@ func Start(ctx context.Context, t transport.Transport, opts ...Option) (*Client,
 	if err != nil {
 		return nil, fmt.Errorf("tproxy/host: starting the worker: %w", err)
 	}
+	if cfg.started != nil {
+		cfg.started(proc)
+	}
 	c := &Client{cfg: cfg, proc: proc}
 	c.raw, _ = wire.RawOf(cfg.sink)
 	stream := &hostStream{c: c, s: wire.NewStream(proc, cfg.maxFrame)}

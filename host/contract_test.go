@@ -182,11 +182,11 @@ func TestContractExamples(t *testing.T) {
 	ex := docExchanges(t)
 	dir, st, err := docRun(t, ex, func(s string) string { return s })
 	var se *host.StepError
-	if !errors.As(err, &se) || se.StepID != "transform" || se.ErrorType != "ValueError" {
-		t.Fatalf("err = %v, want the example's failure of step transform (ValueError)", err)
+	if !errors.As(err, &se) || se.StepID != "transform" || se.ErrorType != "input" {
+		t.Fatalf("err = %v, want the example's failure of step transform (input)", err)
 	}
 	if st.Outcome != host.OutcomeFailed || st.Failure.Kind != host.FailureStep || st.StepsCompleted != 1 ||
-		st.Steps[0].RowsProcessed != 240 || st.Steps[0].DurationMS != 40.5 || st.Steps[1].ErrorType != "ValueError" {
+		st.Steps[0].RowsProcessed != 240 || st.Steps[0].DurationMS != 40.5 || st.Steps[1].ErrorType != "input" {
 		t.Errorf("status = %+v, failure %+v", st, st.Failure)
 	}
 	if st.Protocol != (host.ProtocolCounts{}) {
@@ -392,7 +392,7 @@ func TestMalformedEventsNeverSilent(t *testing.T) {
 		switch rec["event"] {
 		case "good":
 			seq = append(seq, "good")
-		case host.EventProtocolWarning:
+		case tproxy.EventProtocolWarning:
 			q, _ := rec["quote"].(string)
 			if !slices.Contains(bad, q) || rec["method"] != "event" || rec["reason"] == "" {
 				t.Errorf("warning %v does not quote one of the bad events", rec)

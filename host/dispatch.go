@@ -23,11 +23,6 @@ const (
 	quoteBytes = 512
 )
 
-// EventProtocolWarning is the event the host writes, in wire order, for
-// each thing the worker sent that it could not use: a dropped
-// notification or a skipped line (docs/protocol.md section 12).
-const EventProtocolWarning = "protocol_warning"
-
 // notification handles one notification from the worker. It runs in the
 // connection's read loop: from Handle, or from hostStream's fast path. A
 // notification that breaks the contract is dropped, never silently: it is
@@ -80,8 +75,9 @@ func (c *Client) notification(ctx context.Context, method string, params []byte)
 // hostEvents are the events only the host writes: a worker's event of
 // one of these names would pass for the host's.
 var hostEvents = map[string]bool{
-	"run_start": true, "phase_complete": true, "step_skipped": true, "artifact_skipped": true,
-	EventProtocolWarning: true, "run_complete": true, "run_failed": true,
+	tproxy.EventRunStart: true, tproxy.EventPhaseComplete: true, tproxy.EventStepSkipped: true,
+	tproxy.EventStepTimeout: true, tproxy.EventStepRetry: true, tproxy.EventArtifactSkipped: true,
+	tproxy.EventProtocolWarning: true, tproxy.EventRunComplete: true, tproxy.EventRunFailed: true,
 }
 
 // checkEventName refuses an event name a worker may not use.
@@ -151,7 +147,7 @@ func (c *Client) skippedLine(line []byte, reason string) {
 // warn writes a protocol_warning event to the sink, if there is one.
 func (c *Client) warn(ctx context.Context, data map[string]any) {
 	if c.cfg.sink != nil {
-		c.noteSinkErr(c.cfg.sink.Event(ctx, tproxy.Event{Name: EventProtocolWarning, Timestamp: time.Now().UTC(),
+		c.noteSinkErr(c.cfg.sink.Event(ctx, tproxy.Event{Name: tproxy.EventProtocolWarning, Timestamp: time.Now().UTC(),
 			Data: data, Source: tproxy.SourceHost}))
 	}
 }
@@ -170,8 +166,13 @@ func (c *Client) ProtocolCounts() ProtocolCounts {
 	return ProtocolCounts{DroppedNotifications: c.dropped.Load(), SkippedLines: c.skipped.Load()}
 }
 
-// logRecord passes a worker's log record to the host's logger.
+// logRecord passes a worker's log record to the sink and to the host's
+// logger, marked as the worker's (source "worker").
 func (c *Client) logRecord(ctx context.Context, r tproxy.LogRecord) {
+	r.Source = tproxy.SourceWorker
+	if c.cfg.sink != nil {
+		c.noteSinkErr(c.cfg.sink.Log(ctx, r))
+	}
 	var level slog.Level
 	if level.UnmarshalText([]byte(r.Level)) != nil {
 		level = slog.LevelInfo

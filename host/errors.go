@@ -41,8 +41,10 @@ func (e *RemoteError) Error() string {
 type StepError struct {
 	// StepID is the failed step.
 	StepID string
-	// ErrorType is the kind of failure: "panic", "cancelled", or the Go
-	// type of the driver's error.
+	// ErrorType is the kind of failure: one of the tproxy.ErrorType*
+	// categories (tproxy.ErrorTypeCancelled, tproxy.ErrorTypeConfig, …),
+	// a name the driver chose, or "unknown" when the worker sent none
+	// (docs/protocol.md section 7).
 	ErrorType string
 	// Message is the driver's error message.
 	Message string
@@ -57,6 +59,25 @@ func (e *StepError) Error() string {
 
 // Unwrap returns the RemoteError.
 func (e *StepError) Unwrap() error { return e.Remote }
+
+// configError is the *tproxy.ManifestError that a worker's
+// tproxy.CodeInvalidConfig answer to prepare stands for: a step's config
+// does not fit its driver, found before any step ran. The error's data
+// names the step and the field, and its message names the field too
+// (docs/protocol.md section 7); a message missing from it is taken from
+// the error's.
+func configError(re *RemoteError) error {
+	var d struct {
+		StepID  string `json:"step_id"`
+		Message string `json:"message"`
+	}
+	json.Unmarshal(re.Data, &d) // what decodes is kept
+	reason := d.Message
+	if reason == "" {
+		reason = re.Message
+	}
+	return &tproxy.ManifestError{StepID: d.StepID, Reason: "config: " + reason}
+}
 
 // ProtocolError reports a worker that broke the protocol. Either bytes
 // that break the framing (an oversize frame, a line that is not JSON or not

@@ -245,7 +245,7 @@ func TestCancelMidStep(t *testing.T) {
 func TestStepFailures(t *testing.T) {
 	c := start(t, subprocess(nil), &logsink.Memory{})
 	for _, tc := range []struct{ driver, typ, msg string }{
-		{"fail", "errors.errorString", "source table missing"},
+		{"fail", tproxy.ErrorTypeDriver, "source table missing"},
 		{"panic", "panic", "panic: driver bug"},
 	} {
 		_, err := exec(t.Context(), c, tc.driver, nil)

@@ -334,7 +334,7 @@ func TestLogCap(t *testing.T) {
 			if !errors.As(err, &le) || le.Max != capBytes || !errors.Is(err, logsink.ErrMaxBytes) {
 				t.Fatalf("err = %v, want a *host.LimitError wrapping logsink.ErrMaxBytes", err)
 			}
-			if st.Failure.Kind != host.FailureLimit || st.Failure.StepID != "s" || st.Steps[0].Status != host.StepFailed {
+			if st.Failure.Kind != host.FailureLimit || st.Failure.StepID != "s" || st.Steps[0].Status != host.StepCancelled {
 				t.Errorf("failure %+v, step %+v", st.Failure, st.Steps[0])
 			}
 			var size int64

@@ -1,17 +1,20 @@
 package host_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/internal/demo"
 	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/transport"
@@ -105,6 +108,32 @@ func testWorker() *worker.Worker {
 	w.RegisterFunc("fail", func(ctx context.Context, s *worker.Step) error {
 		return errors.New("source table missing")
 	})
+	// flaky fails as transient (or config.type) until its config.passes_on
+	// attempt in this worker.
+	w.RegisterFunc("flaky", func(ctx context.Context, s *worker.Step) error {
+		attempt := flakyAttempts.Add(1)
+		passOn, _ := s.Config()["passes_on"].(float64)
+		if attempt >= int64(passOn) {
+			return nil
+		}
+		typ, _ := s.Config()["type"].(string)
+		return worker.Fail(cmp.Or(typ, tproxy.ErrorTypeTransient), fmt.Errorf("attempt %d: connection refused", attempt))
+	})
+	// stubborn ignores its cancellation for config.ms milliseconds.
+	w.RegisterFunc("stubborn", func(ctx context.Context, s *worker.Step) error {
+		ms, _ := s.Config()["ms"].(float64)
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		return ctx.Err()
+	})
+	// partial writes an artifact, then waits for its cancellation.
+	w.RegisterFunc("partial", func(ctx context.Context, s *worker.Step) error {
+		if err := os.WriteFile(filepath.Join(s.ArtifactDir(), "partial.csv"), []byte("id\n1\n"), 0o644); err != nil {
+			return err
+		}
+		s.Event("blocked", nil)
+		<-ctx.Done()
+		return ctx.Err()
+	})
 	// exit emits an event, says goodbye on stderr and exits with
 	// config.code in the middle of the step.
 	w.RegisterFunc("exit", func(ctx context.Context, s *worker.Step) error {
@@ -180,6 +209,9 @@ func testWorker() *worker.Worker {
 	})
 	return w
 }
+
+// flakyAttempts counts the flaky driver's runs in this worker.
+var flakyAttempts atomic.Int64
 
 // bigSummary is an output whose summary is n bytes of text.
 type bigSummary int

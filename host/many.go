@@ -64,6 +64,9 @@ type Progress struct {
 	Total, Waiting, Running, Succeeded, Failed, Cancelled int
 	// Events and Metrics count what the sessions have persisted so far.
 	Events, Metrics int64
+	// StepsTotal is the steps of all the jobs' manifests; StepsEnded
+	// counts those that have ended, whatever their state.
+	StepsTotal, StepsEnded int
 	// Elapsed is the time since Run started.
 	Elapsed time.Duration
 }
@@ -129,8 +132,8 @@ type Many struct {
 	// one ends unsuccessfully; their context's cause is ErrSessionFailed.
 	StopOnFailure bool
 	// OnProgress, if set, is called with a snapshot each time a session
-	// starts or ends. Calls do not overlap; a slow OnProgress slows the
-	// sessions that call it.
+	// starts or ends, and each time a step ends. Calls do not overlap; a
+	// slow OnProgress slows the sessions that call it.
 	OnProgress func(Progress)
 
 	mu       sync.Mutex // guards the counts, start and running
@@ -170,6 +173,9 @@ func (m *Many) Run(ctx context.Context, jobs []Job) (*Summary, error) {
 	m.running = true
 	m.start = time.Now()
 	m.progress = Progress{Total: len(jobs), Waiting: len(jobs)}
+	for _, j := range jobs {
+		m.progress.StepsTotal += len(j.Spec.Manifest.Steps)
+	}
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
@@ -192,6 +198,15 @@ func (m *Many) Run(ctx context.Context, jobs []Job) (*Summary, error) {
 			m.update(func(p *Progress) { p.Waiting--; p.Running++ })
 			spec := job.Spec
 			spec.Sink = logsink.Multi(counter{m}, spec.Sink)
+			onStep := spec.OnStep
+			spec.OnStep = func(s StepStatus) {
+				if s.Status != StepRunning {
+					m.update(func(p *Progress) { p.StepsEnded++ })
+				}
+				if onStep != nil {
+					onStep(s)
+				}
+			}
 			st, err := RunManifest(ctx, job.Transport, spec)
 			sum.Results[i] = Result{SessionID: spec.SessionID, Dir: spec.Dir, Status: st, Err: err}
 			m.update(func(p *Progress) {
@@ -296,5 +311,7 @@ func (c counter) Metric(context.Context, tproxy.Metric) error {
 	c.m.metrics.Add(1)
 	return nil
 }
+
+func (c counter) Log(context.Context, tproxy.LogRecord) error { return nil }
 
 func (c counter) Flush() error { return nil }

@@ -40,5 +40,5 @@ func ExampleRunMany() {
 	// 2 failed 0
 	// 3 success 3
 	// 3 1 0
-	// tproxy/host: 1 of 4 sessions failed, 0 cancelled: first: tproxy/host: step "extract" failed (errors.errorString): extract: config.rows must be positive, got 0
+	// tproxy/host: 1 of 4 sessions failed, 0 cancelled: first: tproxy/host: step "extract" failed (driver): extract: config.rows must be positive, got 0
 }

@@ -116,8 +116,11 @@ func TestRunManyHundredSessions(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	if len(snaps) != 2*n {
-		t.Errorf("%d progress calls, want one per start and end: %d", len(snaps), 2*n)
+	if want := 2*n + 2*n; len(snaps) != want { // the sessions' starts and ends, and their two steps' ends
+		t.Errorf("%d progress calls, want one per start and end of a session and per end of a step: %d", len(snaps), want)
+	}
+	if last := snaps[len(snaps)-1]; last.StepsTotal != 2*n || last.StepsEnded != 2*n {
+		t.Errorf("last snapshot: %d of %d steps ended, want all %d", last.StepsEnded, last.StepsTotal, 2*n)
 	}
 	maxRunning := 0
 	for i, p := range snaps {
@@ -154,6 +157,7 @@ func (s *blockedSink) Event(_ context.Context, e tproxy.Event) error {
 	return nil
 }
 func (s *blockedSink) Metric(context.Context, tproxy.Metric) error { return nil }
+func (s *blockedSink) Log(context.Context, tproxy.LogRecord) error { return nil }
 func (s *blockedSink) Flush() error                                { return nil }
 
 // exitClock is a Transport that notes when the last of its workers ended.
@@ -239,7 +243,7 @@ func TestRunManyCancelStopsAll(t *testing.T) {
 		}
 		if st.Exit != nil {
 			started++
-			if st.Steps[0].Status != host.StepFailed && st.Steps[0].Status != host.StepNotRun {
+			if st.Steps[0].Status != host.StepCancelled && st.Steps[0].Status != host.StepNotRun {
 				t.Errorf("session %d: step wait %s", i, st.Steps[0].Status)
 			}
 		}

@@ -254,6 +254,7 @@ func (s ticksOnly) Event(ctx context.Context, e tproxy.Event) error {
 }
 
 func (s ticksOnly) Metric(context.Context, tproxy.Metric) error { return nil }
+func (s ticksOnly) Log(context.Context, tproxy.LogRecord) error { return nil }
 
 // TestMatrixHungWorker: a worker that stops reading, writing and beating
 // mid-step is killed once the heartbeat timeout passes; the call fails

@@ -6,6 +6,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/logsink"
+	"github.com/tproxy/tproxy/transport"
 )
 
 // DefaultStartTimeout bounds the start and handshake when the context
@@ -25,7 +26,14 @@ type config struct {
 
 	heartbeatTimeout time.Duration
 	callTimeout      time.Duration
+
+	// started, if set, is told the worker's Process as soon as it has
+	// started, so that a Run can report how a worker that failed its
+	// handshake ended.
+	started func(transport.Process)
 }
+
+func withStarted(f func(transport.Process)) Option { return func(c *config) { c.started = f } }
 
 // WithSink sets where the worker's events and metrics go, in wire order.
 // Without it they are dropped.

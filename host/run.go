@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -112,6 +113,11 @@ type RunSpec struct {
 	// flight and fails the run with a *LimitError; status.json is still
 	// written.
 	MaxLogBytes int64
+	// LogCap caps logs.jsonl, which holds the worker's log records (at
+	// LogLevel and above) and the host's own: records past it are dropped
+	// and counted in Status.LogsDropped, and the run goes on.
+	// logsink.DefaultLogCap (64 MiB) when zero; no cap when negative.
+	LogCap int64
 	// Timeout bounds the whole session, from the start of Prepare to the
 	// end of Execute; zero means no bound beyond the caller's context.
 	// When it passes, the step in flight is cancelled in the worker and
@@ -128,6 +134,17 @@ type RunSpec struct {
 	// ContinueOnError runs the steps that do not depend on a failed step
 	// instead of stopping at the first failure.
 	ContinueOnError bool
+	// CancelGrace is how long a step that reached its own Timeout has to
+	// stop once the worker is told to cancel it. A driver that ignores the
+	// cancel for longer is stuck: the host kills the worker, the step ends
+	// as a timeout with a note saying so, and the run fails.
+	// DefaultCancelGrace when zero.
+	CancelGrace time.Duration
+	// OnStep, if set, is called when each attempt of a step starts
+	// (Status StepRunning) and when the step has ended (its last attempt,
+	// or skipped), with a copy of the step's status, from the goroutine
+	// running Execute. It must not block for long: the run waits for it.
+	OnStep func(StepStatus)
 	// LogLevel is the lowest level of driver log records the worker sends:
 	// debug, info, warn or error (any case); empty means info. Another
 	// value fails Prepare before the worker starts.
@@ -169,6 +186,12 @@ type Run struct {
 	client *Client
 	stop   context.CancelCauseFunc // cancels the phase running
 	limit  *LimitError             // the cap a worker made the host reach
+	// overrun is when the work done past the caller's deadline must end:
+	// CollectGrace after the run first needed it. Zero until then.
+	overrun time.Time
+
+	ends stepEnds          // the worker's step_complete and step_failed records
+	proc transport.Process // the worker, once started, even if its handshake failed
 
 	// Owned by the phase running.
 	status   Status
@@ -211,6 +234,7 @@ func NewRun(t transport.Transport, spec RunSpec) *Run {
 	a.MaxFiles = cmp.Or(a.MaxFiles, DefaultMaxArtifactFiles)
 	spec.MaxLogBytes = cmp.Or(spec.MaxLogBytes, DefaultMaxLogBytes)
 	spec.CollectGrace = cmp.Or(spec.CollectGrace, DefaultCollectGrace)
+	spec.CancelGrace = cmp.Or(spec.CancelGrace, DefaultCancelGrace)
 	r := &Run{t: t, spec: spec}
 	r.status = Status{SessionID: spec.SessionID, Dir: spec.Dir, Outcome: OutcomeFailed, StepsTotal: len(spec.Manifest.Steps)}
 	for _, st := range spec.Manifest.Steps {
@@ -289,7 +313,7 @@ func (r *Run) Prepare(ctx context.Context) error {
 	if err != nil {
 		return r.maskErr(r.fail("", err))
 	}
-	r.event(ctx, "phase_complete", "", map[string]any{"phase": "prepare", "duration_ms": r.status.Phases.PrepareMS})
+	r.event(ctx, tproxy.EventPhaseComplete, "", map[string]any{"phase": "prepare", "duration_ms": r.status.Phases.PrepareMS})
 	return nil
 }
 
@@ -328,7 +352,7 @@ func (r *Run) prepare(ctx context.Context) error {
 	if err := writeJSON(filepath.Join(r.spec.Dir, ManifestFile), masked); err != nil {
 		return err
 	}
-	files, err := openLogs(r.spec.Dir, r.spec.SessionID, logsink.WithMaxBytes(r.spec.MaxLogBytes))
+	files, err := openLogs(r.spec.Dir, r.spec.SessionID, logsink.WithMaxBytes(r.spec.MaxLogBytes), logsink.WithLogCap(r.spec.LogCap))
 	if err != nil {
 		return err
 	}
@@ -341,8 +365,8 @@ func (r *Run) prepare(ctx context.Context) error {
 	// is masked whatever it is. Events with nothing to mask keep the raw
 	// fast path.
 	sink = mask.Sink(sink, m)
-	r.sink = capGuard(sink, r.hitLimit)
-	r.event(ctx, "run_start", "", map[string]any{"session_id": r.spec.SessionID, "steps_total": len(r.spec.Manifest.Steps)})
+	r.sink = capGuard(sink, r.hitLimit, &r.ends)
+	r.event(ctx, tproxy.EventRunStart, "", map[string]any{"session_id": r.spec.SessionID, "steps_total": len(r.spec.Manifest.Steps)})
 
 	order, err := r.spec.Manifest.Order()
 	if err != nil {
@@ -354,7 +378,15 @@ func (r *Run) prepare(ctx context.Context) error {
 		return fmt.Errorf("tproxy/host: RunSpec.LogLevel: %w", err)
 	}
 
-	opts := append(slices.Clone(r.spec.Options), WithSink(r.sink))
+	// The host's own diagnostics go to logs.jsonl too, and to the
+	// caller's logger with the session's id.
+	var cfg config
+	for _, o := range r.spec.Options {
+		o(&cfg)
+	}
+	logger := cmp.Or(cfg.logger, slog.Default()).With("session_id", r.spec.SessionID)
+	logger = slog.New(&teeHandler{next: logger.Handler(), sink: r.sink})
+	opts := append(slices.Clone(r.spec.Options), WithSink(r.sink), WithLogger(logger), withStarted(func(p transport.Process) { r.proc = p }))
 	c, err := Start(ctx, r.t, opts...)
 	if err != nil {
 		return err
@@ -401,8 +433,8 @@ func (r *Run) Execute(ctx context.Context) error {
 	for _, st := range r.order {
 		if slices.ContainsFunc(st.Needs, func(n string) bool { return failed[n] }) {
 			failed[st.ID] = true
-			r.setStep(st.ID, func(s *StepStatus) { s.Status = StepSkipped })
-			r.event(ctx, "step_skipped", st.ID, map[string]any{"reason": "a step it needs failed"})
+			r.stepChanged(st.ID, func(s *StepStatus) { s.Status = StepSkipped })
+			r.event(ctx, tproxy.EventStepSkipped, st.ID, map[string]any{"reason": "a step it needs failed"})
 			continue
 		}
 		if err := r.cause(ctx, r.runStep(ctx, st)); err != nil {
@@ -414,7 +446,7 @@ func (r *Run) Execute(ctx context.Context) error {
 		}
 	}
 	if r.err == nil {
-		r.event(ctx, "phase_complete", "", map[string]any{"phase": "execute", "duration_ms": msSince(start)})
+		r.event(ctx, tproxy.EventPhaseComplete, "", map[string]any{"phase": "execute", "duration_ms": msSince(start)})
 	}
 	return r.maskErr(r.err)
 }
@@ -422,39 +454,14 @@ func (r *Run) Execute(ctx context.Context) error {
 // isStepFailure reports whether err failed only its step, leaving the
 // worker able to run the next one.
 func isStepFailure(err error) bool {
-	var se *StepError
+	var (
+		te *StepTimeoutError
+		se *StepError
+	)
+	if errors.As(err, &te) {
+		return !te.Stuck
+	}
 	return errors.As(err, &se) && se.ErrorType != "cancelled"
-}
-
-func (r *Run) runStep(ctx context.Context, st tproxy.StepSpec) error {
-	res, err := r.client.ExecStep(ctx, tproxy.ExecStepParams{StepID: st.ID, Driver: st.Driver, Config: st.Config, Inputs: st.Inputs})
-	var arts []tproxy.Artifact
-	var se *StepError
-	switch {
-	case err == nil:
-		arts = res.Artifacts
-		r.status.StepsCompleted++
-		r.setStep(st.ID, func(s *StepStatus) {
-			s.Status, s.RowsProcessed, s.DurationMS = StepComplete, res.RowsProcessed, res.DurationMS
-		})
-	case errors.As(err, &se):
-		r.setStep(st.ID, func(s *StepStatus) { s.Status, s.ErrorType = StepFailed, r.masker.String(se.ErrorType) })
-		var f tproxy.StepFailure
-		if json.Unmarshal(se.Remote.Data, &f) == nil {
-			arts = f.Artifacts
-		}
-	default:
-		r.setStep(st.ID, func(s *StepStatus) { s.Status = StepFailed })
-		return err
-	}
-	if ctx.Err() != nil {
-		return errors.Join(err, ctx.Err())
-	}
-	fetchErr := r.fetchArtifacts(ctx, st.ID, arts)
-	if err != nil {
-		return err
-	}
-	return fetchErr
 }
 
 // fetchArtifacts copies the step's artifacts that the policy admits into
@@ -488,7 +495,7 @@ func (r *Run) fetchArtifacts(ctx context.Context, stepID string, arts []tproxy.A
 		}
 		if skip := r.skipReason(a); skip != "" {
 			r.status.Artifacts.Skipped++
-			r.event(ctx, "artifact_skipped", stepID, map[string]any{"path": a.Path, "size": a.Size, "reason": skip})
+			r.event(ctx, tproxy.EventArtifactSkipped, stepID, map[string]any{"path": a.Path, "size": a.Size, "reason": skip})
 			continue
 		}
 		if err := r.fetchOne(ctx, root, stepID, a); err != nil {
@@ -497,11 +504,14 @@ func (r *Run) fetchArtifacts(ctx context.Context, stepID string, arts []tproxy.A
 		r.artBytes += a.Size
 		r.status.Artifacts.Files++
 		r.status.Artifacts.Bytes += a.Size
-		r.setStep(stepID, func(s *StepStatus) { s.Artifacts = append(s.Artifacts, a) })
+		r.setStep(stepID, func(s *StepStatus) {
+			s.Artifacts = slices.DeleteFunc(s.Artifacts, func(b tproxy.Artifact) bool { return b.Path == a.Path })
+			s.Artifacts = append(s.Artifacts, a)
+		})
 	}
 	if len(over) > 0 {
 		r.status.Artifacts.Skipped += len(over)
-		r.event(ctx, "artifact_skipped", stepID, map[string]any{"path": over[0].Path, "size": over[0].Size, "count": len(over),
+		r.event(ctx, tproxy.EventArtifactSkipped, stepID, map[string]any{"path": over[0].Path, "size": over[0].Size, "count": len(over),
 			"reason": fmt.Sprintf("the session's cap of %d artifacts is reached: this one and %d more are skipped", r.spec.Artifacts.MaxFiles, len(over)-1)})
 	}
 	return nil
@@ -626,7 +636,15 @@ func (r *Run) Collect(ctx context.Context) (*Status, error) {
 		// Excerpt: the tail may begin in the middle of a secret.
 		r.status.StderrTail = r.masker.Excerpt(string(r.client.Process().StderrTail()))
 		r.status.Protocol = r.client.ProtocolCounts()
+	} else if r.proc != nil {
+		// The worker started but the handshake failed; Start has stopped it.
+		<-r.proc.Done()
+		exit := r.proc.Exit()
+		exit.Reason = r.masker.String(exit.Reason)
+		r.status.Exit = &exit
+		r.status.StderrTail = r.masker.Excerpt(string(r.proc.StderrTail()))
 	}
+	r.lateEnds()
 	r.status.Phases.CollectMS = msSince(start)
 	r.status.FinishedAt = time.Now().UTC()
 	r.status.DurationMS = msSince(r.start)
@@ -635,20 +653,21 @@ func (r *Run) Collect(ctx context.Context) (*Status, error) {
 	}
 	if r.sink != nil {
 		now := time.Now().UTC()
-		r.sink.Metric(cctx, tproxy.Metric{Name: "artifacts_files_total", Value: float64(r.status.Artifacts.Files), Timestamp: now})
-		r.sink.Metric(cctx, tproxy.Metric{Name: "artifacts_bytes_total", Value: float64(r.status.Artifacts.Bytes), Timestamp: now, Unit: "bytes"})
-		r.event(cctx, "phase_complete", "", map[string]any{"phase": "collect", "duration_ms": r.status.Phases.CollectMS})
+		r.sink.Metric(cctx, tproxy.Metric{Name: tproxy.MetricArtifactsFiles, Value: float64(r.status.Artifacts.Files), Timestamp: now})
+		r.sink.Metric(cctx, tproxy.Metric{Name: tproxy.MetricArtifactsBytes, Value: float64(r.status.Artifacts.Bytes), Timestamp: now, Unit: "bytes"})
+		r.event(cctx, tproxy.EventPhaseComplete, "", map[string]any{"phase": "collect", "duration_ms": r.status.Phases.CollectMS})
 		if r.err == nil {
-			r.event(cctx, "run_complete", "", map[string]any{"steps_completed": r.status.StepsCompleted,
+			r.event(cctx, tproxy.EventRunComplete, "", map[string]any{"steps_completed": r.status.StepsCompleted,
 				"steps_total": r.status.StepsTotal, "duration_ms": r.status.DurationMS})
 		} else {
 			f := r.status.Failure
 			data := map[string]any{"outcome": r.status.Outcome, "kind": f.Kind, "reason": f.Reason,
 				"steps_completed": r.status.StepsCompleted, "steps_total": r.status.StepsTotal, "duration_ms": r.status.DurationMS}
-			r.event(cctx, "run_failed", f.StepID, data)
+			r.event(cctx, tproxy.EventRunFailed, f.StepID, data)
 		}
 	}
 	if r.files != nil {
+		r.status.LogsDropped = r.files.LogsDropped()
 		if err := r.files.Close(); err != nil {
 			r.fail("", &SinkError{Op: "closing the session's log files", Err: err})
 			r.status.Outcome = OutcomeFailed
@@ -669,7 +688,7 @@ func (r *Run) collectContext(ctx context.Context) (context.Context, context.Canc
 	grace := r.spec.CollectGrace
 	base := context.WithoutCancel(ctx)
 	if ctx.Err() != nil || r.err != nil {
-		return context.WithTimeout(base, grace)
+		return r.overrunContext(ctx)
 	}
 	var cancel context.CancelFunc
 	if !r.deadline.IsZero() {
@@ -822,11 +841,61 @@ func (r *Run) cause(ctx context.Context, err error) error {
 	return withCause(ctx, err)
 }
 
+// stepChanged applies f to step id's status and tells RunSpec.OnStep.
+func (r *Run) stepChanged(id string, f func(*StepStatus)) {
+	for i := range r.status.Steps {
+		if s := &r.status.Steps[i]; s.ID == id {
+			f(s)
+			if r.spec.OnStep != nil {
+				c := *s
+				c.Attempts = slices.Clone(s.Attempts)
+				c.Artifacts = slices.Clone(s.Artifacts)
+				r.spec.OnStep(c)
+			}
+			return
+		}
+	}
+}
+
+// setStep applies f to step id's status.
 func (r *Run) setStep(id string, f func(*StepStatus)) {
 	for i := range r.status.Steps {
 		if r.status.Steps[i].ID == id {
 			f(&r.status.Steps[i])
 			return
+		}
+	}
+}
+
+// overrunContext returns ctx's values without its cancellation, ending
+// at the run's overrun deadline: CollectGrace after the first call. Work
+// done past the caller's deadline (a cancelled step's answer and
+// artifacts, Collect) shares that one grace.
+func (r *Run) overrunContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	r.mu.Lock()
+	if r.overrun.IsZero() {
+		r.overrun = time.Now().Add(r.spec.CollectGrace)
+	}
+	d := r.overrun
+	r.mu.Unlock()
+	return context.WithDeadline(context.WithoutCancel(ctx), d)
+}
+
+// lateEnds records the lifecycle events that came after their attempt
+// was recorded (a step cancelled with the run, whose answer the run did
+// not wait for): the last attempt of the step takes their duration and
+// error type.
+func (r *Run) lateEnds() {
+	for i := range r.status.Steps {
+		s := &r.status.Steps[i]
+		end, ok := r.ends.take(s.ID)
+		if !ok || len(s.Attempts) == 0 {
+			continue
+		}
+		a := &s.Attempts[len(s.Attempts)-1]
+		a.DurationMS, s.DurationMS = end.durationMS, end.durationMS
+		if et := r.masker.String(end.errorType); et != "" && a.Status != StepComplete {
+			a.ErrorType, s.ErrorType = et, et
 		}
 	}
 }
@@ -843,8 +912,8 @@ func (r *Run) event(ctx context.Context, name, stepID string, data map[string]an
 // capGuard returns next, calling hit with the first error next returns
 // for its byte cap (logsink.ErrMaxBytes). It keeps next's raw-event
 // entry point (wire.RawOf).
-func capGuard(next logsink.Sink, hit func(error)) logsink.Sink {
-	g := &guard{next: next, hit: hit}
+func capGuard(next logsink.Sink, hit func(error), ends *stepEnds) logsink.Sink {
+	g := &guard{next: next, hit: hit, ends: ends}
 	if raw, ok := wire.RawOf(next); ok {
 		return &rawGuard{guard: g, raw: raw}
 	}
@@ -855,6 +924,7 @@ type guard struct {
 	next logsink.Sink
 	hit  func(error)
 	once sync.Once
+	ends *stepEnds // where the worker's step end records go
 }
 
 func (g *guard) check(err error) error {
@@ -865,11 +935,27 @@ func (g *guard) check(err error) error {
 }
 
 func (g *guard) Event(ctx context.Context, e tproxy.Event) error {
+	if isStepEnd(e.Name, e.Source) {
+		end := stepEnd{}
+		end.errorType, _ = e.Data["error_type"].(string)
+		end.durationMS, _ = e.Data["duration_ms"].(float64)
+		g.ends.put(e.StepID, end)
+	}
 	return g.check(g.next.Event(ctx, e))
+}
+
+// isStepEnd reports whether an event is a worker's record of how a step
+// attempt ended.
+func isStepEnd(name, source string) bool {
+	return (name == tproxy.EventStepComplete || name == tproxy.EventStepFailed) && source != tproxy.SourceHost
 }
 
 func (g *guard) Metric(ctx context.Context, m tproxy.Metric) error {
 	return g.check(g.next.Metric(ctx, m))
+}
+
+func (g *guard) Log(ctx context.Context, r tproxy.LogRecord) error {
+	return g.check(g.next.Log(ctx, r))
 }
 
 func (g *guard) Flush() error { return g.check(g.next.Flush()) }
@@ -880,6 +966,18 @@ type rawGuard struct {
 }
 
 func (g *rawGuard) EventRaw(ctx context.Context, e *wire.RawEvent) error {
+	if isStepEnd(e.Name, e.Source) {
+		end := stepEnd{}
+		for _, f := range e.Data {
+			switch f.Key {
+			case "error_type":
+				json.Unmarshal(f.Value, &end.errorType)
+			case "duration_ms":
+				json.Unmarshal(f.Value, &end.durationMS)
+			}
+		}
+		g.ends.put(e.StepID, end)
+	}
 	return g.check(g.raw(ctx, e))
 }
 

@@ -20,10 +20,18 @@ const (
 	OutcomeRunning = "running"
 )
 
-// Step states, in StepStatus.Status.
+// Step states, in StepStatus.Status and Attempt.Status.
 const (
+	// StepRunning is a step attempt in flight, as RunSpec.OnStep sees it.
+	StepRunning  = "running"
 	StepComplete = "complete"
 	StepFailed   = "failed"
+	// StepCancelled is a step cancelled with the run (the caller's
+	// context, the session's Timeout, a cap reached).
+	StepCancelled = "cancelled"
+	// StepTimeout is a step that reached its own Timeout
+	// (tproxy.StepSpec.Timeout).
+	StepTimeout = "timeout"
 	// StepSkipped is a step that did not run because a step it needs
 	// failed (with RunSpec.ContinueOnError).
 	StepSkipped = "skipped"
@@ -81,6 +89,9 @@ type Status struct {
 
 	// Protocol counts what the worker sent that the host could not use.
 	Protocol ProtocolCounts `json:"protocol"`
+	// LogsDropped counts the log records left out of logs.jsonl at its
+	// cap (RunSpec.LogCap).
+	LogsDropped int64 `json:"logs_dropped,omitempty"`
 }
 
 // ProtocolCounts count what a worker sent that the host could not use
@@ -107,18 +118,48 @@ type Failure struct {
 	Reason string `json:"reason"`
 }
 
-// StepStatus is one step's part of a Status.
+// StepStatus is one step's part of a Status. Its state, error type and
+// duration are those of its last attempt, which agree with the worker's
+// step_complete or step_failed event for it.
 type StepStatus struct {
-	ID            string `json:"id"`
-	Driver        string `json:"driver"`
-	Status        string `json:"status"`
+	ID     string `json:"id"`
+	Driver string `json:"driver"`
+	// Status is one of the Step* states.
+	Status string `json:"status"`
+	// ErrorType is the failure's category (see StepError), for a step
+	// that did not complete.
 	ErrorType     string `json:"error_type,omitempty"`
 	RowsProcessed int64  `json:"rows_processed,omitempty"`
 	// DurationMS is how long the step's driver ran, in milliseconds, as
-	// the worker measured it.
+	// the worker measured it; the host's measure when the worker sent
+	// none (a driver that had to be killed).
 	DurationMS float64 `json:"duration_ms,omitempty"`
-	// Artifacts are the files fetched into artifacts/<id>/.
+	// Note explains an unusual end, such as a stuck driver.
+	Note string `json:"note,omitempty"`
+	// Outputs are the summaries of the outputs the step kept in the
+	// worker, by key (worker.Summarizer), secrets masked.
+	Outputs map[string]any `json:"outputs,omitempty"`
+	// Attempts are the step's runs, in order: one, unless its Retry
+	// policy ran it again.
+	Attempts []Attempt `json:"attempts,omitempty"`
+	// Artifacts are the files fetched into artifacts/<id>/, from every
+	// attempt; a later attempt's file replaces an earlier one's.
 	Artifacts []tproxy.Artifact `json:"artifacts,omitempty"`
+}
+
+// Attempt is one run of a step.
+type Attempt struct {
+	// N counts the attempts of the step from 1.
+	N int `json:"n"`
+	// Status is one of the Step* states.
+	Status    string    `json:"status"`
+	StartedAt time.Time `json:"started_at"`
+	// DurationMS is as in StepStatus.
+	DurationMS float64 `json:"duration_ms"`
+	ErrorType  string  `json:"error_type,omitempty"`
+	// Error is the attempt's error message, secrets masked.
+	Error string `json:"error,omitempty"`
+	Note  string `json:"note,omitempty"`
 }
 
 // Phases are the durations of a run's phases.
@@ -147,8 +188,11 @@ func failureKind(err error) string {
 		le *LimitError
 		xe *transport.ExitError
 		re *RemoteError
+		te *StepTimeoutError
 	)
 	switch {
+	case errors.As(err, &te):
+		return FailureTimeout
 	case errors.As(err, &le):
 		// Before the step's own error: the cap cut the step short.
 		return FailureLimit

@@ -73,6 +73,23 @@ func (c *Console) Event(_ context.Context, e tproxy.Event) error {
 	return c.write()
 }
 
+// Log prints r, with its level.
+func (c *Console) Log(_ context.Context, r tproxy.LogRecord) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf = append(append(c.buf[:0], c.Prefix...), "📝 "...)
+	c.buf = appendWord(c.buf, r.Level)
+	c.buf = append(c.buf, ": "...)
+	c.buf = appendWord(c.buf, r.Message)
+	if r.StepID != "" {
+		c.buf = appendPair(c.buf, "step", r.StepID)
+	}
+	for _, k := range consoleKeys(r.Attrs) {
+		c.buf = appendPair(c.buf, consoleName(k), r.Attrs[k])
+	}
+	return c.write()
+}
+
 // Metric prints m.
 func (c *Console) Metric(_ context.Context, m tproxy.Metric) error {
 	c.mu.Lock()

@@ -22,7 +22,12 @@ import (
 const (
 	EventsFile  = "events.jsonl"
 	MetricsFile = "metrics.jsonl"
+	LogsFile    = "logs.jsonl"
 )
+
+// DefaultLogCap is the size at which logs.jsonl stops growing unless
+// WithLogCap says otherwise.
+const DefaultLogCap = 64 << 20
 
 // DefaultBufferSize is the per-file buffer of Files. Lines reach the file
 // when the buffer fills, on Flush and on Close.
@@ -43,7 +48,15 @@ type filesConfig struct {
 	sync     bool
 	bufSize  int
 	maxBytes int64
+	logCap   int64
 }
+
+// WithLogCap caps logs.jsonl at n bytes: a record that would cross the cap
+// is dropped and counted (Files.LogsDropped), the run goes on, and one
+// last line says the cap was reached. Log records are diagnostics, so,
+// unlike events and metrics, losing some is not a failure; they do not
+// count against WithMaxBytes. n == 0 means DefaultLogCap; n < 0, no cap.
+func WithLogCap(n int64) Option { return func(c *filesConfig) { c.logCap = n } }
 
 // WithSync makes Flush (and Close) also fsync both files, so that a flushed
 // line survives a machine crash, not only a host crash. It costs a disk
@@ -105,14 +118,18 @@ type Files struct {
 	session  string
 	sync     bool
 	maxBytes int64            // 0: no cap
+	logCap   int64            // 0: no cap
 	now      func() time.Time // replaced by tests
 
 	mu       sync.Mutex
 	seq      uint64
 	events   logFile
 	metrics  logFile
+	logs     logFile
 	enc      lineEncoder
-	size     int64 // bytes in both files, buffered ones included
+	size     int64 // bytes in events.jsonl and metrics.jsonl, buffered ones included
+	logSize  int64 // bytes in logs.jsonl
+	dropped  int64 // log records over the cap
 	err      error // sticky
 	closed   bool
 	closeErr error
@@ -155,20 +172,30 @@ func OpenDir(dir, sessionID string, opts ...Option) (*Files, error) {
 		// MkdirAll names the component that failed, maybe not dir itself.
 		return nil, fmt.Errorf("logsink: session dir %s: %w", dir, err)
 	}
-	s := &Files{dir: dir, session: sessionID, sync: cfg.sync, maxBytes: max(cfg.maxBytes, 0), now: time.Now}
+	switch {
+	case cfg.logCap == 0:
+		cfg.logCap = DefaultLogCap
+	case cfg.logCap < 0:
+		cfg.logCap = 0
+	}
+	s := &Files{dir: dir, session: sessionID, sync: cfg.sync, maxBytes: max(cfg.maxBytes, 0), logCap: cfg.logCap, now: time.Now}
 	var last uint64
-	for _, lf := range []*logFile{&s.events, &s.metrics} {
-		name := EventsFile
-		if lf == &s.metrics {
-			name = MetricsFile
-		}
-		seq, size, err := lf.open(filepath.Join(dir, name), cfg.bufSize)
+	for _, f := range []struct {
+		lf   *logFile
+		name string
+	}{{&s.events, EventsFile}, {&s.metrics, MetricsFile}, {&s.logs, LogsFile}} {
+		seq, size, err := f.lf.open(filepath.Join(dir, f.name), cfg.bufSize)
 		if err != nil {
 			s.events.close()
+			s.metrics.close()
 			return nil, fmt.Errorf("logsink: %w", err)
 		}
 		last = max(last, seq)
-		s.size += size
+		if f.lf == &s.logs {
+			s.logSize = size
+		} else {
+			s.size += size
+		}
 	}
 	s.seq = last
 	return s, nil
@@ -289,6 +316,50 @@ func (s *Files) Metric(_ context.Context, m tproxy.Metric) error {
 	return s.write(&s.metrics, line)
 }
 
+// Log appends r to logs.jsonl, as
+//
+//	{"ts":…,"seq":n,"session":id,"level":…,"source":…,"step_id":…,"msg":…,<attrs>}
+//
+// with source and step_id left out when empty, attrs sorted by key, and an
+// attr whose key is one of those written as "attr.<key>". Past the cap of
+// WithLogCap the record is dropped and counted, and Log returns nil.
+func (s *Files) Log(_ context.Context, r tproxy.LogRecord) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	line := appendLog(nil, s.stamp(r.Timestamp), s.seq+1, s.session, &r)
+	if s.logCap > 0 && s.logSize+int64(len(line)) > s.logCap {
+		if s.dropped == 0 {
+			note := tproxy.LogRecord{Level: "WARN", Source: tproxy.SourceHost, Timestamp: s.now(),
+				Message: fmt.Sprintf("%s reached its cap of %d bytes: later records are dropped and counted", LogsFile, s.logCap)}
+			s.seq++
+			s.writeLog(appendLog(nil, note.Timestamp, s.seq, s.session, &note))
+		}
+		s.dropped++
+		return s.err
+	}
+	s.seq++
+	s.writeLog(line)
+	return s.err
+}
+
+func (s *Files) writeLog(line []byte) {
+	s.logSize += int64(len(line))
+	if _, err := s.logs.w.Write(line); err != nil && s.err == nil {
+		s.err = wrapFileErr("write", s.logs.path, err)
+	}
+}
+
+// LogsDropped is the number of log records dropped at the cap of
+// WithLogCap.
+func (s *Files) LogsDropped() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
+}
+
 // Flush writes both files' buffers to the files, and fsyncs them if
 // WithSync was given. After a failure it still flushes the file that works,
 // and returns the sticky error.
@@ -312,7 +383,7 @@ func (s *Files) Close() error {
 	}
 	s.closed = true
 	s.flush()
-	for _, lf := range []*logFile{&s.events, &s.metrics} {
+	for _, lf := range []*logFile{&s.events, &s.metrics, &s.logs} {
 		if err := lf.close(); err != nil && s.err == nil {
 			s.err = wrapFileErr("close", lf.path, err)
 		}
@@ -355,7 +426,7 @@ func (s *Files) write(lf *logFile, line []byte) error {
 // flush flushes (and syncs) both files, recording the first error. It goes
 // on to the second file after the first fails: what can be saved is saved.
 func (s *Files) flush() {
-	for _, lf := range []*logFile{&s.events, &s.metrics} {
+	for _, lf := range []*logFile{&s.events, &s.metrics, &s.logs} {
 		if err := lf.w.Flush(); err != nil {
 			s.err = firstErr(s.err, wrapFileErr("write", lf.path, err))
 			continue

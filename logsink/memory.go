@@ -19,6 +19,7 @@ type Memory struct {
 	mu      sync.Mutex
 	events  []tproxy.Event
 	metrics []tproxy.Metric
+	logs    []tproxy.LogRecord
 }
 
 var _ Sink = (*Memory)(nil)
@@ -39,6 +40,27 @@ func (m *Memory) Metric(_ context.Context, mt tproxy.Metric) error {
 	m.metrics = append(m.metrics, mt)
 	m.mu.Unlock()
 	return nil
+}
+
+// Log records r.
+func (m *Memory) Log(_ context.Context, r tproxy.LogRecord) error {
+	r.Attrs = maps.Clone(r.Attrs)
+	m.mu.Lock()
+	m.logs = append(m.logs, r)
+	m.mu.Unlock()
+	return nil
+}
+
+// Logs returns a copy of the log records recorded so far, in order.
+func (m *Memory) Logs() []tproxy.LogRecord {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]tproxy.LogRecord, len(m.logs))
+	for i, r := range m.logs {
+		r.Attrs = maps.Clone(r.Attrs)
+		out[i] = r
+	}
+	return out
 }
 
 // Flush does nothing and returns nil.

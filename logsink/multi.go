@@ -56,6 +56,16 @@ func (m multi) Metric(ctx context.Context, mt tproxy.Metric) error {
 	return errors.Join(errs...)
 }
 
+func (m multi) Log(ctx context.Context, r tproxy.LogRecord) error {
+	var errs []error
+	for _, s := range m {
+		if err := s.Log(ctx, r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (m multi) Flush() error {
 	var errs []error
 	for _, s := range m {

@@ -33,6 +33,11 @@ func (r recorder) Metric(_ context.Context, m tproxy.Metric) error {
 	return r.err
 }
 
+func (r recorder) Log(_ context.Context, l tproxy.LogRecord) error {
+	*r.log = append(*r.log, r.name+" log "+l.Message)
+	return r.err
+}
+
 func (r recorder) Flush() error {
 	*r.log = append(*r.log, r.name+" flush")
 	return r.err

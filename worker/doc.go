@@ -35,9 +35,10 @@
 // transport.InMemory it lets tests drive a worker through the real host
 // with no process at all.
 //
-// A driver works through its [Step]: [Step.Config], [Step.DecodeConfig]
-// and [Step.Input] to read, [Step.Event], [Step.Metric] and [Step.Logger]
-// to report, [Step.SetRows] and [Step.SetOutput] for the result, and
+// A driver works through its [Step]: [Step.Config], [Step.DecodeConfig],
+// [Step.Input] and [Step.Inputs] to read, [Step.Event], [Step.Metric] and
+// [Step.Logger] to report, [Step.SetRows] and [Step.SetOutput] for the
+// result, and
 // [Step.ArtifactDir] for files the host fetches into its session directory
 // once the step ends. Outputs stay in the worker: only a summary crosses
 // the wire ([Summarizer]). The runtime adds the step lifecycle itself:
@@ -79,9 +80,24 @@
 //
 // An error returned by a driver, or a panic in it, fails the step, not the
 // worker. The host receives a step failure with the step id, the message
-// (secrets masked) and an error type: "panic", "cancelled", the answer of
-// an ErrorType() string method found by [errors.As] on the error chain, or
-// else the error's Go type. On the host it is a *host.StepError. A
+// (secrets masked) and an error type, a stable category a host can branch
+// on (docs/protocol.md section 7): "cancelled", "panic", "config" (a
+// [*ConfigError], from [Step.DecodeConfig] or [Typed]), "timeout" (a
+// deadline that passed inside the driver), else "driver"; or a name the
+// driver chose with [Fail] or an ErrorType() string method. On the host it
+// is a *host.StepError.
+//
+// # Config
+//
+// [Step.DecodeConfig] is strict: a config key the target does not take is
+// an error naming the key and the nearest known one. A driver made with
+// [Typed] declares its config type, and the worker checks every step's
+// config against it when the host prepares the session, before any step
+// runs: a mistake in the last step's config fails the session at once,
+// as a *tproxy.ManifestError naming the step and the field. The package
+// worker/workertest runs one driver, with a config and inputs of your
+// choosing, from a test.
+//
 // [Handler] returns an [*Error] to choose the JSON-RPC code, message and
 // data of its response; any other error is sent as an internal error.
 // [Worker.Serve] and [Worker.ServeStdio] return nil when the host closed

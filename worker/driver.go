@@ -8,7 +8,9 @@ import "context"
 // is cancelled when the host cancels the step or the worker shuts down.
 //
 // A returned error, or a panic, fails the step (not the worker): the host
-// receives a step failure naming the step, the error's type and message.
+// receives a step failure naming the step, the kind of failure (a
+// tproxy.ErrorType* category, or one the driver chose with Fail) and the
+// error's message.
 type Driver interface {
 	// Run executes the step.
 	Run(ctx context.Context, s *Step) error

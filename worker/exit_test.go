@@ -139,6 +139,7 @@ type eventFunc func(tproxy.Event)
 
 func (f eventFunc) Event(_ context.Context, e tproxy.Event) error { f(e); return nil }
 func (f eventFunc) Metric(context.Context, tproxy.Metric) error   { return nil }
+func (f eventFunc) Log(context.Context, tproxy.LogRecord) error   { return nil }
 func (f eventFunc) Flush() error                                  { return nil }
 
 // dead reports whether pid has exited: gone, or a zombie nobody reaped.

@@ -83,6 +83,10 @@ func (c laneSink) Metric(_ context.Context, m tproxy.Metric) error {
 	return c.l.Notify(tproxy.MethodMetric, m)
 }
 
+func (c laneSink) Log(_ context.Context, r tproxy.LogRecord) error {
+	return c.l.Notify(tproxy.MethodLog, r)
+}
+
 // Flush is a no-op: each notification is written when it is emitted.
 func (c laneSink) Flush() error { return nil }
 
@@ -102,6 +106,10 @@ func (h heldSink) Event(_ context.Context, e tproxy.Event) error {
 
 func (h heldSink) Metric(_ context.Context, m tproxy.Metric) error {
 	return h.l.stream.HoldNotification(tproxy.MethodMetric, m)
+}
+
+func (h heldSink) Log(_ context.Context, r tproxy.LogRecord) error {
+	return h.l.stream.HoldNotification(tproxy.MethodLog, r)
 }
 
 // Flush is a no-op: the response's write takes what is held.

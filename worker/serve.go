@@ -510,7 +510,13 @@ func (s *server) dispatch(j *job) (any, error) {
 	if err != nil && j.ctx.Err() != nil && s.ctx.Err() == nil {
 		var rpcErr *jsonrpc2.Error
 		if !errors.As(err, &rpcErr) || rpcErr.Code == tproxy.CodeStepFailed {
-			return nil, s.errCancelled(j.req.Method)
+			e := s.errCancelled(j.req.Method)
+			if rpcErr != nil {
+				// A cancelled step's failure lists the artifacts it left,
+				// which the host still fetches (docs/protocol.md section 7).
+				e.Data = rpcErr.Data
+			}
+			return nil, e
 		}
 	}
 	return res, err

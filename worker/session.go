@@ -90,6 +90,9 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 	if err != nil {
 		return nil, invalidParams(tproxy.MethodPrepare, err)
 	}
+	if err := s.checkConfigs(p.Manifest, masker); err != nil {
+		return nil, err
+	}
 	if l := p.ArtifactLimits; l != nil && (l.MaxFiles < 0 || l.MaxFileBytes < 0) {
 		return nil, invalidParams(tproxy.MethodPrepare, fmt.Errorf("artifact_limits: negative max_files %d or max_file_bytes %d", l.MaxFiles, l.MaxFileBytes))
 	}
@@ -142,6 +145,39 @@ func (s *server) checkManifest(m tproxy.Manifest) ([]string, error) {
 	}
 	sort.Strings(drivers)
 	return drivers, nil
+}
+
+// checkConfigs checks the config of every step whose driver declared its
+// config (Typed), in manifest order, so that a mistake in any step's
+// config fails the session now rather than that step once the steps
+// before it have run.
+func (s *server) checkConfigs(m tproxy.Manifest, masker *mask.Masker) *jsonrpc2.Error {
+	for _, st := range m.Steps {
+		cc, ok := s.w.drivers[st.Driver].(configChecker)
+		if !ok {
+			continue
+		}
+		err := cc.checkConfig(st.ID, st.Config)
+		if err == nil {
+			continue
+		}
+		ce, ok := err.(*ConfigError)
+		if !ok {
+			ce = &ConfigError{StepID: st.ID, Reason: err.Error(), Err: err}
+		}
+		e := &jsonrpc2.Error{Code: tproxy.CodeInvalidConfig, Message: masker.String(ce.Error())}
+		e.SetError(configFailure{StepID: st.ID, Field: ce.Field, Message: masker.String(ce.Reason)})
+		return e
+	}
+	return nil
+}
+
+// configFailure is the data of a CodeInvalidConfig error
+// (docs/protocol.md section 7).
+type configFailure struct {
+	StepID  string `json:"step_id"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
 }
 
 func unknownDriver(stepID, driver string, have []string) *jsonrpc2.Error {
@@ -210,12 +246,7 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	artifacts := s.artifacts(ctx, sink, p.StepID, artDir)
 	if runErr != nil {
 		msg := ss.masker.String(runErr.Error())
-		failure := tproxy.StepFailure{StepID: p.StepID, ErrorType: errorType(runErr), Message: msg, Artifacts: artifacts}
-		if ctx.Err() != nil {
-			// Cancelled, whatever the driver made of it: a child process
-			// killed by exec.CommandContext fails with "signal: killed".
-			failure.ErrorType = "cancelled"
-		}
+		failure := tproxy.StepFailure{StepID: p.StepID, ErrorType: errorType(ctx, runErr), Message: msg, Artifacts: artifacts}
 		sink.Event(ctx, tproxy.Event{Name: "step_failed", Timestamp: end, StepID: p.StepID,
 			Data: map[string]any{"driver": p.Driver, "error_type": failure.ErrorType, "message": failure.Message, "duration_ms": durMS}})
 		e := &jsonrpc2.Error{Code: tproxy.CodeStepFailed, Message: fmt.Sprintf("step %q failed: %s", p.StepID, msg)}
@@ -280,24 +311,6 @@ func (s *server) runDriver(ctx context.Context, d Driver, step *Step) (err error
 		}
 	}()
 	return d.Run(ctx, step)
-}
-
-type panicError struct{ value any }
-
-func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
-
-// errorType names an error's kind for StepFailure: "panic" for a panic, an
-// ErrorType() method's answer if the error has one, else its Go type.
-func errorType(err error) string {
-	var pe *panicError
-	if errors.As(err, &pe) {
-		return "panic"
-	}
-	var typed interface{ ErrorType() string }
-	if errors.As(err, &typed) {
-		return typed.ErrorType()
-	}
-	return strings.TrimPrefix(fmt.Sprintf("%T", err), "*")
 }
 
 // heartbeats sends a heartbeat every interval, naming the step in

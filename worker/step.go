@@ -2,12 +2,11 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -58,24 +57,24 @@ func (s *Step) Config() map[string]any { return s.config }
 // SessionConfig returns the session-wide configuration sent with prepare.
 func (s *Step) SessionConfig() map[string]any { return s.sessionCfg }
 
-// DecodeConfig decodes the step's configuration into v, a pointer to a
-// struct or map, through JSON.
-func (s *Step) DecodeConfig(v any) error {
-	b, err := json.Marshal(s.config)
-	if err != nil {
-		return fmt.Errorf("step %q: config: %w", s.id, err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("step %q: config: %w", s.id, err)
-	}
-	return nil
-}
-
 // Input returns the value an earlier step kept under the output that the
-// host wired to input name.
+// host wired to input name. A driver that cannot do without it fails
+// with error type tproxy.ErrorTypeInput:
+//
+//	v, ok := s.Input("table")
+//	t, isTable := v.(*Table)
+//	if !ok || !isTable {
+//		return worker.Fail(tproxy.ErrorTypeInput, fmt.Errorf("input table: missing or not a table (%T)", v))
+//	}
 func (s *Step) Input(name string) (any, bool) {
 	v, ok := s.inputs[name]
 	return v, ok
+}
+
+// Inputs returns the names of the step's inputs, sorted: those the host
+// wired to outputs of earlier steps, each readable with Input.
+func (s *Step) Inputs() []string {
+	return slices.Sorted(maps.Keys(s.inputs))
 }
 
 // Dir returns a directory the step may write files to; it lives inside the

@@ -169,6 +169,8 @@ func (p *progress) Event(_ context.Context, e tproxy.Event) error {
 // Metric implements logsink.Sink.
 func (p *progress) Metric(context.Context, tproxy.Metric) error { return nil }
 
+func (p *progress) Log(context.Context, tproxy.LogRecord) error { return nil }
+
 // Flush implements logsink.Sink.
 func (p *progress) Flush() error { return nil }
 

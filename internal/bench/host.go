@@ -44,6 +44,9 @@ func (s *CountingSink) Event(context.Context, tproxy.Event) error { s.events.Add
 // Metric counts a metric.
 func (s *CountingSink) Metric(context.Context, tproxy.Metric) error { s.metrics.Add(1); return nil }
 
+// Log drops r.
+func (s *CountingSink) Log(context.Context, tproxy.LogRecord) error { return nil }
+
 // Flush does nothing.
 func (s *CountingSink) Flush() error { return nil }
 

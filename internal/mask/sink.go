@@ -43,6 +43,10 @@ func (s maskSink) Metric(ctx context.Context, m tproxy.Metric) error {
 	return s.next.Metric(ctx, s.m.Metric(m))
 }
 
+func (s maskSink) Log(ctx context.Context, r tproxy.LogRecord) error {
+	return s.next.Log(ctx, s.m.LogRecord(r))
+}
+
 func (s maskSink) Flush() error { return s.next.Flush() }
 
 // maskRawSink is maskSink in front of a sink that takes raw events.

@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tproxy_worker import StepError, Worker, main  # noqa: E402
+from tproxy_worker import ConfigError, StepError, Worker, main  # noqa: E402
 
 worker = Worker("tproxy-python-example", "0.1.0")
 
@@ -54,9 +54,9 @@ class Table:
 def csv_extract(step):
     path = step.config.get("path")
     if not path:
-        raise ValueError("csv_extract: config.path is required")
+        raise ConfigError("csv_extract: config.path is required")
     every = int(step.config.get("progress_every") or 100)
-    with open(path, newline="") as f:  # a missing file fails the step: FileNotFoundError
+    with open(path, newline="") as f:  # a missing file fails the step (error_type driver)
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:

@@ -228,7 +228,8 @@ func TestPythonWorkerBehindGoHost(t *testing.T) {
 }
 
 // TestPythonWorkerStepFailure: a failing driver fails the run with kind
-// step_failed and the Python exception's class as the error type; the
+// step_failed and the error type of its category (a FileNotFoundError is
+// the driver's failure: "driver", not the exception's class name); the
 // failed step's artifacts are still fetched.
 func TestPythonWorkerStepFailure(t *testing.T) {
 	m := pipeline(filepath.Join(t.TempDir(), "does-not-exist.csv"))
@@ -240,8 +241,8 @@ func TestPythonWorkerStepFailure(t *testing.T) {
 	if st.Outcome != host.OutcomeFailed || st.Failure == nil {
 		t.Fatalf("status: outcome %q, failure %+v", st.Outcome, st.Failure)
 	}
-	if st.Failure.Kind != host.FailureStep || st.Failure.StepID != "extract" || st.Failure.ErrorType != "FileNotFoundError" {
-		t.Errorf("failure = %+v, want kind %s, step extract, error type FileNotFoundError", st.Failure, host.FailureStep)
+	if st.Failure.Kind != host.FailureStep || st.Failure.StepID != "extract" || st.Failure.ErrorType != tproxy.ErrorTypeDriver {
+		t.Errorf("failure = %+v, want kind %s, step extract, error type %s", st.Failure, host.FailureStep, tproxy.ErrorTypeDriver)
 	}
 	if strings.Contains(st.Failure.Reason, "Traceback") {
 		t.Errorf("the failure reason holds the traceback: %q", st.Failure.Reason)

@@ -33,7 +33,7 @@ TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 TEST_WORKER = textwrap.dedent('''
     import logging, os, sys, time
     sys.path.insert(0, os.environ["TPROXY_PY_DIR"])
-    from tproxy_worker import Worker, main, register_conformance_drivers, StepError, RPCError
+    from tproxy_worker import Worker, main, register_conformance_drivers, StepError, RPCError, ConfigError
 
     w = Worker("test-worker", "0.0.1", forward_logging=True)
     register_conformance_drivers(w)
@@ -119,6 +119,17 @@ TEST_WORKER = textwrap.dedent('''
         class Oops(Exception):
             error_type = "oops_type"
         raise Oops("typed failure")
+
+    @w.driver("categories")
+    def categories(step):
+        kind = step.config["raise"]
+        if kind == "timeout":
+            raise TimeoutError("query timed out")
+        if kind == "config":
+            raise ConfigError("config.path is required")
+        if kind == "untyped_step_error":
+            raise StepError("no type given")
+        raise OSError("disk on fire")
 
     @w.driver("big")
     def big(step):
@@ -434,6 +445,37 @@ class PureTest(unittest.TestCase):
             w.handle("ping", lambda p: None)
         with self.assertRaises(ValueError):
             w.handle("$/x", lambda p: None)
+
+    def test_error_type(self):
+        # The categories, and which exception falls in which; the names
+        # are the Go runtime's (tproxy.ErrorType* in protocol.go).
+        self.assertEqual((tw.ERROR_DRIVER, tw.ERROR_CONFIG, tw.ERROR_INPUT, tw.ERROR_TIMEOUT,
+                          tw.ERROR_CANCELLED, tw.ERROR_PANIC),
+                         ("driver", "config", "input", "timeout", "cancelled", "panic"))
+
+        class Own(Exception):
+            error_type = "quota"
+
+        class Empty(Exception):
+            error_type = ""
+
+        for exc, want in [
+            (ValueError("x"), "driver"),
+            (KeyError("x"), "driver"),
+            (OSError("x"), "driver"),
+            (tw.StepError("x"), "driver"),
+            (tw.StepError("x", error_type="missing_table"), "missing_table"),
+            (Own("x"), "quota"),
+            (Empty("x"), "driver"),
+            (tw.ConfigError("x"), "config"),
+            (tw.InputMissing("x"), "input"),
+            (TimeoutError("x"), "timeout"),
+            (tw.StepError("x", error_type="input"), "input"),
+            (SystemExit(3), "panic"),
+            (KeyboardInterrupt(), "panic"),
+        ]:
+            self.assertEqual(tw._error_type(exc), want, repr(exc))
+        self.assertIsInstance(tw.ConfigError("x"), ValueError)
 
     def test_cancelled_is_not_an_exception(self):
         self.assertTrue(issubclass(tw.Cancelled, BaseException))
@@ -793,7 +835,7 @@ class OversizeOutTest(WorkerTest):
         self.prepare(("b", "big"))
         notes, r = self.exec("b", "big", {"n": 10000})
         self.assertError(r, -32004)
-        self.assertEqual(r["error"]["data"]["error_type"], "FrameTooLarge")
+        self.assertEqual(r["error"]["data"]["error_type"], "driver")
         notes, r = self.exec("b", "big", {"n": 10})
         self.assertIn("result", r)
 
@@ -907,7 +949,7 @@ class MaskingTest(WorkerTest):
         self.assertEqual(m["tags"], {"token": tw.MASKED, "t": tw.MASKED})
         self.assertEqual(m["unit"], "s")
         self.assertEqual(r["error"]["data"]["message"], "failed with " + tw.MASKED)
-        self.assertEqual(r["error"]["data"]["error_type"], "ValueError")
+        self.assertEqual(r["error"]["data"]["error_type"], "driver")
         self.assertIn(tw.MASKED, r["error"]["message"])
         r = self.fetch("e", "cleaned_config.json")
         cleaned = json.loads(base64.b64decode(r["result"]["data"]))
@@ -938,7 +980,7 @@ class StepApiTest(WorkerTest):
         notes, r = self.exec("i", "inputs")
         self.assertEqual(events(notes, "v")[0]["data"], {"v": "dflt", "dir": True})
         self.assertError(r, -32004)
-        self.assertEqual(r["error"]["data"]["error_type"], "KeyError")
+        self.assertEqual(r["error"]["data"]["error_type"], "input")
         self.assertEqual(r["error"]["data"]["message"], "step 'i' has no input 'missing' (its inputs: none)")
 
     def test_custom_methods(self):
@@ -967,12 +1009,24 @@ class StepApiTest(WorkerTest):
         self.assertEqual(r["error"]["data"]["error_type"], "oops_type")
         self.assertEqual(r["error"]["data"]["message"], "typed failure")
 
+    def test_error_categories(self):
+        # A failed step's error_type is a category of docs/protocol.md
+        # section 7, in the failure and in step_failed alike; never the
+        # exception's class name.
+        self.prepare(("c", "categories"))
+        for raised, want in [("timeout", "timeout"), ("config", "config"),
+                             ("untyped_step_error", "driver"), ("oserror", "driver")]:
+            notes, r = self.exec("c", "categories", {"raise": raised})
+            self.assertError(r, -32004)
+            self.assertEqual(r["error"]["data"]["error_type"], want, raised)
+            self.assertEqual(events(notes, "step_failed")[0]["data"]["error_type"], want, raised)
+
     def test_sys_exit_in_driver(self):
         self.prepare(("x", "sysexit"))
         notes, r = self.exec("x", "sysexit")
         self.assertError(r, -32004)
-        self.assertEqual(r["error"]["data"]["error_type"], "SystemExit")
-        self.assertEqual(events(notes, "step_failed")[0]["data"]["error_type"], "SystemExit")
+        self.assertEqual(r["error"]["data"]["error_type"], "panic")
+        self.assertEqual(events(notes, "step_failed")[0]["data"]["error_type"], "panic")
         self.assertEqual(self.w.p.wait(5), 3)
 
 

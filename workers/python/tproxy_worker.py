@@ -21,9 +21,13 @@ of it so that a Python driver needs nothing but a function::
     if __name__ == "__main__":
         main(w)
 
-A driver fails its step by raising. The step failure's ``error_type`` is the
+A driver fails its step by raising. The step failure's ``error_type`` is a
+stable category of docs/protocol.md section 7 (the ``ERROR_*`` constants),
+never a class name: ``cancelled`` once the host cancelled the step, the
 exception's ``error_type`` attribute when it has a non-empty string one (see
-:class:`StepError`), otherwise the exception's class name (``ValueError``).
+:class:`StepError`, :class:`ConfigError`, :class:`InputMissing`), ``panic``
+for a ``BaseException`` that is not an ``Exception`` (``SystemExit``),
+``timeout`` for a ``TimeoutError``, and ``driver`` for anything else.
 
 Running this file itself starts the conformance worker: the conformance
 drivers of docs/protocol.md section 13 (``conform.*``), for the conformance kit::
@@ -70,8 +74,15 @@ __all__ = [
     "Step",
     "Cancelled",
     "StepError",
+    "ConfigError",
     "StepFinished",
     "InputMissing",
+    "ERROR_DRIVER",
+    "ERROR_CONFIG",
+    "ERROR_INPUT",
+    "ERROR_TIMEOUT",
+    "ERROR_CANCELLED",
+    "ERROR_PANIC",
     "RPCError",
     "Masker",
     "main",
@@ -139,6 +150,17 @@ _MAX_TRACEBACK = 16 * 1024  # bytes of traceback kept in a step_failed event
 
 
 # ---------------------------------------------------------------------------
+# Error types: the categories of a failed step's error_type (docs/protocol.md
+# section 7), the same in every worker, so that a host can branch on them.
+
+ERROR_DRIVER = "driver"  # the driver failed, for a reason of its own (the default)
+ERROR_CONFIG = "config"  # the step's config does not fit the driver
+ERROR_INPUT = "input"  # an input the driver needs is missing or not what it expects
+ERROR_TIMEOUT = "timeout"  # a deadline inside the driver passed (TimeoutError)
+ERROR_CANCELLED = "cancelled"  # the host cancelled the step, or the worker stopped under it
+ERROR_PANIC = "panic"  # the driver crashed: a BaseException that is not an Exception
+
+# ---------------------------------------------------------------------------
 # Exceptions
 
 
@@ -173,6 +195,17 @@ class StepError(Exception):
             self.error_type = error_type
 
 
+class ConfigError(StepError, ValueError):
+    """The step's config does not fit the driver: raise it for a missing,
+    unknown or invalid key, and the step fails with ``error_type``
+    ``config``. Name the key in the message."""
+
+    error_type = ERROR_CONFIG
+
+    def __init__(self, message):
+        super().__init__(message)
+
+
 class StepFinished(RuntimeError):
     """Raised when a step's emitting methods are called after it ended:
     everything a step emits reaches the host before its result."""
@@ -181,9 +214,9 @@ class StepFinished(RuntimeError):
 class InputMissing(KeyError):
     """The ``KeyError`` :meth:`Step.input` raises for an input the step does
     not have. Its message is readable (no quotes) and its ``error_type`` is
-    ``KeyError``."""
+    ``input``."""
 
-    error_type = "KeyError"
+    error_type = ERROR_INPUT
 
     def __str__(self):
         return str(self.args[0]) if self.args else "input missing"
@@ -1627,11 +1660,7 @@ class _Server:
     def _step_failed(self, job, step, exc, duration, artifacts):
         """Report a failed step (stderr, step_failed) and return its error."""
         cancelled = _caused_by_cancel(exc)
-        if cancelled:
-            error_type = "cancelled"
-        else:
-            et = getattr(exc, "error_type", None)
-            error_type = et if isinstance(et, str) and et else type(exc).__name__
+        error_type = ERROR_CANCELLED if cancelled else _error_type(exc)
         message = str(exc) if not isinstance(exc, SystemExit) else "exit status %s" % (exc.code,)
         if not message:
             message = type(exc).__name__
@@ -1644,11 +1673,13 @@ class _Server:
                 tb = "...\n" + tb[-_MAX_TRACEBACK:]
             data["traceback"] = tb
         self._event("step_failed", data, step.id)
-        if job.cancel.is_set() and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            return (REQUEST_CANCELLED, "exec_step cancelled by the host", None)
         failure = {"step_id": step.id, "error_type": error_type, "message": message}
         if artifacts:
             failure["artifacts"] = artifacts
+        if job.cancel.is_set() and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            # The failure goes with the -32800 too: the host still fetches
+            # the artifacts the cancelled step left (protocol section 7).
+            return (REQUEST_CANCELLED, "exec_step cancelled by the host", failure)
         return (STEP_FAILED, "step %s failed: %s" % (json.dumps(step.id), message), failure)
 
     def _list_artifacts(self, step_id, art_dir):
@@ -1718,6 +1749,22 @@ class _Answer(Exception):
     def __init__(self, code, message, data=None):
         super().__init__(message)
         self.error = (code, message, data)
+
+
+def _error_type(exc):
+    """The ``error_type`` a step that raised ``exc`` fails with, unless it
+    was cancelled: its own non-empty string ``error_type`` attribute, else
+    ``panic`` for a ``BaseException`` outside ``Exception``, ``timeout``
+    for a ``TimeoutError``, else ``driver``. Never a class name, which
+    would tell the host's reader nothing and change with the code."""
+    et = getattr(exc, "error_type", None)
+    if isinstance(et, str) and et:
+        return et
+    if not isinstance(exc, Exception):
+        return ERROR_PANIC
+    if isinstance(exc, TimeoutError):
+        return ERROR_TIMEOUT
+    return ERROR_DRIVER
 
 
 def _caused_by_cancel(exc):
