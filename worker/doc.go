@@ -110,6 +110,6 @@
 // normative; this package is its Go implementation. Section 8 states the
 // ordering, concurrency, cancellation and heartbeat rules above, section 9
 // the step lifecycle, section 12 what a worker answers to bad input. The
-// conformance kit (package worker/conform, command cmd/tproxy-conform)
+// conformance kit (package worker/conform, command "tproxy conform")
 // checks a worker against it, in any language.
 package worker

@@ -19,9 +19,9 @@
 //	}
 //
 // From any program, or for a worker in another language, use Run, or the
-// command github.com/tproxy/tproxy/cmd/tproxy-conform:
+// command github.com/tproxy/tproxy/cmd/tproxy ("tproxy conform"):
 //
-//	go run github.com/tproxy/tproxy/cmd/tproxy-conform -- python3 my_worker.py
+//	go run github.com/tproxy/tproxy/cmd/tproxy conform -- python3 my_worker.py
 //
 // Besides its own assertions, every check validates every line the worker
 // writes while it runs: each must be a JSON-RPC 2.0 message of §3, each

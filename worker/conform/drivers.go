@@ -32,7 +32,7 @@ var driverNames = []string{driverArtifacts, driverEmit, driverFail, driverInput,
 const failureType = "conform_failure"
 
 // RegisterDrivers registers the conformance drivers of docs/protocol.md §13
-// on w, so that the kit (Run, Test, cmd/tproxy-conform) can check the worker:
+// on w, so that the kit (Run, Test, tproxy conform) can check the worker:
 //
 //   - conform.emit (config events: integer) emits that many conform_tick
 //     events with data {"i": 0}, {"i": 1}, …, sets the rows processed to

@@ -32,7 +32,7 @@ for a ``BaseException`` that is not an ``Exception`` (``SystemExit``),
 Running this file itself starts the conformance worker: the conformance
 drivers of docs/protocol.md section 13 (``conform.*``), for the conformance kit::
 
-    go run ./cmd/tproxy-conform -- python3 workers/python/tproxy_worker.py
+    go run ./cmd/tproxy conform -- python3 workers/python/tproxy_worker.py
 
 Configuration through the environment (read by :meth:`Worker.serve` when the
 matching :class:`Worker` attribute is ``None``):

@@ -3,7 +3,7 @@
 // conformance kit sees it. CI checks it with:
 //
 //	go build -o /tmp/conformworker ./worker/conform/conformworker
-//	go run ./cmd/tproxy-conform -- /tmp/conformworker
+//	go run ./cmd/tproxy conform -- /tmp/conformworker
 package main
 
 import (

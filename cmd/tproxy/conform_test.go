@@ -1,43 +1,24 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
-
-	"github.com/tproxy/tproxy/worker"
 	"github.com/tproxy/tproxy/worker/conform"
 )
 
-// workerEnv makes the test binary a Go worker: "full" with the
-// conformance drivers, "bare" without them (and a word on stderr).
-const workerEnv = "TPROXY_CONFORM_CMD_TEST_WORKER"
+// The conformance kit's command, moved here from cmd/tproxy-conform with
+// its tests; the test binary's worker roles are set up in TestMain.
 
-func TestMain(m *testing.M) {
-	switch os.Getenv(workerEnv) {
-	case "full":
-		w := worker.New("conform-cmd-test", "0.0.0")
-		conform.RegisterDrivers(w)
-		worker.Main(w)
-	case "bare":
-		fmt.Fprintln(os.Stderr, "bare worker: no conformance drivers here")
-		worker.Main(worker.New("conform-cmd-bare", "0.0.0"))
-	}
-	goleak.VerifyTestMain(m)
-}
-
-func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
+// conformRun runs "tproxy conform args...".
+func conformRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	code = run(args, &out, &errOut)
-	return code, out.String(), errOut.String()
+	r := runT(t, false, append([]string{"conform"}, args...)...)
+	return r.code, r.stdout, r.stderr
 }
 
-func TestUsageErrors(t *testing.T) {
+func TestConformUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		nil,
 		{"-v"},
@@ -46,18 +27,18 @@ func TestUsageErrors(t *testing.T) {
 		{"-timeout", "0s", "--", "worker"},
 		{"-no-such-flag"},
 	} {
-		code, stdout, stderr := runCmd(t, args...)
-		if code != 2 || stdout != "" || !strings.Contains(stderr, "usage: tproxy-conform") {
+		code, stdout, stderr := conformRun(t, args...)
+		if code != 2 || stdout != "" || !strings.Contains(stderr, "usage: tproxy conform") {
 			t.Errorf("run %q: exit %d, stdout %q, stderr %q; want 2, nothing, the usage", args, code, stdout, stderr)
 		}
 	}
-	if _, _, stderr := runCmd(t); !strings.Contains(stderr, "no command") {
+	if _, _, stderr := conformRun(t); !strings.Contains(stderr, "no command") {
 		t.Errorf("no command: stderr %q does not say so", stderr)
 	}
 }
 
-func TestList(t *testing.T) {
-	code, stdout, _ := runCmd(t, "-list")
+func TestConformList(t *testing.T) {
+	code, stdout, _ := conformRun(t, "-list")
 	if code != 0 {
 		t.Fatalf("-list: exit %d", code)
 	}
@@ -72,28 +53,28 @@ func TestList(t *testing.T) {
 		}
 	}
 
-	_, stdout, _ = runCmd(t, "-list", "-run", "^cancel_")
+	_, stdout, _ = conformRun(t, "-list", "-run", "^cancel_")
 	if got := strings.Count(stdout, "\n"); got != 2 || !strings.HasPrefix(stdout, "cancel_running ") {
 		t.Errorf("-list -run ^cancel_:\n%s", stdout)
 	}
 }
 
-// subprocess makes the commands started by run this test binary as a
+// workerExe makes the commands that conform starts this test binary, as a
 // worker of kind ("full" or "bare").
 func workerExe(t *testing.T, kind string) string {
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(workerEnv, kind) // the worker inherits the environment
+	t.Setenv(conformEnv, kind) // the worker inherits the environment
 	// Under -race a program sleeps a second when it exits with code 0.
 	t.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	return exe
 }
 
-func TestRunPasses(t *testing.T) {
+func TestConformPasses(t *testing.T) {
 	exe := workerExe(t, "full")
-	code, stdout, stderr := runCmd(t, "-run", "^(handshake|cleanup|eof_exit)$", "--", exe)
+	code, stdout, stderr := conformRun(t, "-run", "^(handshake|cleanup|eof_exit)$", "--", exe)
 	if code != 0 {
 		t.Fatalf("exit %d; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -109,9 +90,9 @@ func TestRunPasses(t *testing.T) {
 	}
 }
 
-func TestRunFails(t *testing.T) {
+func TestConformFails(t *testing.T) {
 	exe := workerExe(t, "bare")
-	code, stdout, _ := runCmd(t, "-v", "-run", "^(handshake|version_mismatch)$", "--", exe)
+	code, stdout, _ := conformRun(t, "-v", "-run", "^(handshake|version_mismatch)$", "--", exe)
 	if code != 1 {
 		t.Errorf("exit %d; want 1", code)
 	}
