@@ -70,3 +70,48 @@ const (
 	MetricArtifactsFiles = "artifacts_files_total"
 	MetricArtifactsBytes = "artifacts_bytes_total"
 )
+
+// The data of the worker's lifecycle events, one type per event: what a
+// worker in any language sends (docs/protocol.md section 9) and what
+// Event.DecodeData gives back from events.jsonl or a sink.
+
+// SessionInitializedData is the data of EventSessionInitialized.
+type SessionInitializedData struct {
+	SessionID  string `json:"session_id"`
+	StepsTotal int    `json:"steps_total"`
+}
+
+// StepStartData is the data of EventStepStart.
+type StepStartData struct {
+	Driver string `json:"driver"`
+	// StepNumber counts the session's exec_step calls that reached a
+	// driver, from 1: a retried step gets a new number per attempt.
+	StepNumber int `json:"step_number"`
+}
+
+// StepCompleteData is the data of EventStepComplete.
+type StepCompleteData struct {
+	Driver        string  `json:"driver"`
+	RowsProcessed int64   `json:"rows_processed"`
+	DurationMS    float64 `json:"duration_ms"`
+	// Outputs are the keys of the outputs the step kept, sorted.
+	Outputs []string `json:"outputs,omitempty"`
+}
+
+// StepFailedData is the data of EventStepFailed.
+type StepFailedData struct {
+	Driver string `json:"driver"`
+	// ErrorType is the failure's category (the ErrorType* constants, or
+	// the driver's own).
+	ErrorType  string  `json:"error_type"`
+	Message    string  `json:"message"`
+	DurationMS float64 `json:"duration_ms"`
+	Traceback  string  `json:"traceback,omitempty"`
+}
+
+// SessionCleanupData is the data of EventSessionCleanup.
+type SessionCleanupData struct {
+	SessionID     string `json:"session_id"`
+	StepsExecuted int    `json:"steps_executed"`
+	TotalRows     int64  `json:"total_rows"`
+}

@@ -303,6 +303,20 @@ type Event struct {
 	Source string `json:"-"`
 }
 
+// DecodeData decodes e's Data into v, a pointer to a struct such as
+// StepCompleteData, as json.Unmarshal would decode the event's data
+// member.
+func (e Event) DecodeData(v any) error {
+	b, err := json.Marshal(e.Data)
+	if err != nil {
+		return fmt.Errorf("tproxy: event %q: %w", e.Name, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("tproxy: event %q: %w", e.Name, err)
+	}
+	return nil
+}
+
 // The sources of an event in a session's records (Event.Source).
 const (
 	SourceHost   = "host"

@@ -62,7 +62,7 @@ func (r *Run) runStep(ctx context.Context, st tproxy.StepSpec) error {
 		}
 	}
 	for n := 1; ; n++ {
-		err, kind := r.attempt(ctx, st, n)
+		kind, err := r.attempt(ctx, st, n)
 		if err == nil || n == attempts || ctx.Err() != nil || !slices.Contains(on, kind) {
 			r.stepChanged(st.ID, func(*StepStatus) {}) // the step's end, for OnStep
 			return err
@@ -94,7 +94,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 // attempt runs st once, as attempt n, records it, and fetches its
 // artifacts. It returns the attempt's error and, for a failure a retry
 // policy may name, its kind: the error type, or "timeout".
-func (r *Run) attempt(ctx context.Context, st tproxy.StepSpec, n int) (error, string) {
+func (r *Run) attempt(ctx context.Context, st tproxy.StepSpec, n int) (kind string, err error) {
 	started := time.Now()
 	r.stepChanged(st.ID, func(s *StepStatus) {
 		s.Status = StepRunning
@@ -118,7 +118,6 @@ func (r *Run) attempt(ctx context.Context, st tproxy.StepSpec, n int) (error, st
 	a := Attempt{N: n, StartedAt: started.UTC(), DurationMS: float64(time.Since(started).Microseconds()) / 1000}
 	var (
 		arts []tproxy.Artifact
-		kind string
 		se   *StepError
 		re   *RemoteError
 	)
@@ -189,7 +188,7 @@ func (r *Run) attempt(ctx context.Context, st tproxy.StepSpec, n int) (error, st
 	if err != nil && ctx.Err() != nil {
 		err = errors.Join(err, ctx.Err())
 	}
-	return err, kind
+	return kind, err
 }
 
 func nilIf(cond bool, err error) error {

@@ -42,7 +42,7 @@ type cfgFull struct {
 	Lenient lenientPart       `json:"lenient"`
 	Skipped string            `json:"-"`
 	NoTag   string
-	hidden  string
+	hidden  string //lint:ignore U1000 present so that a key "hidden" is shown not to reach it
 }
 
 type cfgValidated struct {

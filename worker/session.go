@@ -116,9 +116,9 @@ func (s *server) prepare(ctx context.Context, raw json.RawMessage) (*tproxy.Prep
 
 	sink := s.sink()
 	now := time.Now().UTC()
-	sink.Event(ctx, tproxy.Event{Name: "session_initialized", Timestamp: now,
-		Data: map[string]any{"session_id": p.SessionID, "steps_total": len(p.Manifest.Steps)}})
-	sink.Metric(ctx, tproxy.Metric{Name: "steps_total", Value: float64(len(p.Manifest.Steps)), Timestamp: now})
+	sink.Event(ctx, tproxy.Event{Name: tproxy.EventSessionInitialized, Timestamp: now,
+		Data: dataOf(tproxy.SessionInitializedData{SessionID: p.SessionID, StepsTotal: len(p.Manifest.Steps)})})
+	sink.Metric(ctx, tproxy.Metric{Name: tproxy.MetricStepsTotal, Value: float64(len(p.Manifest.Steps)), Timestamp: now})
 
 	return &tproxy.PrepareResult{Status: "ready", SessionID: ss.id, SessionDir: ss.dir, DriversLoaded: drivers}, nil
 }
@@ -231,8 +231,8 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	step.logger = slog.New(&logHandler{lane: s.lane, level: ss.level, stepID: p.StepID, mask: ss.masker})
 
 	start := time.Now()
-	sink.Event(ctx, tproxy.Event{Name: "step_start", Timestamp: start.UTC(), StepID: p.StepID,
-		Data: map[string]any{"driver": p.Driver, "step_number": ss.attempts}})
+	sink.Event(ctx, tproxy.Event{Name: tproxy.EventStepStart, Timestamp: start.UTC(), StepID: p.StepID,
+		Data: dataOf(tproxy.StepStartData{Driver: p.Driver, StepNumber: ss.attempts})})
 
 	s.beatStep.Store(&p.StepID)
 	runErr := s.runDriver(ctx, d, step)
@@ -247,8 +247,8 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	if runErr != nil {
 		msg := ss.masker.String(runErr.Error())
 		failure := tproxy.StepFailure{StepID: p.StepID, ErrorType: errorType(ctx, runErr), Message: msg, Artifacts: artifacts}
-		sink.Event(ctx, tproxy.Event{Name: "step_failed", Timestamp: end, StepID: p.StepID,
-			Data: map[string]any{"driver": p.Driver, "error_type": failure.ErrorType, "message": failure.Message, "duration_ms": durMS}})
+		sink.Event(ctx, tproxy.Event{Name: tproxy.EventStepFailed, Timestamp: end, StepID: p.StepID,
+			Data: dataOf(tproxy.StepFailedData{Driver: p.Driver, ErrorType: failure.ErrorType, Message: failure.Message, DurationMS: float64(durMS)})})
 		e := &jsonrpc2.Error{Code: tproxy.CodeStepFailed, Message: fmt.Sprintf("step %q failed: %s", p.StepID, msg)}
 		e.SetError(failure)
 		return nil, e
@@ -258,15 +258,11 @@ func (s *server) execStep(ctx context.Context, raw json.RawMessage) (*tproxy.Exe
 	ss.totalRows += rows
 	ss.outputs[p.StepID] = outputs
 	if rows != 0 {
-		sink.Metric(ctx, tproxy.Metric{Name: "rows_processed", Value: float64(rows), Timestamp: end, StepID: p.StepID})
+		sink.Metric(ctx, tproxy.Metric{Name: tproxy.MetricRowsProcessed, Value: float64(rows), Timestamp: end, StepID: p.StepID})
 	}
-	sink.Metric(ctx, tproxy.Metric{Name: "step_duration_ms", Value: float64(durMS), Timestamp: end, StepID: p.StepID, Unit: "ms"})
-	keys := slices.Sorted(maps.Keys(outputs))
-	data := map[string]any{"driver": p.Driver, "rows_processed": rows, "duration_ms": durMS}
-	if len(keys) > 0 {
-		data["outputs"] = keys
-	}
-	sink.Event(ctx, tproxy.Event{Name: "step_complete", Timestamp: end, StepID: p.StepID, Data: data})
+	sink.Metric(ctx, tproxy.Metric{Name: tproxy.MetricStepDurationMS, Value: float64(durMS), Timestamp: end, StepID: p.StepID, Unit: "ms"})
+	sink.Event(ctx, tproxy.Event{Name: tproxy.EventStepComplete, Timestamp: end, StepID: p.StepID,
+		Data: dataOf(tproxy.StepCompleteData{Driver: p.Driver, RowsProcessed: rows, DurationMS: float64(durMS), Outputs: slices.Sorted(maps.Keys(outputs))})})
 
 	res := &tproxy.ExecStepResult{Status: "complete", StepID: p.StepID, RowsProcessed: rows, DurationMS: float64(durMS), Artifacts: artifacts}
 	if len(outputs) > 0 {
@@ -353,8 +349,8 @@ func (s *server) cleanup(ctx context.Context) (*tproxy.CleanupResult, error) {
 	if !ss.prepared {
 		return nil, s.notPrepared(tproxy.MethodCleanup)
 	}
-	s.sink().Event(ctx, tproxy.Event{Name: "session_cleanup", Timestamp: time.Now().UTC(),
-		Data: map[string]any{"session_id": ss.id, "steps_executed": ss.executed, "total_rows": ss.totalRows}})
+	s.sink().Event(ctx, tproxy.Event{Name: tproxy.EventSessionCleanup, Timestamp: time.Now().UTC(),
+		Data: dataOf(tproxy.SessionCleanupData{SessionID: ss.id, StepsExecuted: ss.executed, TotalRows: ss.totalRows})})
 	s.removeSessionDir()
 	ss.prepared, ss.cleaned = false, true
 	ss.outputs = nil
@@ -373,7 +369,7 @@ func (s *server) sink() logsink.Sink {
 func (s *server) artifacts(ctx context.Context, sink logsink.Sink, stepID, dir string) []tproxy.Artifact {
 	refuse := func(path, reason string) {
 		s.log.Warn("tproxy/worker: artifact refused", "step_id", stepID, "path", path, "reason", reason)
-		sink.Event(ctx, tproxy.Event{Name: "artifact_refused", Timestamp: time.Now().UTC(), StepID: stepID,
+		sink.Event(ctx, tproxy.Event{Name: tproxy.EventArtifactRefused, Timestamp: time.Now().UTC(), StepID: stepID,
 			Data: map[string]any{"path": path, "reason": reason}})
 	}
 	arts, err := listArtifacts(dir, s.sess.limits, refuse)
@@ -381,4 +377,19 @@ func (s *server) artifacts(ctx context.Context, sink logsink.Sink, stepID, dir s
 		refuse(".", fmt.Sprintf("listing the artifact directory: %v", err))
 	}
 	return arts
+}
+
+// dataOf is the Data of a lifecycle event: its payload type's JSON
+// object, so that the type in package tproxy is the one definition of
+// what the event carries.
+func dataOf(v any) map[string]any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // the payload types always encode
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		panic(err)
+	}
+	return m
 }
