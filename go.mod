@@ -10,9 +10,11 @@ require (
 )
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/goccy/go-yaml v1.19.2
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
 	golang.org/x/sync v0.25.0
+	google.golang.org/protobuf v1.36.11
 )
 
 require golang.org/x/text v0.14.0 // indirect

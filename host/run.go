@@ -636,6 +636,7 @@ func (r *Run) Collect(ctx context.Context) (*Status, error) {
 		// Excerpt: the tail may begin in the middle of a secret.
 		r.status.StderrTail = r.masker.Excerpt(string(r.client.Process().StderrTail()))
 		r.status.Protocol = r.client.ProtocolCounts()
+		r.status.Transport = transportInfo(r.client.Process())
 	} else if r.proc != nil {
 		// The worker started but the handshake failed; Start has stopped it.
 		<-r.proc.Done()
@@ -643,6 +644,7 @@ func (r *Run) Collect(ctx context.Context) (*Status, error) {
 		exit.Reason = r.masker.String(exit.Reason)
 		r.status.Exit = &exit
 		r.status.StderrTail = r.masker.Excerpt(string(r.proc.StderrTail()))
+		r.status.Transport = transportInfo(r.proc)
 	}
 	r.lateEnds()
 	r.status.Phases.CollectMS = msSince(start)
@@ -733,6 +735,15 @@ func (r *Run) closeClient(ctx context.Context) error {
 		k.Kill()
 	}
 	return <-done
+}
+
+// transportInfo returns what p's transport tells of it, once it has
+// ended (its TransportInfo method), or nil.
+func transportInfo(p transport.Process) any {
+	if ti, ok := p.(interface{ TransportInfo() any }); ok {
+		return ti.TransportInfo()
+	}
+	return nil
 }
 
 // alive reports whether the connection to the worker is still open.

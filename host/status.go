@@ -84,6 +84,11 @@ type Status struct {
 	Exit *transport.ExitStatus `json:"exit,omitempty"`
 	// StderrTail is the end of the worker's stderr, secrets masked.
 	StderrTail string `json:"stderr_tail,omitempty"`
+	// Transport is what the transport knows of where the worker ran and
+	// what it cost, for a Process with a method TransportInfo() any: an
+	// E2B sandbox's id, template, envd version, sandbox-seconds and bytes
+	// uploaded (e2b.Info), say.
+	Transport any `json:"transport,omitempty"`
 
 	Artifacts ArtifactTotals `json:"artifacts"`
 

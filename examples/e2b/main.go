@@ -135,15 +135,11 @@ func run(ctx context.Context, tr *e2b.E2B, fake bool, dir string) error {
 	t0 := time.Now()
 	if err := r.Prepare(ctx); err == nil {
 		prepared := time.Since(t0)
-		p := r.Client().Process().(*e2b.Process)
-		tm := p.Timings()
+		tm, _ := e2b.InfoOf(r.Client().Process())
 		info := r.Client().Worker()
-		upload := "uploaded"
-		if !tm.Uploaded {
-			upload = "already there (same sha256)"
-		}
-		fmt.Printf("✅ Worker started in sandbox %s: %s %s (protocol %d, pid %d), drivers: %s\n", p.SandboxID(),
-			info.Worker.Name, info.Worker.Version, info.Protocol, p.Pid(), strings.Join(info.Worker.Drivers, ", "))
+		upload := map[string]string{"uploaded": "uploaded", "found": "already there (same sha256)", "template": "in the template"}[tm.Worker]
+		fmt.Printf("✅ Worker started in sandbox %s (envd %s): %s %s (protocol %d, pid %d), drivers: %s\n", tm.SandboxID, tm.EnvdVersion,
+			info.Worker.Name, info.Worker.Version, info.Protocol, tm.Pid, strings.Join(info.Worker.Drivers, ", "))
 		fmt.Printf("   ⏱  sandbox start %v, worker %s %v, process start %v, handshake and prepare %v (total %v)\n\n",
 			story.Round(tm.Create), upload, story.Round(tm.Upload), story.Round(tm.Start),
 			story.Round(prepared-tm.Create-tm.Upload-tm.Start), story.Round(prepared))
@@ -154,7 +150,13 @@ func run(ctx context.Context, tr *e2b.E2B, fake bool, dir string) error {
 	t0 = time.Now()
 	st, err := r.Collect(ctx)
 	if st.Exit != nil {
-		fmt.Printf("   Worker exited: %v; sandbox killed (%v)\n\n", st.Exit, story.Round(time.Since(t0)))
+		fmt.Printf("   Worker exited: %v; sandbox killed (%v)\n", st.Exit, story.Round(time.Since(t0)))
+		if c := r.Client(); c != nil {
+			if tm, ok := e2b.InfoOf(c.Process()); ok {
+				fmt.Printf("   💰 %.1f sandbox-seconds, %d bytes uploaded\n", tm.SandboxSeconds, tm.BytesUploaded)
+			}
+		}
+		fmt.Println()
 	}
 	if err != nil {
 		return err

@@ -1,11 +1,10 @@
 package e2bfake
 
 import (
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,14 +14,19 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"connectrpc.com/connect"
+
+	processpb "github.com/tproxy/tproxy/internal/e2benvd/process"
+	"github.com/tproxy/tproxy/internal/e2benvd/process/processpbconnect"
 )
 
 // proc is a process started through the process service.
 type proc struct {
 	pid     uint32
 	cmd     *exec.Cmd
-	out     chan dataEvent // output chunks for the attached stream
-	cut     chan struct{}  // closed to drop the attached stream (fault)
+	out     chan *processpb.ProcessEvent_DataEvent // output chunks for the attached stream
+	cut     chan struct{}                          // closed to drop the attached stream (fault)
 	cutOnce sync.Once
 
 	detachOnce sync.Once
@@ -31,29 +35,13 @@ type proc struct {
 	stdinMu sync.Mutex
 	stdin   io.WriteCloser // nil when disabled or closed
 
+	inputMu sync.Mutex
+	inputs  []chan struct{} // closed to cut the open StreamInput calls
+
 	mu     sync.Mutex
 	reaped bool
-	end    endEvent
+	end    *processpb.ProcessEvent_EndEvent
 	exited chan struct{} // reaped; end is set
-}
-
-type dataEvent struct {
-	Stdout []byte `json:"stdout,omitempty"`
-	Stderr []byte `json:"stderr,omitempty"`
-}
-
-// endEvent is filled from os.ProcessState as envd fills it; proto3 JSON
-// omits zero values.
-type endEvent struct {
-	ExitCode int32   `json:"exitCode,omitempty"`
-	Exited   bool    `json:"exited,omitempty"`
-	Status   string  `json:"status,omitempty"`
-	Error    *string `json:"error,omitempty"`
-}
-
-type selector struct {
-	Pid uint32 `json:"pid"`
-	Tag string `json:"tag"`
 }
 
 func (p *proc) detach() { p.detachOnce.Do(func() { close(p.detached) }) }
@@ -94,68 +82,74 @@ func (p *proc) writeStdin(b []byte) error {
 	return err
 }
 
-func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, sb *sandbox) {
-	if !isConnectStream(r) {
-		connectError(w, "unimplemented", "Start is a server stream: use application/connect+json")
-		return
-	}
-	_, msg, err := readEnvelope(r.Body)
-	if err != nil {
-		connectError(w, "invalid_argument", "reading the request envelope: "+err.Error())
-		return
-	}
-	var req struct {
-		Process struct {
-			Cmd  string            `json:"cmd"`
-			Args []string          `json:"args"`
-			Envs map[string]string `json:"envs"`
-			Cwd  *string           `json:"cwd"`
-		} `json:"process"`
-		Pty   json.RawMessage `json:"pty"`
-		Tag   *string         `json:"tag"`
-		Stdin *bool           `json:"stdin"`
-	}
-	if err := json.Unmarshal(msg, &req); err != nil {
-		connectError(w, "invalid_argument", "decoding StartRequest: "+err.Error())
-		return
-	}
-	var deadline <-chan time.Time
-	if ms := r.Header.Get("Connect-Timeout-Ms"); ms != "" {
-		// envd makes this the process's deadline.
-		n, err := strconv.Atoi(ms)
-		if err != nil {
-			connectError(w, "invalid_argument", "bad Connect-Timeout-Ms")
-			return
+// addInput registers an open StreamInput call and returns the channel
+// that cuts it, and a func that unregisters it.
+func (p *proc) addInput() (<-chan struct{}, func()) {
+	p.inputMu.Lock()
+	defer p.inputMu.Unlock()
+	ch := make(chan struct{})
+	p.inputs = append(p.inputs, ch)
+	return ch, func() {
+		p.inputMu.Lock()
+		defer p.inputMu.Unlock()
+		for i, x := range p.inputs {
+			if x == ch {
+				p.inputs = append(p.inputs[:i], p.inputs[i+1:]...)
+				break
+			}
 		}
-		t := time.NewTimer(time.Duration(n) * time.Millisecond)
-		defer t.Stop()
-		deadline = t.C
+	}
+}
+
+// cutInput cuts the process's open StreamInput calls.
+func (p *proc) cutInput() {
+	p.inputMu.Lock()
+	defer p.inputMu.Unlock()
+	for _, ch := range p.inputs {
+		close(ch)
+	}
+	p.inputs = nil
+}
+
+// envdService is envd's process service over the fake's sandboxes.
+type envdService struct {
+	processpbconnect.UnimplementedProcessHandler
+	s *Server
+}
+
+// Start starts a process and streams its events, as envd does: start,
+// data (stdout and stderr chunks as they come), keepalive, end. A
+// Connect-Timeout-Ms header becomes the process's deadline; a client that
+// goes away leaves the process running.
+func (e *envdService) Start(ctx context.Context, req *connect.Request[processpb.StartRequest], stream *connect.ServerStream[processpb.StartResponse]) error {
+	s, sb := e.s, sandboxOf(ctx)
+	if err := s.streamFault(OpStart); err != nil {
+		return err
 	}
 	keepalive := 90 * time.Second
-	if k, err := strconv.Atoi(r.Header.Get("Keepalive-Ping-Interval")); err == nil && k > 0 {
+	if k, err := strconv.Atoi(req.Header().Get("Keepalive-Ping-Interval")); err == nil && k > 0 {
 		keepalive = time.Duration(k) * time.Second
 	}
 	if s.opts.KeepaliveInterval > 0 {
 		keepalive = s.opts.KeepaliveInterval
 	}
-
+	pc := req.Msg.GetProcess()
 	dir := filepath.Join(sb.root, "home", "user")
-	if req.Process.Cwd != nil && *req.Process.Cwd != "" {
-		dir = sb.argPath(path.Clean(*req.Process.Cwd))
-		if !path.IsAbs(*req.Process.Cwd) {
-			dir = sb.filePath(*req.Process.Cwd)
+	if pc.Cwd != nil && *pc.Cwd != "" {
+		dir = sb.argPath(path.Clean(*pc.Cwd))
+		if !path.IsAbs(*pc.Cwd) {
+			dir = sb.filePath(*pc.Cwd)
 		}
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			// envd answers 200 holding only the end envelope.
-			startStream(w, r).end("invalid_argument", fmt.Sprintf("cwd '%s' does not exist", *req.Process.Cwd))
-			return
+			// envd answers 200 holding only the end-of-stream error.
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("cwd '%s' does not exist", *pc.Cwd))
 		}
 	}
-	args := make([]string, len(req.Process.Args))
-	for i, a := range req.Process.Args {
+	args := make([]string, len(pc.GetArgs()))
+	for i, a := range pc.GetArgs() {
 		args[i] = sb.argPath(a)
 	}
-	cmd := exec.Command(sb.argPath(req.Process.Cmd), args...)
+	cmd := exec.Command(sb.argPath(pc.GetCmd()), args...)
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Join(sb.root, "home", "user"),
 		"TMPDIR=" + filepath.Join(sb.root, "tmp"), "USER=user"}
@@ -167,28 +161,27 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, sb *sandbox
 	for k, v := range sb.envVars {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	for k, v := range req.Process.Envs {
+	for k, v := range pc.GetEnvs() {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.SysProcAttr = sysProcAttr()
-	p := &proc{cmd: cmd, out: make(chan dataEvent), cut: make(chan struct{}), detached: make(chan struct{}), exited: make(chan struct{})}
-	if req.Stdin == nil || *req.Stdin {
+	p := &proc{cmd: cmd, out: make(chan *processpb.ProcessEvent_DataEvent), cut: make(chan struct{}),
+		detached: make(chan struct{}), exited: make(chan struct{})}
+	var err error
+	if req.Msg.Stdin == nil || req.Msg.GetStdin() {
 		if p.stdin, err = cmd.StdinPipe(); err != nil {
-			connectError(w, "internal", err.Error())
-			return
+			return connect.NewError(connect.CodeInternal, err)
 		}
 	}
 	stdout, err1 := cmd.StdoutPipe()
 	stderr, err2 := cmd.StderrPipe()
 	if err := errors.Join(err1, err2); err != nil {
-		connectError(w, "internal", err.Error())
-		return
+		return connect.NewError(connect.CodeInternal, err)
 	}
 	s.mu.Lock()
 	if s.sandboxes[sb.id] == nil {
 		s.mu.Unlock()
-		apiError(w, http.StatusBadGateway, "The sandbox "+sb.id+" was not found")
-		return
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("sandbox %s is gone", sb.id))
 	}
 	err = cmd.Start()
 	if err == nil {
@@ -198,8 +191,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, sb *sandbox
 	}
 	s.mu.Unlock()
 	if err != nil {
-		startStream(w, r).end("internal", fmt.Sprintf("error starting process '%s': %v", req.Process.Cmd, err))
-		return
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("error starting process '%s': %w", pc.GetCmd(), err))
 	}
 	defer p.detach()
 
@@ -211,9 +203,9 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, sb *sandbox
 			buf := make([]byte, s.opts.ChunkSize)
 			n, err := r.Read(buf)
 			if n > 0 {
-				ev := dataEvent{Stdout: buf[:n]}
+				ev := &processpb.ProcessEvent_DataEvent{Output: &processpb.ProcessEvent_DataEvent_Stdout{Stdout: buf[:n]}}
 				if isStderr {
-					ev = dataEvent{Stderr: buf[:n]}
+					ev.Output = &processpb.ProcessEvent_DataEvent_Stderr{Stderr: buf[:n]}
 				}
 				select {
 				case p.out <- ev:
@@ -233,13 +225,14 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, sb *sandbox
 		close(p.out)
 		werr := cmd.Wait()
 		st := cmd.ProcessState
-		p.mu.Lock()
-		p.reaped = true
-		p.end = endEvent{ExitCode: int32(st.ExitCode()), Exited: st.Exited(), Status: st.String()}
+		end := &processpb.ProcessEvent_EndEvent{ExitCode: int32(st.ExitCode()), Exited: st.Exited(), Status: st.String()}
 		if werr != nil {
 			msg := werr.Error()
-			p.end.Error = &msg
+			end.Error = &msg
 		}
+		p.mu.Lock()
+		p.reaped = true
+		p.end = end
 		p.mu.Unlock()
 		p.closeStdin()
 		s.mu.Lock()
@@ -248,25 +241,17 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, sb *sandbox
 		close(p.exited)
 	}()
 
-	sw := startStream(w, r)
-	type startEvent struct {
-		Pid uint32 `json:"pid"`
+	send := func(ev *processpb.ProcessEvent) bool {
+		return stream.Send(&processpb.StartResponse{Event: ev}) == nil
 	}
-	type event struct {
-		Start     *startEvent `json:"start,omitempty"`
-		Data      *dataEvent  `json:"data,omitempty"`
-		End       *endEvent   `json:"end,omitempty"`
-		Keepalive *struct{}   `json:"keepalive,omitempty"`
-	}
-	send := func(ev event) bool { return sw.send(map[string]event{"event": ev}) == nil }
-	if !send(event{Start: &startEvent{Pid: p.pid}}) {
-		return
+	if !send(&processpb.ProcessEvent{Event: &processpb.ProcessEvent_Start{Start: &processpb.ProcessEvent_StartEvent{Pid: p.pid}}}) {
+		s.abandon()
+		return nil
 	}
 	ka := time.NewTimer(keepalive)
 	defer ka.Stop()
 	out := p.out
 	var exited <-chan struct{}
-	deadlineHit := false
 	for {
 		select {
 		case ev, ok := <-out:
@@ -274,254 +259,165 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, sb *sandbox
 				out, exited = nil, p.exited
 				continue
 			}
-			if !send(event{Data: &ev}) {
-				return
+			if !send(&processpb.ProcessEvent{Event: &processpb.ProcessEvent_Data{Data: ev}}) {
+				s.abandon()
+				return nil
 			}
 			ka.Reset(keepalive) // the timer restarts after each data event
 		case <-ka.C:
-			if !send(event{Keepalive: &struct{}{}}) {
-				return
+			if !send(&processpb.ProcessEvent{Event: &processpb.ProcessEvent_Keepalive{Keepalive: &processpb.ProcessEvent_KeepAlive{}}}) {
+				s.abandon()
+				return nil
 			}
 			ka.Reset(keepalive)
-		case <-deadline:
-			deadline = nil
-			deadlineHit = true
-			p.signal(syscall.SIGKILL)
 		case <-p.cut:
 			p.detach()
 			panic(http.ErrAbortHandler) // drop the connection mid-stream
-		case <-r.Context().Done():
-			return // the client went away; the process goes on
-		case <-exited:
-			if deadlineHit {
-				sw.end("deadline_exceeded", "context deadline exceeded")
-				return
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				// envd makes Connect-Timeout-Ms the process's deadline.
+				p.signal(syscall.SIGKILL)
+				return connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
 			}
+			s.abandon()
+			return nil // the client went away; the process goes on
+		case <-exited:
 			p.mu.Lock()
 			end := p.end
 			p.mu.Unlock()
-			if send(event{End: &end}) {
-				sw.end("", "")
-			}
-			return
+			send(&processpb.ProcessEvent{Event: &processpb.ProcessEvent_End{End: end}})
+			return nil
 		}
 	}
 }
 
-// findProc resolves a ProcessSelector.
-func (s *Server) findProc(sb *sandbox, sel selector) (*proc, error) {
+// abandon counts a Start stream its client left before the end.
+func (s *Server) abandon() {
+	s.mu.Lock()
+	s.abandoned++
+	s.mu.Unlock()
+}
+
+// findProc resolves a ProcessSelector, answering not_found as envd does.
+func (s *Server) findProc(sb *sandbox, sel *processpb.ProcessSelector) (*proc, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p := sb.procs[sel.Pid]; p != nil && sel.Pid != 0 {
-		return p, nil
+	if pid := sel.GetPid(); pid != 0 {
+		if p := sb.procs[pid]; p != nil {
+			return p, nil
+		}
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("process with pid %d not found", pid))
 	}
-	if sel.Tag != "" {
-		return nil, fmt.Errorf("process with tag %s not found", sel.Tag)
-	}
-	return nil, fmt.Errorf("process with pid %d not found", sel.Pid)
+	return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("process with tag %s not found", sel.GetTag()))
 }
 
-func (s *Server) handleStreamInput(w http.ResponseWriter, r *http.Request, sb *sandbox) {
-	if !isConnectStream(r) {
-		connectError(w, "unimplemented", "StreamInput is a client stream: use application/connect+json")
-		return
+// StreamInput writes every data message's stdin to the process named by
+// the first message, in order, for as long as the client streams. A cut
+// (CutInputStreams) ends the call at once with an unavailable error, as
+// a proxy that gives up on a long request answers it; everything
+// received before the cut has been written.
+func (e *envdService) StreamInput(ctx context.Context, stream *connect.ClientStream[processpb.StreamInputRequest]) (*connect.Response[processpb.StreamInputResponse], error) {
+	s, sb := e.s, sandboxOf(ctx)
+	if err := s.streamFault(OpStreamInput); err != nil {
+		return nil, err
 	}
-	type input struct {
-		Stdin []byte `json:"stdin"`
-		Pty   []byte `json:"pty"`
-	}
+	msgs := make(chan *processpb.StreamInputRequest)
+	recvDone := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		for stream.Receive() {
+			select {
+			case msgs <- stream.Msg():
+			case <-ctx.Done():
+				return
+			}
+		}
+		recvDone <- stream.Err()
+	}()
 	var p *proc
-	fail := func(code, msg string) {
-		sw := startStream(w, r)
-		sw.end(code, msg)
-	}
+	var cut <-chan struct{}
 	for {
-		_, msg, err := readEnvelope(r.Body)
-		if err == io.EOF {
+		var req *processpb.StreamInputRequest
+		select {
+		case <-cut:
+			// End the request body here, as the proxy did: connect-go
+			// reads a body to its end before it answers.
+			ctx.Value(bodyCutKey{}).(func())()
+			return nil, connect.NewError(connect.CodeUnavailable, errors.New("upstream reset: the proxy cut the request"))
+		case req = <-msgs:
+		}
+		if req == nil {
 			break
 		}
-		if err != nil {
-			fail("invalid_argument", "reading the request stream: "+err.Error())
-			return
-		}
-		var req struct {
-			Start *struct {
-				Process selector `json:"process"`
-			} `json:"start"`
-			Data *struct {
-				Input input `json:"input"`
-			} `json:"data"`
-			Keepalive *struct{} `json:"keepalive"`
-		}
-		if err := json.Unmarshal(msg, &req); err != nil {
-			fail("invalid_argument", "decoding StreamInputRequest: "+err.Error())
-			return
-		}
-		switch {
-		case req.Start != nil:
-			if p, err = s.findProc(sb, req.Start.Process); err != nil {
-				fail("not_found", err.Error())
-				return
+		switch ev := req.GetEvent().(type) {
+		case *processpb.StreamInputRequest_Start:
+			var err error
+			if p, err = s.findProc(sb, ev.Start.GetProcess()); err != nil {
+				return nil, err
 			}
-		case req.Data != nil:
+			var unregister func()
+			cut, unregister = p.addInput()
+			defer unregister()
+		case *processpb.StreamInputRequest_Data:
 			if p == nil {
-				fail("failed_precondition", "no start message before data")
-				return
+				return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("no start message before data"))
 			}
-			if err := p.writeStdin(req.Data.Input.Stdin); err != nil {
-				fail("internal", "error writing to process stdin: "+err.Error())
-				return
+			if err := p.writeStdin(ev.Data.GetInput().GetStdin()); err != nil {
+				return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("error writing to stdin: %w", err))
 			}
+		case *processpb.StreamInputRequest_Keepalive:
+		default:
+			return nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("invalid event type %T", ev))
 		}
 	}
-	sw := startStream(w, r)
-	sw.send(struct{}{})
-	sw.end("", "")
+	if err := <-recvDone; err != nil {
+		return nil, connect.NewError(connect.CodeUnknown, fmt.Errorf("error streaming input: %w", err))
+	}
+	return connect.NewResponse(&processpb.StreamInputResponse{}), nil
 }
 
-func (s *Server) handleSendInput(w http.ResponseWriter, r *http.Request, sb *sandbox) {
-	var req struct {
-		Process selector `json:"process"`
-		Input   struct {
-			Stdin []byte `json:"stdin"`
-		} `json:"input"`
+// SendInput writes one message's stdin to the process.
+func (e *envdService) SendInput(ctx context.Context, req *connect.Request[processpb.SendInputRequest]) (*connect.Response[processpb.SendInputResponse], error) {
+	p, err := e.s.findProc(sandboxOf(ctx), req.Msg.GetProcess())
+	if err != nil {
+		return nil, err
 	}
-	p, ok := s.unary(w, r, sb, &req, func() selector { return req.Process })
-	if !ok {
-		return
+	if err := p.writeStdin(req.Msg.GetInput().GetStdin()); err != nil {
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("error writing to stdin: %w", err))
 	}
-	if err := p.writeStdin(req.Input.Stdin); err != nil {
-		connectError(w, "internal", "error writing to process stdin: "+err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
+	return connect.NewResponse(&processpb.SendInputResponse{}), nil
 }
 
-func (s *Server) handleCloseStdin(w http.ResponseWriter, r *http.Request, sb *sandbox) {
-	var req struct {
-		Process selector `json:"process"`
-	}
-	p, ok := s.unary(w, r, sb, &req, func() selector { return req.Process })
-	if !ok {
-		return
+// CloseStdin closes the process's stdin.
+func (e *envdService) CloseStdin(ctx context.Context, req *connect.Request[processpb.CloseStdinRequest]) (*connect.Response[processpb.CloseStdinResponse], error) {
+	p, err := e.s.findProc(sandboxOf(ctx), req.Msg.GetProcess())
+	if err != nil {
+		return nil, err
 	}
 	if err := p.closeStdin(); err != nil {
-		connectError(w, "internal", err.Error())
-		return
+		return nil, connect.NewError(connect.CodeUnknown, fmt.Errorf("error closing stdin: %w", err))
 	}
-	writeJSON(w, http.StatusOK, struct{}{})
+	return connect.NewResponse(&processpb.CloseStdinResponse{}), nil
 }
 
-func (s *Server) handleSendSignal(w http.ResponseWriter, r *http.Request, sb *sandbox) {
-	var req struct {
-		Process selector        `json:"process"`
-		Signal  json.RawMessage `json:"signal"`
-	}
-	p, ok := s.unary(w, r, sb, &req, func() selector { return req.Process })
-	if !ok {
-		return
+// SendSignal sends SIGTERM or SIGKILL, the only signals envd knows, to
+// the process's group.
+func (e *envdService) SendSignal(ctx context.Context, req *connect.Request[processpb.SendSignalRequest]) (*connect.Response[processpb.SendSignalResponse], error) {
+	p, err := e.s.findProc(sandboxOf(ctx), req.Msg.GetProcess())
+	if err != nil {
+		return nil, err
 	}
 	var sig syscall.Signal
-	switch string(req.Signal) {
-	case `"SIGNAL_SIGTERM"`, "15":
+	switch req.Msg.GetSignal() {
+	case processpb.Signal_SIGNAL_SIGTERM:
 		sig = syscall.SIGTERM
-	case `"SIGNAL_SIGKILL"`, "9":
+	case processpb.Signal_SIGNAL_SIGKILL:
 		sig = syscall.SIGKILL
 	default:
-		connectError(w, "invalid_argument", "invalid signal: "+string(req.Signal))
-		return
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("invalid signal: %v", req.Msg.GetSignal()))
 	}
 	if err := p.signal(sig); err != nil {
-		connectError(w, "not_found", err.Error())
-		return
+		return nil, connect.NewError(connect.CodeNotFound, err)
 	}
-	writeJSON(w, http.StatusOK, struct{}{})
-}
-
-// unary decodes a unary JSON request and finds its process.
-func (s *Server) unary(w http.ResponseWriter, r *http.Request, sb *sandbox, req any, sel func() selector) (*proc, bool) {
-	if !isUnaryJSON(r) {
-		connectError(w, "unimplemented", "unary calls take application/json")
-		return nil, false
-	}
-	if err := json.NewDecoder(r.Body).Decode(req); err != nil {
-		connectError(w, "invalid_argument", err.Error())
-		return nil, false
-	}
-	p, err := s.findProc(sb, sel())
-	if err != nil {
-		connectError(w, "not_found", err.Error())
-		return nil, false
-	}
-	return p, true
-}
-
-// --- file API ---
-
-func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request, sb *sandbox) {
-	p := r.URL.Query().Get("path")
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	var src io.Reader
-	switch ct {
-	case "multipart/form-data":
-		mr, err := r.MultipartReader()
-		if err != nil {
-			apiError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		for {
-			part, err := mr.NextPart()
-			if err != nil {
-				apiError(w, http.StatusBadRequest, "no file part in the form")
-				return
-			}
-			if part.FormName() == "file" {
-				if p == "" {
-					p = part.FileName()
-				}
-				src = part
-				break
-			}
-		}
-	case "application/octet-stream":
-		src = r.Body
-	default:
-		apiError(w, http.StatusBadRequest, "unsupported Content-Type "+ct)
-		return
-	}
-	if p == "" {
-		apiError(w, http.StatusBadRequest, "path is required")
-		return
-	}
-	hp := sb.filePath(p)
-	if err := os.MkdirAll(filepath.Dir(hp), 0o755); err != nil {
-		apiError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	f, err := os.OpenFile(hp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err == nil {
-		_, err = io.Copy(f, src)
-		err = errors.Join(err, f.Close(), os.Chmod(hp, 0o644))
-	}
-	if err != nil {
-		apiError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	abs := p
-	if !path.IsAbs(abs) {
-		abs = path.Join("/home/user", p)
-	}
-	writeJSON(w, http.StatusOK, []map[string]string{{"name": path.Base(abs), "path": abs, "type": "file"}})
-}
-
-func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request, sb *sandbox) {
-	p := r.URL.Query().Get("path")
-	f, err := os.Open(sb.filePath(p))
-	if err != nil {
-		apiError(w, http.StatusNotFound, fmt.Sprintf("path '%s' does not exist", p))
-		return
-	}
-	defer f.Close()
-	w.Header().Set("Content-Type", "application/octet-stream")
-	io.Copy(w, f)
+	return connect.NewResponse(&processpb.SendSignalResponse{}), nil
 }

@@ -1,50 +1,66 @@
 // Package e2bfake is a local, faithful E2B for tests and demos: one
 // httptest server that speaks the control plane's REST API and, for every
-// sandbox, the in-sandbox daemon's (envd's) process service over the real
-// Connect protocol (JSON codec, enveloped streams, end-of-stream flag
-// 0x02, keepalives, unaligned 32 KiB data chunks, end events filled from
-// os.ProcessState exactly as envd does) and its file API. Processes are
-// real local processes.
+// sandbox, the in-sandbox daemon's (envd's) process and filesystem
+// services and its file API. Processes are real local processes.
+//
+// The process and filesystem services are served by the handlers that
+// protoc-gen-connect-go generated from the same .proto definitions the
+// E2B transport's client is generated from (package
+// transport/e2b/internal/envd), so both sides are held to one schema:
+// the Connect protocol with either codec (proto or JSON), enveloped
+// streams, end-of-stream errors, gzip when asked for, keepalives,
+// unaligned 32 KiB data chunks, and end events filled from
+// os.ProcessState exactly as envd fills them.
 //
 // # Sandboxes on the local disk
 //
 // Each sandbox has a root directory on the host (under Options.Dir) with
-// home/user and tmp in it. The file API maps every path into the root
-// (relative paths are relative to /home/user). In a process's cmd, args
-// and cwd, an absolute path is mapped into the root when its first
-// element exists there (/home/..., /tmp/...), and is left alone otherwise,
-// so /bin/sh and sha256sum are the host's. Processes get HOME, TMPDIR and
-// PATH accordingly, plus the sandbox's and the request's env vars, and run
-// in their own process group, which a signal or a kill reaches whole.
+// home/user and tmp in it. The file API and the filesystem service map
+// every path into the root (relative paths are relative to /home/user),
+// and refuse paths under /proc, /sys and /dev as envd does. In a
+// process's cmd, args and cwd, an absolute path is mapped into the root
+// when its first element exists there (/home/..., /tmp/...), and is left
+// alone otherwise, so /bin/sh and sha256sum are the host's. Processes get
+// HOME, TMPDIR and PATH accordingly, plus the sandbox's and the request's
+// env vars, and run in their own process group, which a signal or a kill
+// reaches whole.
 //
 // # What differs from E2B
 //
-// There is no isolation: a sandbox is a directory, not a VM. Only the
-// endpoints tproxy's E2B transport uses are served, and only the JSON
-// codec. Everything a client sends or receives goes over loopback HTTP/1.1.
+// There is no isolation: a sandbox is a directory, not a VM, and the
+// worker runs as the host's user whatever user the request names (the
+// name is checked, though: only "user" and "root" exist). Only the
+// endpoints tproxy's E2B transport uses are served. Everything goes over
+// loopback HTTP/1.1.
 //
 // # Faults
 //
-// FailNext makes the next calls of an operation fail with a status;
-// Stall makes its calls hang unanswered, as an unresponsive API would;
-// Signal, CutStreams and DeleteSandbox kill a worker, drop its output
-// stream, or remove its sandbox from under it; a wrong API key or access
-// token gets a 401 as E2B's would. Requests records every request for
-// assertions (such as: the API key never reaches a sandbox).
+// FailNext makes the next calls of an operation fail with an HTTP status
+// (as E2B's edge or envd's HTTP layer would) and FailStream makes the next
+// streams of one fail with an end-of-stream error (as envd's handlers
+// do); Stall makes calls hang unanswered, as an unresponsive API would;
+// Signal, CutStreams, CutInputStreams, DeleteSandbox and Vanish kill a
+// worker, drop its output or input stream, or remove its sandbox from
+// under it; Options.RefuseClientStreams makes StreamInput fail as a proxy
+// that does not pass client streams would; a wrong API key, access token
+// or user gets a 401 as E2B's would. Requests records every request for
+// assertions (such as: the API key never reaches a sandbox), Conns counts
+// the connections clients opened, and Abandoned the output streams a
+// client left before their end.
 package e2bfake
 
 import (
 	"bytes"
-	"compress/gzip"
+	"context"
 	"crypto/rand"
-	"encoding/binary"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"mime"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -56,8 +72,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/tproxy/tproxy/internal/e2benvd"
+	"github.com/tproxy/tproxy/internal/e2benvd/filesystem/filesystempbconnect"
+	"github.com/tproxy/tproxy/internal/e2benvd/process/processpbconnect"
 )
 
 // Op names an operation of the API, for FailNext and Calls.
@@ -78,6 +101,11 @@ const (
 	OpSendSignal  Op = "sendsignal"  // process.Process/SendSignal
 	OpUpload      Op = "upload"      // POST /files
 	OpDownload    Op = "download"    // GET /files
+	OpStat        Op = "stat"        // filesystem.Filesystem/Stat
+	OpMakeDir     Op = "makedir"     // filesystem.Filesystem/MakeDir
+	OpListDir     Op = "listdir"     // filesystem.Filesystem/ListDir
+	OpRemove      Op = "remove"      // filesystem.Filesystem/Remove
+	OpMove        Op = "move"        // filesystem.Filesystem/Move
 )
 
 // DefaultAPIKey is the key a Server accepts when Options.APIKey is empty.
@@ -103,6 +131,14 @@ type Options struct {
 	// Dir holds the sandboxes' root directories. Empty means a new
 	// temporary directory, removed by Close.
 	Dir string
+	// EnvdVersion is the envd version the control plane reports for new
+	// sandboxes. Empty means e2benvd.Version, the version the schema matches.
+	EnvdVersion string
+	// RefuseClientStreams makes every StreamInput call fail at once with
+	// 501 and a text body, before its request body is read, as a proxy
+	// that does not pass client-streaming requests would. SendInput still
+	// works.
+	RefuseClientStreams bool
 }
 
 // File is a file in a sandbox.
@@ -134,12 +170,16 @@ type Server struct {
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
-	faults    map[Op][]int // statuses to answer the next calls with
+	faults    map[Op][]int            // statuses to answer the next calls with
+	sfaults   map[Op][]*connect.Error // end-of-stream errors for the next streams
 	stalls    map[Op]*Stall
 	calls     map[Op]int
 	requests  []*Request
 	closed    bool
 	procs     sync.WaitGroup
+	vanished  []*sandbox // removed by Vanish, their processes still to end
+	conns     int
+	abandoned int
 }
 
 // New starts a Server on loopback.
@@ -150,7 +190,10 @@ func New(opts Options) (*Server, error) {
 	if opts.ChunkSize <= 0 {
 		opts.ChunkSize = defaultChunk
 	}
-	s := &Server{opts: opts, dir: opts.Dir, sandboxes: map[string]*sandbox{}, faults: map[Op][]int{}, stalls: map[Op]*Stall{}, calls: map[Op]int{}}
+	if opts.EnvdVersion == "" {
+		opts.EnvdVersion = e2benvd.Version
+	}
+	s := &Server{opts: opts, dir: opts.Dir, sandboxes: map[string]*sandbox{}, faults: map[Op][]int{}, sfaults: map[Op][]*connect.Error{}, stalls: map[Op]*Stall{}, calls: map[Op]int{}}
 	if s.dir == "" {
 		d, err := os.MkdirTemp("", "e2bfake-")
 		if err != nil {
@@ -165,14 +208,39 @@ func New(opts Options) (*Server, error) {
 	mux.HandleFunc("POST /sandboxes/{id}/timeout", s.api(OpTimeout, s.handleTimeout))
 	mux.HandleFunc("POST /sandboxes/{id}/refreshes", s.api(OpRefresh, s.handleRefresh))
 	mux.HandleFunc("GET /v2/sandboxes", s.api(OpList, s.handleList))
-	mux.HandleFunc("POST /process.Process/Start", s.envd(OpStart, s.handleStart))
-	mux.HandleFunc("POST /process.Process/StreamInput", s.envd(OpStreamInput, s.handleStreamInput))
-	mux.HandleFunc("POST /process.Process/SendInput", s.envd(OpSendInput, s.handleSendInput))
-	mux.HandleFunc("POST /process.Process/CloseStdin", s.envd(OpCloseStdin, s.handleCloseStdin))
-	mux.HandleFunc("POST /process.Process/SendSignal", s.envd(OpSendSignal, s.handleSendSignal))
+	svc := &envdService{s: s}
+	hopts := []connect.HandlerOption{connect.WithCompressMinBytes(256), connect.WithReadMaxBytes(8 << 20)}
+	_, proc := processpbconnect.NewProcessHandler(svc, hopts...)
+	_, fs := filesystempbconnect.NewFilesystemHandler(fsService{s: s}, hopts...)
+	for op, path := range map[Op]string{
+		OpStart:       processpbconnect.ProcessStartProcedure,
+		OpStreamInput: processpbconnect.ProcessStreamInputProcedure,
+		OpSendInput:   processpbconnect.ProcessSendInputProcedure,
+		OpCloseStdin:  processpbconnect.ProcessCloseStdinProcedure,
+		OpSendSignal:  processpbconnect.ProcessSendSignalProcedure,
+	} {
+		mux.Handle("POST "+path, s.envd(op, proc.ServeHTTP))
+	}
+	for op, path := range map[Op]string{
+		OpStat:    filesystempbconnect.FilesystemStatProcedure,
+		OpMakeDir: filesystempbconnect.FilesystemMakeDirProcedure,
+		OpListDir: filesystempbconnect.FilesystemListDirProcedure,
+		OpRemove:  filesystempbconnect.FilesystemRemoveProcedure,
+		OpMove:    filesystempbconnect.FilesystemMoveProcedure,
+	} {
+		mux.Handle("POST "+path, s.envd(op, fs.ServeHTTP))
+	}
 	mux.HandleFunc("POST /files", s.envd(OpUpload, s.handleUpload))
 	mux.HandleFunc("GET /files", s.envd(OpDownload, s.handleDownload))
-	s.hs = httptest.NewServer(mux)
+	s.hs = httptest.NewUnstartedServer(mux)
+	s.hs.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.mu.Lock()
+			s.conns++
+			s.mu.Unlock()
+		}
+	}
+	s.hs.Start()
 	s.URL = s.hs.URL
 	return s, nil
 }
@@ -194,6 +262,13 @@ func (s *Server) Close() {
 	for _, id := range ids {
 		s.DeleteSandbox(id)
 	}
+	s.mu.Lock()
+	vanished := s.vanished
+	s.vanished = nil
+	s.mu.Unlock()
+	for _, sb := range vanished {
+		s.endProcs(sb)
+	}
 	s.procs.Wait()
 	s.hs.Close()
 	if s.ownDir {
@@ -209,6 +284,28 @@ func (s *Server) FailNext(op Op, status, n int) {
 	for range n {
 		s.faults[op] = append(s.faults[op], status)
 	}
+}
+
+// FailStream makes the next n calls of a streaming op (OpStart,
+// OpStreamInput) answer as envd's handler does when it fails: HTTP 200
+// holding only an end-of-stream error with code and message.
+func (s *Server) FailStream(op Op, code connect.Code, msg string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range n {
+		s.sfaults[op] = append(s.sfaults[op], connect.NewError(code, errors.New(msg)))
+	}
+}
+
+// streamFault consumes an end-of-stream fault for op, if any.
+func (s *Server) streamFault(op Op) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.sfaults[op]; len(f) > 0 {
+		s.sfaults[op] = f[1:]
+		return f[0]
+	}
+	return nil
 }
 
 // Stall is a stalled operation: see Server.Stall.
@@ -367,27 +464,115 @@ func (s *Server) CutStreams(id string) error {
 // expired: its streams break without end events, its processes are
 // killed, and the API answers 404 for it from then on.
 func (s *Server) DeleteSandbox(id string) error {
+	sb, err := s.remove(id)
+	if err != nil {
+		return err
+	}
+	s.endProcs(sb)
+	return nil
+}
+
+// Vanish removes the sandbox as a VM that died would go: the control
+// plane answers 404 for it and the edge 502 "not found" to every new call
+// to its daemon, while the streams already open stay open and silent (its
+// processes are stopped, not killed) until the client gives up on them.
+// Close ends the processes.
+func (s *Server) Vanish(id string) error {
+	sb, err := s.remove(id)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
+	s.vanished = append(s.vanished, sb)
+	procs := slices.Collect(maps.Values(sb.procs))
+	s.mu.Unlock()
+	for _, p := range procs {
+		p.signal(syscall.SIGSTOP)
+	}
+	return nil
+}
+
+// remove takes the sandbox out of the server's map.
+func (s *Server) remove(id string) (*sandbox, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	sb := s.sandboxes[id]
 	if sb == nil {
-		s.mu.Unlock()
-		return fmt.Errorf("e2bfake: no sandbox %q", id)
+		return nil, fmt.Errorf("e2bfake: no sandbox %q", id)
 	}
 	delete(s.sandboxes, id)
 	if sb.expiry != nil {
 		sb.expiry.Stop()
 	}
+	return sb, nil
+}
+
+// endProcs cuts the streams of a removed sandbox's processes, kills them,
+// waits for them and removes the sandbox's directory.
+func (s *Server) endProcs(sb *sandbox) {
+	s.mu.Lock()
 	procs := slices.Collect(maps.Values(sb.procs))
 	s.mu.Unlock()
 	for _, p := range procs {
 		p.cutOnce.Do(func() { close(p.cut) })
+		p.cutInput()
 		p.signal(syscall.SIGKILL)
+		p.signal(syscall.SIGCONT)
 	}
 	for _, p := range procs {
 		<-p.exited
 	}
 	os.RemoveAll(sb.root)
+}
+
+// CutInputStreams ends every open StreamInput call to the sandbox's
+// processes with an unavailable error, as a proxy that gives up on long
+// requests would. The processes and their output streams go on.
+func (s *Server) CutInputStreams(id string) error {
+	sb, err := s.get(id)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	procs := slices.Collect(maps.Values(sb.procs))
+	s.mu.Unlock()
+	for _, p := range procs {
+		p.cutInput()
+	}
 	return nil
+}
+
+// Running returns the pids of the sandbox's processes that have not been
+// reaped yet.
+func (s *Server) Running(id string) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sb := s.sandboxes[id]
+	if sb == nil {
+		return nil
+	}
+	var pids []int
+	for pid := range sb.procs {
+		pids = append(pids, int(pid))
+	}
+	sort.Ints(pids)
+	return pids
+}
+
+// Conns returns how many connections clients have opened to the server.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
+}
+
+// Abandoned returns how many Start streams the client left (cancelled or
+// closed) before their end-of-stream: envd logs each as "context
+// canceled", and the connection cannot be reused.
+func (s *Server) Abandoned() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.abandoned
 }
 
 // sandbox is one sandbox.
@@ -573,10 +758,27 @@ func (s *Server) api(op Op, h func(http.ResponseWriter, *http.Request)) http.Han
 	}
 }
 
+// sandboxKey keys the sandbox a daemon request is routed to in its
+// context.
+type sandboxKey struct{}
+
+// bodyCutKey keys, in a StreamInput request's context, the func that ends
+// its body, for CutInputStreams.
+type bodyCutKey struct{}
+
+// sandboxOf returns the sandbox the envd middleware put into ctx.
+func sandboxOf(ctx context.Context) *sandbox { return ctx.Value(sandboxKey{}).(*sandbox) }
+
+// users are the sandbox's OS users; envd refuses any other name.
+var users = map[string]bool{"user": true, "root": true}
+
 // envd wraps a daemon handler: recording, faults, routing by the
-// E2b-Sandbox-Id header (or the 49983-<id>.<domain> host), and the access
-// token, refused with a plain JSON 401 as envd does.
-func (s *Server) envd(op Op, h func(http.ResponseWriter, *http.Request, *sandbox)) http.HandlerFunc {
+// E2b-Sandbox-Id header (or the 49983-<id>.<domain> host) as E2B's edge
+// does (502 for a sandbox it does not know), the access token, refused
+// with a plain JSON 401 as envd does, and the user of the Authorization
+// header, refused with a Connect-shaped 401. The handler finds the
+// sandbox with sandboxOf.
+func (s *Server) envd(op Op, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		rec, fault, ok := s.record(op, r)
 		if !ok {
@@ -601,11 +803,50 @@ func (s *Server) envd(op Op, h func(http.ResponseWriter, *http.Request, *sandbox
 			apiError(w, http.StatusUnauthorized, "unauthorized access, please provide a valid access token or method signing if supported")
 			return
 		}
+		user := r.URL.Query().Get("username")
+		if a := r.Header.Get("Authorization"); a != "" {
+			if b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(a, "Basic ")); err == nil {
+				user, _, _ = strings.Cut(string(b), ":")
+			}
+		}
+		if user != "" && !users[user] {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"code": "unauthenticated", "message": fmt.Sprintf("invalid username: '%s'", user)})
+			return
+		}
 		if fault != 0 {
 			apiError(w, fault, "injected fault")
 			return
 		}
-		h(w, r, sb)
+		if op == OpStreamInput && s.opts.RefuseClientStreams {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusNotImplemented)
+			io.WriteString(w, "client streaming requests are not supported by this proxy\n")
+			return
+		}
+		ctx := context.WithValue(r.Context(), sandboxKey{}, sb)
+		if op == OpStreamInput {
+			// The answer may come before the body ends (a cut), and the
+			// body goes through a pipe that a cut can end.
+			http.NewResponseController(w).EnableFullDuplex()
+			pr, pw := io.Pipe()
+			body := r.Body
+			go func() {
+				_, err := io.Copy(pw, body)
+				pw.CloseWithError(err)
+			}()
+			r.Body = pr
+			var cut atomic.Bool
+			ctx = context.WithValue(ctx, bodyCutKey{}, func() { cut.Store(true); pw.Close() })
+			defer func() {
+				if cut.Load() {
+					// The rest of the body must not be read as a next
+					// request: drop the connection once the answer is out.
+					http.NewResponseController(w).Flush()
+					panic(http.ErrAbortHandler)
+				}
+			}()
+		}
+		h(w, r.WithContext(ctx))
 	}
 }
 
@@ -625,8 +866,6 @@ type sandboxJSON struct {
 	CPUCount        int               `json:"cpuCount,omitempty"`
 	MemoryMB        int               `json:"memoryMB,omitempty"`
 }
-
-const envdVersion = "0.6.13"
 
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	var req struct {
@@ -657,7 +896,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	out := sandboxJSON{SandboxID: sb.id, TemplateID: sb.template, ClientID: "6532622b", EnvdVersion: envdVersion}
+	out := sandboxJSON{SandboxID: sb.id, TemplateID: sb.template, ClientID: "6532622b", EnvdVersion: s.opts.EnvdVersion}
 	if req.Secure {
 		out.EnvdAccessToken = &sb.token
 	} else {
@@ -673,7 +912,7 @@ func (s *Server) info(sb *sandbox) sandboxJSON {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	started, end := sb.startedAt, sb.endAt
-	return sandboxJSON{SandboxID: sb.id, TemplateID: sb.template, ClientID: "6532622b", EnvdVersion: envdVersion,
+	return sandboxJSON{SandboxID: sb.id, TemplateID: sb.template, ClientID: "6532622b", EnvdVersion: s.opts.EnvdVersion,
 		StartedAt: &started, EndAt: &end, Metadata: maps.Clone(sb.metadata), State: "running", CPUCount: 2, MemoryMB: 512}
 }
 
@@ -736,9 +975,9 @@ func (s *Server) handleRefresh(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	want, err := url.ParseQuery(q.Get("metadata"))
+	want, err := parseMetadataFilter(q.Get("metadata"))
 	if err != nil {
-		apiError(w, http.StatusBadRequest, "invalid metadata filter")
+		apiError(w, http.StatusBadRequest, "invalid metadata filter: "+err.Error())
 		return
 	}
 	limit := 100
@@ -767,8 +1006,8 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		}
 		info := s.info(sb)
 		ok := true
-		for k := range want {
-			ok = ok && info.Metadata[k] == want.Get(k)
+		for k, v := range want {
+			ok = ok && info.Metadata[k] == v
 		}
 		if ok {
 			all = append(all, info)
@@ -785,103 +1024,36 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
-// --- envd: Connect plumbing ---
-
-// connectError answers a failed unary Connect call.
-func connectError(w http.ResponseWriter, code, msg string) {
-	status := map[string]int{"invalid_argument": 400, "not_found": 404, "failed_precondition": 400,
-		"unimplemented": 501, "internal": 500, "unavailable": 503, "unauthenticated": 401}[code]
-	if status == 0 {
-		status = 500
+// parseMetadataFilter reads the metadata parameter of GET /v2/sandboxes
+// as E2B's API does: the parameter's value (already unescaped once, as
+// every query parameter) is unescaped again as a whole, then split into
+// key=value pairs at & and =, and each key and value is unescaped a third
+// time. A client must therefore escape each key and value, join them, and
+// escape the joined string before it goes into the query.
+func parseMetadataFilter(param string) (map[string]string, error) {
+	out := map[string]string{}
+	if param == "" {
+		return out, nil
 	}
-	writeJSON(w, status, map[string]string{"code": code, "message": msg})
-}
-
-func writeEnvelope(w io.Writer, flags byte, payload []byte) error {
-	var hdr [5]byte
-	hdr[0] = flags
-	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
-	if _, err := w.Write(hdr[:]); err != nil {
-		return err
-	}
-	_, err := w.Write(payload)
-	return err
-}
-
-// readEnvelope reads one envelope of a request stream; io.EOF at a clean
-// end.
-func readEnvelope(r io.Reader) (byte, []byte, error) {
-	var hdr [5]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > 8<<20 {
-		return 0, nil, fmt.Errorf("envelope of %d bytes", n)
-	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return 0, nil, io.ErrUnexpectedEOF
-	}
-	return hdr[0], b, nil
-}
-
-func isConnectStream(r *http.Request) bool {
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return ct == "application/connect+json"
-}
-
-func isUnaryJSON(r *http.Request) bool {
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return ct == "application/json"
-}
-
-// streamWriter writes the envelopes of a response stream and flushes each.
-type streamWriter struct {
-	w    http.ResponseWriter
-	gzip bool
-}
-
-func (sw *streamWriter) send(msg any) error {
-	b, err := json.Marshal(msg)
+	joined, err := url.QueryUnescape(param)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	flags := byte(0)
-	if sw.gzip && len(b) > 256 {
-		var z bytes.Buffer
-		zw := gzip.NewWriter(&z)
-		zw.Write(b)
-		zw.Close()
-		b, flags = z.Bytes(), 0x01
+	for _, pair := range strings.Split(joined, "&") {
+		if pair == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok {
+			return nil, fmt.Errorf("pair %q has no =", pair)
+		}
+		if k, err = url.QueryUnescape(k); err != nil {
+			return nil, err
+		}
+		if v, err = url.QueryUnescape(v); err != nil {
+			return nil, err
+		}
+		out[k] = v
 	}
-	if err := writeEnvelope(sw.w, flags, b); err != nil {
-		return err
-	}
-	http.NewResponseController(sw.w).Flush()
-	return nil
-}
-
-// end writes the end-of-stream envelope: {} or {"error": {...}}.
-func (sw *streamWriter) end(code, msg string) {
-	var b []byte
-	if code == "" {
-		b = []byte("{}")
-	} else {
-		b, _ = json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
-	}
-	writeEnvelope(sw.w, 0x02, b)
-	http.NewResponseController(sw.w).Flush()
-}
-
-func startStream(w http.ResponseWriter, r *http.Request) *streamWriter {
-	sw := &streamWriter{w: w}
-	w.Header().Set("Content-Type", "application/connect+json")
-	if strings.Contains(r.Header.Get("Connect-Accept-Encoding"), "gzip") {
-		sw.gzip = true
-		w.Header().Set("Connect-Content-Encoding", "gzip")
-	}
-	w.WriteHeader(http.StatusOK)
-	http.NewResponseController(w).Flush()
-	return sw
+	return out, nil
 }

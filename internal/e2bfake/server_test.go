@@ -134,7 +134,7 @@ func TestStartEvents(t *testing.T) {
 				json.Unmarshal(v, &d)
 				stdout += string(d.Stdout)
 			}
-			if k == "end" && string(v) != `{"exitCode":3,"exited":true,"status":"exit status 3","error":"exit status 3"}` {
+			if k == "end" && !sameJSON(string(v), `{"exitCode":3,"exited":true,"status":"exit status 3","error":"exit status 3"}`) {
 				t.Errorf("end event %s", v)
 			}
 		}
@@ -149,9 +149,21 @@ func TestStartEvents(t *testing.T) {
 		t.Errorf("end of stream %+v", end)
 	}
 	_, evs = c.start(`{"process":{"cmd":"/bin/sh","args":["-c","exit 0"]}}`, nil)
-	if end := evs[len(evs)-2].payload; end != `{"event":{"end":{"exited":true,"status":"exit status 0"}}}` {
+	if end := evs[len(evs)-2].payload; !sameJSON(end, `{"event":{"end":{"exited":true,"status":"exit status 0"}}}`) {
 		t.Errorf("exit 0 end event %s", end)
 	}
+}
+
+// sameJSON reports whether two JSON texts hold the same value (protojson
+// varies its whitespace on purpose).
+func sameJSON(a, b string) bool {
+	var x, y any
+	if json.Unmarshal([]byte(a), &x) != nil || json.Unmarshal([]byte(b), &y) != nil {
+		return false
+	}
+	xb, _ := json.Marshal(x)
+	yb, _ := json.Marshal(y)
+	return string(xb) == string(yb)
 }
 
 // TestBadCwd: a Start that fails is HTTP 200 holding only the end

@@ -10,13 +10,17 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
-// APIError is a non-success answer from the E2B control plane or from the
-// sandbox's daemon (envd), after any retries. Use errors.As to branch on
-// Status; a 401 means the API key (or, from envd, the sandbox's access
-// token) was refused.
+// APIError is a non-success answer from the E2B control plane, from the
+// sandbox's daemon (envd) or from E2B's edge in front of it, after any
+// retries. Use errors.As to branch on Status: from the control plane a
+// 401 means the API key was refused; from envd (Op starting with "envd")
+// a 401 means the access token or the user (E2B.User) was refused, and
+// the message says which; a 502 whose message says the sandbox was not
+// found means the sandbox is gone.
 type APIError struct {
 	// Op is what was attempted, such as "create sandbox" or "upload worker".
 	Op string
@@ -44,22 +48,59 @@ func (e *APIError) Error() string {
 		fmt.Fprintf(&b, ": %s", e.Message)
 	}
 	if e.Status == http.StatusUnauthorized {
-		if strings.HasPrefix(e.Op, "envd") {
-			b.WriteString(" (the sandbox's daemon refused its access token)")
-		} else {
+		switch {
+		case !strings.HasPrefix(e.Op, "envd"):
 			b.WriteString(" (the E2B API key was refused: check E2B_API_KEY or E2B.APIKey)")
+		case strings.Contains(strings.ToLower(e.Message), "username"):
+			b.WriteString(" (the sandbox has no such user: check E2B.User)")
+		case strings.Contains(strings.ToLower(e.Message), "access token") || e.Code == "401":
+			b.WriteString(" (the sandbox's daemon refused its access token)")
 		}
+	}
+	if e.sandboxGone() {
+		b.WriteString(" (the sandbox is gone: killed or expired)")
 	}
 	return b.String()
 }
 
-// Temporary reports whether the status is one that retrying may cure.
-func (e *APIError) Temporary() bool { return retryable(e.Status) }
+// temporary reports whether retrying may cure the answer: throttling, and
+// a gateway that could not reach a sandbox that still exists. A 500 is
+// envd's or the API's own verdict ("error ensuring directories", "text
+// file busy") and is not retried.
+func (e *APIError) temporary() bool {
+	switch e.Status {
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	case http.StatusBadGateway:
+		return !e.sandboxGone()
+	}
+	return false
+}
 
-func retryable(status int) bool {
-	return status == http.StatusTooManyRequests || status == http.StatusBadGateway ||
-		status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout ||
-		status == http.StatusInternalServerError
+// sandboxGone reports whether E2B's edge said the sandbox does not exist
+// (502 "sandbox ... not found"): nothing sent to it can succeed any more.
+func (e *APIError) sandboxGone() bool {
+	if e.Status != http.StatusBadGateway {
+		return false
+	}
+	m := strings.ToLower(e.Message)
+	return strings.Contains(m, "sandbox") && strings.Contains(m, "not found")
+}
+
+// isSandboxGone reports whether err is the edge's answer for a sandbox
+// that no longer exists.
+func isSandboxGone(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.sandboxGone()
+}
+
+// retryableNetErr reports whether a call that failed without an answer
+// may be sent again: the connection was reset or closed under it, which
+// a proxy or a stale keep-alive connection does. Other failures (DNS,
+// TLS, a refused connection) do not cure themselves in a second.
+func retryableNetErr(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
 // masked replaces a secret, as tproxy.Masked does.
@@ -175,8 +216,9 @@ func (e *maskedError) As(target any) bool {
 	return false
 }
 
-// retrier runs idempotent calls again on 429, 5xx and transport errors,
-// with exponential backoff (honouring Retry-After up to a bound).
+// retrier runs idempotent calls again on temporary answers and reset
+// connections, with exponential backoff (honouring Retry-After up to a
+// bound).
 type retrier struct {
 	max  int
 	base time.Duration
@@ -232,10 +274,12 @@ func (c *client) do(ctx context.Context, req request) (*http.Response, error) {
 		case ctx.Err() != nil:
 			return nil, lastErr
 		case errors.As(err, &ae):
-			if !ae.Temporary() {
+			if !ae.temporary() {
 				return nil, err
 			}
 			retryAfter = ae.retryAfter
+		case !retryableNetErr(err):
+			return nil, err
 		}
 		if attempt+1 < attempts {
 			if werr := c.retry.wait(ctx, attempt, retryAfter); werr != nil {
@@ -329,13 +373,21 @@ func jsonBody(v any) func() (io.Reader, string, error) {
 	}
 }
 
-// decodeJSON reads resp's body into v and closes it.
+// decodeJSON reads resp's body into v and closes it, read to its end, so
+// that its connection can be reused.
 func decodeJSON(op string, resp *http.Response, v any) error {
-	defer resp.Body.Close()
+	defer drain(resp)
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
 		return fmt.Errorf("e2b: %s: decoding the response: %w", op, err)
 	}
 	return nil
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	return string(b[:n]) + "..."
 }
 
 // drain discards and closes resp's body, so its connection can be reused.

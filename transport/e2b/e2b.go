@@ -19,20 +19,28 @@ import (
 	"github.com/tproxy/tproxy/transport"
 )
 
-// Defaults, as the official SDKs have them where they have one.
+// DefaultTemplate and DefaultTimeout are what an E2B with an empty
+// Template or a zero Timeout uses, as the official SDKs do.
 const (
-	DefaultDomain            = "e2b.app"
-	DefaultTemplate          = "base"
-	DefaultTimeout           = 5 * time.Minute
-	DefaultRemotePath        = "/home/user/.tproxy/worker"
-	DefaultUser              = "user"
-	DefaultKeepaliveInterval = 50 * time.Second
-	// EnvdPort is the port of the daemon inside every sandbox.
-	EnvdPort = 49983
-	// TagKey is the metadata key every sandbox started by this package
-	// carries (with value TagValue), so that List and Sweep find them.
+	DefaultTemplate = "base"
+	DefaultTimeout  = 5 * time.Minute
+)
+
+// TagKey and TagValue make the metadata tag every sandbox this package
+// creates carries, so that List and Sweep find the ones a crashed host
+// left behind.
+const (
 	TagKey   = "tproxy"
 	TagValue = "worker"
+)
+
+const (
+	defaultDomain            = "e2b.app"
+	defaultRemotePath        = "/home/user/.tproxy/worker"
+	defaultUser              = "user"
+	defaultKeepaliveInterval = 50 * time.Second
+	// envdPort is the port of the daemon inside every sandbox.
+	envdPort = 49983
 )
 
 const (
@@ -47,14 +55,21 @@ const (
 // nor the E2B_API_KEY environment variable is set.
 var ErrNoAPIKey = errors.New("e2b: no API key: set the E2B_API_KEY environment variable or E2B.APIKey")
 
+// ErrEnvdTooOld is matched by errors.Is when Start refuses a sandbox whose
+// daemon is older than the features the transport uses; the error names
+// the template and the minimum version.
+var ErrEnvdTooOld = errors.New("e2b: the sandbox's envd is too old")
+
 // E2B is a [transport.Transport] that runs the worker in a new E2B sandbox.
 //
 // Start creates the sandbox through the control plane, uploads Binary
 // (unless a file with the same sha256 is already executable at
-// RemotePath), starts it through envd's process service with stdin
-// enabled, and returns a *Process. Close ends the worker with the same
-// ladder as [transport.Subprocess] (stop reading stdout, close stdin,
-// wait, SIGTERM, wait, SIGKILL) and then kills the sandbox.
+// RemotePath, or WorkerPath names a worker baked into the template),
+// starts it through envd's process service with stdin enabled, and
+// returns its [transport.Process] ([InfoOf] describes its sandbox). Close
+// ends the worker with the same ladder as [transport.Subprocess] (stop
+// reading stdout, close stdin, wait, SIGTERM, wait, SIGKILL) and then
+// kills the sandbox.
 //
 // The zero value needs only Binary and an API key in the environment. An
 // E2B may start any number of workers and be used from several goroutines;
@@ -89,11 +104,25 @@ type E2B struct {
 	Metadata map[string]string
 
 	// Binary is the local path of the worker: a linux/amd64 executable
-	// (see WorkerBinary). Required.
+	// (see WorkerBinary). It is uploaded to RemotePath unless the same
+	// file is already there. Binary or WorkerPath is required.
 	Binary string
-	// RemotePath is where the worker is stored in the sandbox. Empty means
-	// DefaultRemotePath.
+	// RemotePath is where Binary is stored in the sandbox. Empty means
+	// /home/user/.tproxy/worker.
 	RemotePath string
+	// WorkerPath, instead of Binary, is the path of a worker executable
+	// baked into the template (see docs/e2b.md): Start checks that it is
+	// there and executable, with one call to envd's filesystem service,
+	// and uploads nothing.
+	WorkerPath string
+	// Files are put into the sandbox before the worker starts, for steps
+	// to read: each maps a path relative to FilesDir (no "..", no
+	// absolute path) to a local file or directory, copied whole. Every
+	// file's size and sha256 are checked in the sandbox after the upload.
+	Files map[string]string
+	// FilesDir is the sandbox directory Files are confined to. Empty
+	// means /home/user/inputs.
+	FilesDir string
 	// Args are the worker's arguments.
 	Args []string
 	// Env is the worker's environment, given explicitly. It is sent with
@@ -106,7 +135,8 @@ type E2B struct {
 	// E2B_API_KEY, or any value equal to the API key, makes Start fail.
 	ForwardEnv []string
 	// User is the sandbox OS user the worker runs as and owns the upload.
-	// Empty means "user".
+	// Empty means "user". envd refuses a user the sandbox does not have,
+	// and Start's error then names it.
 	User string
 
 	// Stderr, if not nil, receives the worker's stderr as it arrives.
@@ -141,6 +171,10 @@ type E2B struct {
 	// Gzip asks envd to compress the output stream. Off by default: on a
 	// fast link compression costs more than it saves.
 	Gzip bool
+	// JSON makes the calls to envd use the Connect protocol's JSON codec,
+	// as the official SDKs do, instead of the proto codec: the proto
+	// codec costs less per message and carries stdout without base64.
+	JSON bool
 
 	// HTTPClient makes every call. Nil means a client speaking HTTP/1.1
 	// only (envd serves no h2c), without gzip, and without a Timeout: a
@@ -150,9 +184,11 @@ type E2B struct {
 	// answer fails the call with an *APIError naming its Location.
 	HTTPClient *http.Client
 	// MaxRetries is how often an idempotent call (everything but creating
-	// a sandbox and starting a process) is retried on 429, 5xx or a
-	// network error, with exponential backoff from RetryBackoff. Zero
-	// means 3; negative means none. RetryBackoff zero means 250ms.
+	// a sandbox, starting a process and sending input) is retried on 429,
+	// on 502, 503 or 504 unless the sandbox is gone, or on a reset
+	// connection, with exponential backoff from RetryBackoff. Other
+	// statuses, a 500 included, are permanent. Zero means 3; negative
+	// means none. RetryBackoff zero means 250ms.
 	MaxRetries   int
 	RetryBackoff time.Duration
 }
@@ -190,7 +226,7 @@ func (t *E2B) client() (*client, error) {
 		return nil, ErrNoAPIKey
 	}
 	c := &client{t: t, apiKey: key, secrets: secrets{key}}
-	c.domain = firstNonEmpty(t.Domain, os.Getenv("E2B_DOMAIN"), DefaultDomain)
+	c.domain = firstNonEmpty(t.Domain, os.Getenv("E2B_DOMAIN"), defaultDomain)
 	c.apiURL = strings.TrimSuffix(firstNonEmpty(t.APIURL, os.Getenv("E2B_API_URL"), "https://api."+c.domain), "/")
 	base := t.HTTPClient
 	if base == nil {
@@ -276,28 +312,27 @@ func (t *E2B) Start(ctx context.Context) (transport.Process, error) {
 	return p, nil
 }
 
-func (c *client) start(ctx context.Context) (*Process, error) {
-	t := c.t
-	if t.Binary == "" {
-		return nil, errors.New("e2b: E2B.Binary (the worker executable) is empty")
+func (c *client) start(ctx context.Context) (*process, error) {
+	w, err := c.worker()
+	if err != nil {
+		return nil, err
 	}
 	env, err := c.workerEnv()
 	if err != nil {
 		return nil, err
 	}
-	sum, err := fileSHA256(t.Binary)
+	files, err := c.inputFiles()
 	if err != nil {
-		return nil, fmt.Errorf("e2b: worker binary: %w", err)
+		return nil, err
 	}
-
-	var tm Timings
+	info := Info{Template: c.template()}
 	t0 := time.Now()
 	sb, err := c.create(ctx)
 	if err != nil {
 		return nil, err
 	}
-	tm.Create = time.Since(t0)
-	p, err := c.startWorker(ctx, sb, sum, env, &tm)
+	info.Create = time.Since(t0)
+	p, err := c.startWorker(ctx, sb, w, files, env, info)
 	if err != nil {
 		kctx, cancel := c.cleanupContext(ctx)
 		defer cancel()
@@ -308,6 +343,38 @@ func (c *client) start(ctx context.Context) (*Process, error) {
 	}
 	return p, nil
 }
+
+// workerSource is where the worker comes from: a local binary to upload
+// (with its sha256 and size), or a path already in the template.
+type workerSource struct {
+	local, sum string
+	size       int64
+	remote     string // where it runs in the sandbox
+	baked      bool   // remote is in the template; nothing is uploaded
+}
+
+// worker resolves Binary, RemotePath and WorkerPath.
+func (c *client) worker() (workerSource, error) {
+	t := c.t
+	switch {
+	case t.WorkerPath != "" && t.Binary != "":
+		return workerSource{}, errors.New("e2b: E2B.Binary and E2B.WorkerPath are both set: WorkerPath names a worker already in the template, Binary one to upload")
+	case t.WorkerPath != "":
+		if !strings.HasPrefix(t.WorkerPath, "/") {
+			return workerSource{}, fmt.Errorf("e2b: E2B.WorkerPath %q is not an absolute path", t.WorkerPath)
+		}
+		return workerSource{remote: t.WorkerPath, baked: true}, nil
+	case t.Binary == "":
+		return workerSource{}, errors.New("e2b: E2B.Binary (the worker executable) and E2B.WorkerPath are empty")
+	}
+	sum, size, err := fileSHA256(t.Binary)
+	if err != nil {
+		return workerSource{}, fmt.Errorf("e2b: worker binary: %w", err)
+	}
+	return workerSource{local: t.Binary, sum: sum, size: size, remote: firstNonEmpty(t.RemotePath, defaultRemotePath)}, nil
+}
+
+func (c *client) template() string { return firstNonEmpty(c.t.Template, DefaultTemplate) }
 
 func (t *E2B) cleanupGrace() time.Duration {
 	switch {
@@ -354,32 +421,17 @@ func (c *client) cleanupContext(ctx context.Context) (context.Context, context.C
 	}
 }
 
-func fileSHA256(path string) (string, error) {
+// fileSHA256 returns the hex sha256 and the size of the file at path.
+func fileSHA256(path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// Timings says how long the phases of a Start took.
-type Timings struct {
-	// Create is the control plane's sandbox creation.
-	Create time.Duration
-	// Upload is the checksum check plus, if needed, the upload and chmod.
-	Upload time.Duration
-	// Uploaded is false when the worker was already there.
-	Uploaded bool
-	// Start is starting the worker process until envd reported its pid.
-	Start time.Duration
-	// Pooled is true when the sandbox came warm from a Pool: Create and
-	// Upload happened before the session asked, and are zero here.
-	Pooled bool
-	// Wait is how long a Pool's Start waited for a warm sandbox.
-	Wait time.Duration
+	return hex.EncodeToString(h.Sum(nil)), n, nil
 }

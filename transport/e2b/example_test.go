@@ -40,14 +40,15 @@ func ExampleE2B() {
 		panic(err)
 	}
 	fmt.Println(pong.Echo, "-", c.Worker().Worker.Name)
-	fmt.Println("uploaded:", c.Process().(*e2b.Process).Timings().Uploaded)
+	info, _ := e2b.InfoOf(c.Process())
+	fmt.Println("worker:", info.Worker)
 	if err := c.Close(); err != nil {
 		panic(err)
 	}
 	fmt.Println("exit:", c.Process().Exit())
 	// Output:
 	// hello from the host - tproxy-demo
-	// uploaded: true
+	// worker: uploaded
 	// exit: exit status 0
 }
 

@@ -80,13 +80,19 @@ func stepErr(t *testing.T, errc <-chan error) error {
 	}
 }
 
-func sandboxOf(t *testing.T, c *host.Client) *e2b.Process {
+func sandboxOf(t *testing.T, c *host.Client) e2b.Info {
 	t.Helper()
-	p, ok := c.Process().(*e2b.Process)
+	return infoOf(t, c.Process())
+}
+
+// infoOf returns the Info of an E2B process.
+func infoOf(t testing.TB, p transport.Process) e2b.Info {
+	t.Helper()
+	info, ok := e2b.InfoOf(p)
 	if !ok {
-		t.Fatalf("Process is %T, want *e2b.Process", c.Process())
+		t.Fatalf("Process is %T, not an E2B process", p)
 	}
-	return p
+	return info
 }
 
 // TestWorkerKilled: a worker killed inside the sandbox (OOM killer,
@@ -96,7 +102,7 @@ func TestWorkerKilled(t *testing.T) {
 	srv := newServer(t, fakeOptions())
 	c, errc := blockedSession(t, newE2B(t, srv, "worker"))
 	p := sandboxOf(t, c)
-	if err := srv.Signal(p.SandboxID(), p.Pid(), syscall.SIGKILL); err != nil {
+	if err := srv.Signal(p.SandboxID, p.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	err := stepErr(t, errc)
@@ -128,7 +134,7 @@ func TestStreamCut(t *testing.T) {
 	srv := newServer(t, fakeOptions())
 	c, errc := blockedSession(t, newE2B(t, srv, "worker"))
 	p := sandboxOf(t, c)
-	if err := srv.CutStreams(p.SandboxID()); err != nil {
+	if err := srv.CutStreams(p.SandboxID); err != nil {
 		t.Fatal(err)
 	}
 	err := stepErr(t, errc)
@@ -154,7 +160,7 @@ func TestSandboxDeleted(t *testing.T) {
 	srv := newServer(t, fakeOptions())
 	c, errc := blockedSession(t, newE2B(t, srv, "worker"))
 	p := sandboxOf(t, c)
-	if err := srv.DeleteSandbox(p.SandboxID()); err != nil {
+	if err := srv.DeleteSandbox(p.SandboxID); err != nil {
 		t.Fatal(err)
 	}
 	err := stepErr(t, errc)
@@ -162,7 +168,7 @@ func TestSandboxDeleted(t *testing.T) {
 	if !errors.As(err, &ee) {
 		t.Fatalf("err = %v, want a *transport.ExitError", err)
 	}
-	if !strings.Contains(ee.Status.Reason, p.SandboxID()+" no longer exists") {
+	if !strings.Contains(ee.Status.Reason, p.SandboxID+" no longer exists") {
 		t.Errorf("reason = %q, want it to say the sandbox no longer exists", ee.Status.Reason)
 	}
 	if err := c.Close(); err != nil {
@@ -261,7 +267,7 @@ func TestRetries(t *testing.T) {
 		t.Errorf("sandbox not killed: %v", ids)
 	}
 
-	srv.FailNext(e2bfake.OpList, http.StatusInternalServerError, 2)
+	srv.FailNext(e2bfake.OpList, http.StatusServiceUnavailable, 2)
 	if _, err := tr.List(t.Context(), e2b.ListOptions{}); err != nil {
 		t.Errorf("List with 2 failures: %v", err)
 	}
@@ -402,14 +408,14 @@ func TestUploadSkipped(t *testing.T) {
 		{"not executable", e2bfake.File{Data: bin, Mode: 0o644}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := newServer(t, e2bfake.Options{TemplateFiles: map[string]e2bfake.File{e2b.DefaultRemotePath: tt.file}})
+			srv := newServer(t, e2bfake.Options{TemplateFiles: map[string]e2bfake.File{"/home/user/.tproxy/worker": tt.file}})
 			c, err := host.Start(t.Context(), newE2B(t, srv, "worker"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			if got := sandboxOf(t, c).Timings().Uploaded; got != tt.uploaded {
-				t.Errorf("Uploaded = %v, want %v", got, tt.uploaded)
+			if got := sandboxOf(t, c).Worker == "uploaded"; got != tt.uploaded {
+				t.Errorf("Worker = %q, want uploaded: %v", sandboxOf(t, c).Worker, tt.uploaded)
 			}
 			if n := srv.Calls(e2bfake.OpUpload); (n > 0) != tt.uploaded {
 				t.Errorf("%d upload calls", n)
@@ -439,7 +445,7 @@ func TestStartHeaders(t *testing.T) {
 		if r.Header.Get("Keepalive-Ping-Interval") != "50" {
 			t.Errorf("Keepalive-Ping-Interval = %q, want 50", r.Header.Get("Keepalive-Ping-Interval"))
 		}
-		if r.Header.Get("Content-Type") != "application/connect+json" {
+		if r.Header.Get("Content-Type") != "application/connect+proto" {
 			t.Errorf("Content-Type = %q", r.Header.Get("Content-Type"))
 		}
 	}

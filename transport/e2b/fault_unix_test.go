@@ -36,7 +36,7 @@ func TestHungWorkerKilled(t *testing.T) {
 	}()
 	<-sink.seen
 	p := sandboxOf(t, c)
-	if err := srv.Signal(p.SandboxID(), p.Pid(), syscall.SIGSTOP); err != nil {
+	if err := srv.Signal(p.SandboxID, p.Pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	err = stepErr(t, errc)

@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 	case "term-ok": // exit on SIGTERM, ignore stdin EOF
 		fmt.Println("ready")
 		time.Sleep(time.Hour)
+	case "flood-exit": // 100 KiB of stdout nobody reads, then exit
+		os.Stdout.Write(make([]byte, 100<<10))
+		os.Exit(0)
 	case "killself":
 		fmt.Fprint(os.Stderr, "about to be killed\n")
 		if self, err := os.FindProcess(os.Getpid()); err == nil {
@@ -76,6 +79,17 @@ func testWorker() *worker.Worker {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	})
+	// events emits config.n "tick" events, as bench.EventLineSize sizes
+	// them.
+	w.RegisterFunc("events", func(ctx context.Context, s *worker.Step) error {
+		n, _ := s.Config()["n"].(float64)
+		for i := range int(n) {
+			if err := s.Event("tick", map[string]any{"i": 100000 + i}); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	// noop does nothing: its cost is the protocol's.
 	w.RegisterFunc("noop", func(ctx context.Context, s *worker.Step) error { return nil })
@@ -173,3 +187,15 @@ func waitDone(t testing.TB, p transport.Process) {
 
 // fakeOptions are the server options most tests use.
 func fakeOptions() e2bfake.Options { return e2bfake.Options{} }
+
+// subprocessProcess starts a local worker that exits at once, for tests
+// that need a Process of another transport.
+func subprocessProcess(t testing.TB) transport.Process {
+	t.Helper()
+	p, err := subprocess(t, "exit3").Start(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}

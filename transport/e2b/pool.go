@@ -33,21 +33,23 @@ const maxRefillBackoff = 30 * time.Second
 // A Pool may be used from several goroutines, by host.RunManifest and
 // host.RunMany unchanged.
 type Pool struct {
-	t    *E2B
-	c    *client
-	sum  string
-	size int
+	t     *E2B
+	c     *client
+	w     workerSource
+	files []inputFile
+	size  int
 
 	ctx    context.Context // ends at Close; bounds warm-ups and refreshes
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 
-	ready chan *sandbox // warm sandboxes, in the order they became warm
+	ready chan *warm // warm sandboxes, in the order they became warm
 
-	mu      sync.Mutex
-	idle    map[string]*sandbox // warm and not handed out
-	closed  bool
-	lastErr error // the last failed warm-up, for a Start that times out
+	mu       sync.Mutex
+	idle     map[string]*warm // warm and not handed out
+	idleSecs float64          // idle time of sandboxes no longer idle
+	closed   bool
+	lastErr  error // the last failed warm-up, for a Start that times out
 
 	closeOnce sync.Once
 	closeErr  error
@@ -67,27 +69,28 @@ func NewPool(ctx context.Context, t *E2B, size int) (_ *Pool, err error) {
 		return nil, err
 	}
 	defer func() { err = c.secrets.maskErr(err) }()
-	if t.Binary == "" {
-		return nil, errors.New("e2b: E2B.Binary (the worker executable) is empty")
+	w, err := c.worker()
+	if err != nil {
+		return nil, err
 	}
 	if _, err := c.workerEnv(); err != nil {
 		return nil, err
 	}
-	sum, err := fileSHA256(t.Binary)
+	files, err := c.inputFiles()
 	if err != nil {
-		return nil, fmt.Errorf("e2b: worker binary: %w", err)
+		return nil, err
 	}
 	size = max(size, 1)
-	p := &Pool{t: t, c: c, sum: sum, size: size, ready: make(chan *sandbox, size), idle: map[string]*sandbox{}}
+	p := &Pool{t: t, c: c, w: w, files: files, size: size, ready: make(chan *warm, size), idle: map[string]*warm{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 
 	errs := make([]error, size)
 	var wg sync.WaitGroup
 	for i := range size {
 		wg.Go(func() {
-			sb, err := p.warm(ctx)
+			w, err := p.warm(ctx)
 			if err == nil {
-				p.put(sb)
+				p.put(w)
 			}
 			errs[i] = err
 		})
@@ -110,6 +113,34 @@ func (p *Pool) Idle() int {
 	return len(p.idle)
 }
 
+// IdleSeconds is what keeping sandboxes warm has cost so far: the
+// sandbox-seconds the pool's sandboxes spent waiting for a session, from
+// their creation until a session took them or the pool killed them (or
+// until now, for those still waiting). A session's own sandbox-seconds
+// are in its Info.
+func (p *Pool) IdleSeconds() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	total, now := p.idleSecs, time.Now()
+	for _, w := range p.idle {
+		total += now.Sub(w.sb.created).Seconds()
+	}
+	return total
+}
+
+// warm is a sandbox with the worker (and the input files) in it.
+type warm struct {
+	sb   *sandbox
+	e    *envd
+	info Info
+}
+
+// retire stops counting w's idle time; p.mu is held.
+func (p *Pool) retire(w *warm) {
+	delete(p.idle, w.sb.ID)
+	p.idleSecs += time.Since(w.sb.created).Seconds()
+}
+
 // createTimeout bounds a sandbox creation, which is not cancelled with
 // the pool: a creation cut short after the control plane acted would leave
 // a sandbox nobody knows the id of. Close waits for it instead, and kills
@@ -118,18 +149,23 @@ const createTimeout = 2 * time.Minute
 
 // warm creates a sandbox and puts the worker in it; on failure the
 // sandbox is killed.
-func (p *Pool) warm(ctx context.Context) (*sandbox, error) {
+func (p *Pool) warm(ctx context.Context) (*warm, error) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
 	sb, err := p.c.create(cctx)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
-	if _, err = p.c.ensureWorker(ctx, sb, p.sum); err != nil {
+	w := &warm{sb: sb, e: p.c.envd(sb), info: Info{Template: p.c.template(), Pooled: true}}
+	err = p.c.checkEnvd(sb)
+	if err == nil {
+		err = w.e.prepare(ctx, p.w, p.files, &w.info)
+	}
+	if err != nil {
 		p.killNow(sb)
 		return nil, err
 	}
-	return sb, nil
+	return w, nil
 }
 
 // killNow kills sb for the pool's own work, which no caller's context
@@ -200,17 +236,18 @@ func (p *Pool) discard(ctx context.Context, sb *sandbox, err error) error {
 	return err
 }
 
-// put makes sb available, or kills it if the pool has closed.
-func (p *Pool) put(sb *sandbox) {
+// put makes w available, or kills it if the pool has closed.
+func (p *Pool) put(w *warm) {
 	p.mu.Lock()
 	if p.closed {
+		p.idleSecs += time.Since(w.sb.created).Seconds()
 		p.mu.Unlock()
-		p.killNow(sb)
+		p.killNow(w.sb)
 		return
 	}
-	p.idle[sb.ID] = sb
+	p.idle[w.sb.ID] = w
 	p.mu.Unlock()
-	p.ready <- sb // never blocks: at most size sandboxes are idle
+	p.ready <- w // never blocks: at most size sandboxes are idle
 }
 
 // refill warms one replacement, retrying with backoff until it succeeds
@@ -218,9 +255,9 @@ func (p *Pool) put(sb *sandbox) {
 func (p *Pool) refill() {
 	backoff := p.c.retry.base
 	for {
-		sb, err := p.warm(p.ctx)
+		w, err := p.warm(p.ctx)
 		if err == nil {
-			p.put(sb)
+			p.put(w)
 			return
 		}
 		if p.ctx.Err() != nil {
@@ -273,7 +310,7 @@ func (p *Pool) refreshIdle() {
 }
 
 // Start takes a warm sandbox, waiting for one if all are in use, starts a
-// fresh worker in it and returns its *Process; a replacement is warmed in
+// fresh worker in it and returns it; a replacement is warmed in
 // the background. ctx bounds the wait and the start. If the worker cannot
 // be started, the sandbox is killed; Start waits for the kill until ctx
 // ends plus E2B.CleanupGrace, and leaves it running in the background
@@ -284,10 +321,10 @@ func (p *Pool) Start(ctx context.Context) (transport.Process, error) {
 		return nil, err
 	}
 	t0 := time.Now()
-	var sb *sandbox
-	for sb == nil {
+	var w *warm
+	for w == nil {
 		select {
-		case sb = <-p.ready:
+		case w = <-p.ready:
 		case <-p.ctx.Done():
 			return nil, ErrPoolClosed
 		case <-ctx.Done():
@@ -304,18 +341,19 @@ func (p *Pool) Start(ctx context.Context) (transport.Process, error) {
 			p.mu.Unlock()
 			return nil, ErrPoolClosed
 		}
-		if _, ok := p.idle[sb.ID]; !ok {
-			sb = nil // not ours any more; cannot happen while open
+		if _, ok := p.idle[w.sb.ID]; !ok {
+			w = nil // not ours any more; cannot happen while open
 		} else {
-			delete(p.idle, sb.ID)
+			p.retire(w)
 			p.bg.Go(p.refill)
 		}
 		p.mu.Unlock()
 	}
-	tm := Timings{Pooled: true, Wait: time.Since(t0)}
-	proc, err := p.c.launch(ctx, sb, env, &tm)
+	info := w.info
+	info.Wait = time.Since(t0)
+	proc, err := p.c.launch(ctx, w.e, p.w.remote, env, info)
 	if err != nil {
-		return nil, p.c.secrets.maskErr(p.discard(ctx, sb, err))
+		return nil, p.c.secrets.maskErr(p.discard(ctx, w.sb, err))
 	}
 	return proc, nil
 }
@@ -329,13 +367,17 @@ func (p *Pool) Close() error {
 		p.mu.Lock()
 		p.closed = true
 		idle := p.idle
-		p.idle = map[string]*sandbox{}
+		p.idle = map[string]*warm{}
+		now := time.Now()
+		for _, w := range idle {
+			p.idleSecs += now.Sub(w.sb.created).Seconds()
+		}
 		p.mu.Unlock()
 		p.cancel()
 		p.bg.Wait()
 		var errs []error
-		for _, sb := range idle {
-			if err := p.killNow(sb); err != nil {
+		for _, w := range idle {
+			if err := p.killNow(w.sb); err != nil {
 				errs = append(errs, err)
 			}
 		}

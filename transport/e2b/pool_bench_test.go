@@ -22,6 +22,9 @@ import (
 //
 //   - e2b: a fresh sandbox per session (create, upload, start);
 //
+//   - e2b-template: a fresh sandbox per session whose template has the
+//     worker baked in (E2B.WorkerPath: create, one Stat, start);
+//
 //   - e2b-pool: a Pool of 2 with a warm sandbox waiting, as when sessions
 //     are spaced or longer than a warm-up (the timer stops while the pool
 //     refills);
@@ -33,6 +36,7 @@ import (
 //     go test -run '^$' -bench SessionOverhead ./transport/e2b
 func BenchmarkSessionOverhead(b *testing.B) {
 	srv := newServer(b, e2bfake.Options{KeepaliveInterval: 50 * time.Second})
+	baked := bakedServer(b)
 	m := tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "noop", Driver: "noop"}}}
 	session := func(b *testing.B, tr transport.Transport, dir string) {
 		st, err := host.RunManifest(context.Background(), tr, host.RunSpec{Dir: dir, Manifest: m, Options: quietHost()})
@@ -47,6 +51,7 @@ func BenchmarkSessionOverhead(b *testing.B) {
 	}{
 		{"subprocess", func(b *testing.B) transport.Transport { return subprocess(b, "worker") }, false},
 		{"e2b", func(b *testing.B) transport.Transport { return newE2B(b, srv, "worker") }, false},
+		{"e2b-template", func(b *testing.B) transport.Transport { return bakedE2B(b, baked, "worker") }, false},
 		{"e2b-pool", func(b *testing.B) transport.Transport { return newPool(b, srv, 2) }, true},
 		{"e2b-pool-back-to-back", func(b *testing.B) transport.Transport { return newPool(b, srv, 2) }, false},
 	} {

@@ -17,18 +17,18 @@ import (
 	"github.com/tproxy/tproxy/transport/e2b"
 )
 
-// recorder is a Transport that keeps the *e2b.Process of every start.
+// recorder is a Transport that keeps the Process of every start.
 type recorder struct {
 	transport.Transport
 	mu    sync.Mutex
-	procs []*e2b.Process
+	procs []transport.Process
 }
 
 func (r *recorder) Start(ctx context.Context) (transport.Process, error) {
 	p, err := r.Transport.Start(ctx)
 	if err == nil {
 		r.mu.Lock()
-		r.procs = append(r.procs, p.(*e2b.Process))
+		r.procs = append(r.procs, p)
 		r.mu.Unlock()
 	}
 	return p, err
@@ -83,11 +83,11 @@ func TestPool_SessionsGetWarmFreshSandboxes(t *testing.T) {
 	}
 	var ids []string
 	for _, p := range rec.procs {
-		tm := p.Timings()
+		tm := infoOf(t, p)
 		if !tm.Pooled || tm.Create != 0 || tm.Upload != 0 {
-			t.Errorf("timings %+v, want a pooled sandbox", tm)
+			t.Errorf("info %+v, want a pooled sandbox", tm)
 		}
-		ids = append(ids, p.SandboxID())
+		ids = append(ids, tm.SandboxID)
 	}
 	slices.Sort(ids)
 	if len(slices.Compact(slices.Clone(ids))) != 6 {
@@ -135,10 +135,10 @@ func TestPool_StartWaitsForAWarmSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p2.Close()
-	if p1.(*e2b.Process).SandboxID() == p2.(*e2b.Process).SandboxID() {
+	if infoOf(t, p1).SandboxID == infoOf(t, p2).SandboxID {
 		t.Fatal("two sessions got one sandbox")
 	}
-	t.Logf("the second session waited %v for its sandbox", p2.(*e2b.Process).Timings().Wait)
+	t.Logf("the second session waited %v for its sandbox", infoOf(t, p2).Wait)
 	if n := srv.Calls(e2bfake.OpCreate); n < 1+4 {
 		t.Errorf("%d creates, want at least 1 + 3 failed + 1", n)
 	}
@@ -176,7 +176,7 @@ func TestPool_CloseKillsIdleAndInFlight(t *testing.T) {
 	if err := pool.Close(); err != nil {
 		t.Fatal(err)
 	}
-	id := p.(*e2b.Process).SandboxID()
+	id := infoOf(t, p).SandboxID
 	if live := srv.Sandboxes(); len(live) != 1 || live[0] != id {
 		t.Errorf("after Close: sandboxes %v, want only the one in use, %s", live, id)
 	}

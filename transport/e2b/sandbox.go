@@ -20,6 +20,8 @@ type sandbox struct {
 	EnvdVersion string  `json:"envdVersion"`
 	AccessToken *string `json:"envdAccessToken"`
 	Domain      *string `json:"domain"`
+
+	created time.Time // when the control plane answered the creation
 }
 
 // create is POST /sandboxes. It is never retried: a retry after a lost
@@ -31,7 +33,7 @@ func (c *client) create(ctx context.Context) (*sandbox, error) {
 	}
 	meta[TagKey] = TagValue
 	body := map[string]any{
-		"templateID": firstNonEmpty(c.t.Template, DefaultTemplate),
+		"templateID": c.template(),
 		"timeout":    c.t.timeoutSeconds(),
 		"metadata":   meta,
 		"secure":     true,
@@ -45,6 +47,7 @@ func (c *client) create(ctx context.Context) (*sandbox, error) {
 	if err := decodeJSON("create sandbox", resp, &sb); err != nil {
 		return nil, err
 	}
+	sb.created = time.Now()
 	if sb.ID == "" {
 		return nil, errors.New("e2b: create sandbox: the answer has no sandboxID")
 	}
@@ -120,6 +123,8 @@ type Sandbox struct {
 	Metadata map[string]string `json:"metadata"`
 	// State is "running" or "paused".
 	State string `json:"state"`
+	// EnvdVersion is the version of the sandbox's daemon.
+	EnvdVersion string `json:"envdVersion"`
 }
 
 // ListOptions select sandboxes.
@@ -147,16 +152,13 @@ func (t *E2B) List(ctx context.Context, opts ListOptions) (_ []Sandbox, err erro
 	if meta == nil {
 		meta = map[string]string{TagKey: TagValue}
 	}
-	mq := url.Values{}
-	for k, v := range meta {
-		mq.Set(k, v)
-	}
+	filter := metadataFilter(meta)
 	var out []Sandbox
 	next := ""
 	for page := 0; ; page++ {
 		q := url.Values{"state": {"running,paused"}, "limit": {strconv.Itoa(listPage)}}
-		if len(mq) > 0 {
-			q.Set("metadata", mq.Encode())
+		if filter != "" {
+			q.Set("metadata", filter)
 		}
 		if next != "" {
 			q.Set("nextToken", next)
@@ -192,6 +194,29 @@ func (t *E2B) List(ctx context.Context, opts ListOptions) (_ []Sandbox, err erro
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
 	return out, nil
+}
+
+// metadataFilter encodes a metadata filter for GET /v2/sandboxes. E2B's
+// API unescapes the parameter once more than a query parameter is
+// unescaped, then splits it at & and =, and unescapes each key and value
+// again; so each key and value is escaped, the pairs joined, and the
+// whole escaped once more here (q.Encode then adds the query's own
+// escaping). A key or value holding &, =, %, + or a space then arrives
+// whole. Keys are sorted, so the URL is the same every time.
+func metadataFilter(meta map[string]string) string {
+	if len(meta) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(meta))
+	for k := range meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	pairs := make([]string, len(keys))
+	for i, k := range keys {
+		pairs[i] = url.QueryEscape(k) + "=" + url.QueryEscape(meta[k])
+	}
+	return url.QueryEscape(strings.Join(pairs, "&"))
 }
 
 func hasTags(have, want map[string]string) bool {

@@ -113,9 +113,9 @@ func TestParitySubprocessE2B(t *testing.T) {
 		}
 	}
 	// Every host→worker message of a session rides in one StreamInput
-	// request body: no HTTP request per message.
-	if n, m := srv.Calls(e2bfake.OpStreamInput), srv.Calls(e2bfake.OpSendInput); n != 2 || m != 0 {
-		t.Errorf("%d StreamInput and %d SendInput calls for two sessions, want 2 and 0", n, m)
+	// request body (after the probe's): no HTTP request per message.
+	if n, m := srv.Calls(e2bfake.OpStreamInput), srv.Calls(e2bfake.OpSendInput); n != 4 || m != 0 {
+		t.Errorf("%d StreamInput and %d SendInput calls for two sessions, want 4 (a probe and a stream each) and 0", n, m)
 	}
 	gzipped := 0
 	for _, r := range srv.Requests() {
