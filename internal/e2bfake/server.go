@@ -487,7 +487,7 @@ func (s *Server) Vanish(id string) error {
 	procs := slices.Collect(maps.Values(sb.procs))
 	s.mu.Unlock()
 	for _, p := range procs {
-		p.signal(syscall.SIGSTOP)
+		p.signal(sigStop)
 	}
 	return nil
 }
@@ -517,7 +517,7 @@ func (s *Server) endProcs(sb *sandbox) {
 		p.cutOnce.Do(func() { close(p.cut) })
 		p.cutInput()
 		p.signal(syscall.SIGKILL)
-		p.signal(syscall.SIGCONT)
+		p.signal(sigCont)
 	}
 	for _, p := range procs {
 		<-p.exited

@@ -19,3 +19,7 @@ func signalGroup(p *os.Process, sig syscall.Signal) error {
 	}
 	return nil
 }
+
+// The signals Vanish freezes a sandbox's processes with and endProcs
+// thaws them with.
+const sigStop, sigCont = syscall.SIGSTOP, syscall.SIGCONT
