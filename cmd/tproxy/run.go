@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +30,16 @@ $TMPDIR/tproxy-sessions). Arguments after -- are passed to the worker:
   tproxy run -worker python3 pipeline.yaml -- my_worker.py
   tproxy run -e2b -template base -worker ./bin/my-worker-linux-amd64 manifest.json
   tproxy run -parallel 4 -worker ./bin/my-worker -dir runs/ manifests/
+
+With -e2b the API key is E2B_API_KEY (it never reaches the sandbox). For
+a self-hosted E2B or a local fake, -e2b-api-url sets the control plane's
+base URL (default: E2B_API_URL, else https://api.e2b.app, or
+api.$E2B_DOMAIN) and -e2b-envd-url the base URL of every call to a
+sandbox's daemon, which then picks the sandbox by header (default: each
+sandbox's own host, https://49983-<sandbox id>.e2b.app):
+
+  tproxy run -e2b -e2b-api-url http://localhost:3000 -e2b-envd-url http://localhost:3000 \
+    -worker ./bin/my-worker-linux-amd64 manifest.json
 
 When MANIFEST is a directory, every manifest in it runs in its own worker
 and session directory (DIR/<manifest name> with -dir), -parallel at once.
@@ -58,6 +69,8 @@ type runFlags struct {
 	timeout         time.Duration
 	useE2B          bool
 	template        string
+	e2bAPIURL       string
+	e2bEnvdURL      string
 	inProcess       bool
 	parallel        int
 	continueOnError bool
@@ -77,6 +90,8 @@ func runCmd(ctx context.Context, args []string, e *env) int {
 	fs.DurationVar(&f.timeout, "timeout", 0, "bound on each session, from the worker's start to its last step (0: none)")
 	fs.BoolVar(&f.useE2B, "e2b", false, "run the worker in an E2B sandbox (E2B_API_KEY; -worker must be a static linux/amd64 binary)")
 	fs.StringVar(&f.template, "template", e2b.DefaultTemplate, "with -e2b: the sandbox `template`")
+	fs.StringVar(&f.e2bAPIURL, "e2b-api-url", "", "with -e2b: the control plane's base `URL`, for a self-hosted E2B or a local fake (empty: E2B_API_URL, else https://api.<E2B_DOMAIN or e2b.app>)")
+	fs.StringVar(&f.e2bEnvdURL, "e2b-envd-url", "", "with -e2b: the base `URL` of every call to a sandbox's daemon, which picks the sandbox by header (empty: the sandbox's own host under E2B_DOMAIN or e2b.app)")
 	fs.BoolVar(&f.inProcess, "in-process", false, "run the steps in this process with the drivers built into tproxy (the demo drivers extract, transform, load), instead of -worker")
 	fs.IntVar(&f.parallel, "parallel", 1, "with a directory of manifests: how many sessions run at once")
 	fs.BoolVar(&f.continueOnError, "continue-on-error", false, "after a step fails, run the steps that do not depend on it")
@@ -92,6 +107,8 @@ func runCmd(ctx context.Context, args []string, e *env) int {
 		return usageError(fs, e, "-in-process runs the built-in drivers: it takes no -worker, -e2b or worker arguments")
 	case !f.inProcess && f.worker == "":
 		return usageError(fs, e, "-worker is required (or -in-process)")
+	case !f.useE2B && (f.e2bAPIURL != "" || f.e2bEnvdURL != ""):
+		return usageError(fs, e, "-e2b-api-url and -e2b-envd-url take effect with -e2b only")
 	case f.parallel < 1:
 		return usageError(fs, e, "-parallel must be at least 1")
 	case f.timeout < 0:
@@ -100,6 +117,14 @@ func runCmd(ctx context.Context, args []string, e *env) int {
 	for _, kv := range f.env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			return usageError(fs, e, "-env %q: want KEY=VALUE", kv)
+		}
+	}
+	for _, u := range []struct{ name, value string }{{"-e2b-api-url", f.e2bAPIURL}, {"-e2b-envd-url", f.e2bEnvdURL}} {
+		if u.value == "" {
+			continue
+		}
+		if pu, err := url.Parse(u.value); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return usageError(fs, e, "%s %q: want an http:// or https:// URL", u.name, u.value)
 		}
 	}
 	for _, p := range f.secrets {
@@ -156,7 +181,8 @@ func (f *runFlags) transport(workerArgs []string, stderr io.Writer) transport.Tr
 			k, v, _ := strings.Cut(kv, "=")
 			envMap[k] = v
 		}
-		return &e2b.E2B{Binary: f.worker, Args: workerArgs, Env: envMap, Template: f.template, Stderr: stderr}
+		return &e2b.E2B{Binary: f.worker, Args: workerArgs, Env: envMap, Template: f.template, Stderr: stderr,
+			APIURL: f.e2bAPIURL, EnvdURL: f.e2bEnvdURL}
 	default:
 		return &transport.Subprocess{Path: f.worker, Args: workerArgs, Env: f.env, Stderr: stderr}
 	}

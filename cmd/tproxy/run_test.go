@@ -108,6 +108,8 @@ func TestRunUsageErrors(t *testing.T) {
 		{"bad parallel", []string{"-in-process", "-parallel", "0", good}, "-parallel must be at least 1"},
 		{"bad env", []string{"-worker", "x", "-env", "NOEQUALS", good}, `-env "NOEQUALS"`},
 		{"bad pointer", []string{"-in-process", "-secret", "dsn", good}, "a JSON pointer starts with /"},
+		{"e2b URL without -e2b", []string{"-worker", "x", "-e2b-api-url", "http://127.0.0.1:3000", good}, "take effect with -e2b only"},
+		{"bad e2b URL", []string{"-e2b", "-worker", "x", "-e2b-envd-url", "localhost:3000", good}, `-e2b-envd-url "localhost:3000": want an http:// or https:// URL`},
 		{"missing file", []string{"-in-process", filepath.Join(dir, "nope.json")}, "no such file"},
 		{"unknown field", []string{"-in-process", writeFile(t, dir, "typo.yaml", "steps:\n  - id: a\n    driver: extract\n    need: [b]\n")}, `unknown field "`},
 		{"bad yaml", []string{"-in-process", writeFile(t, dir, "bad.yaml", "steps: [\n")}, "bad.yaml"},
