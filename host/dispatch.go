@@ -189,10 +189,10 @@ func (c *Client) logRecord(ctx context.Context, r tproxy.LogRecord) {
 }
 
 // handler is the client's jsonrpc2.Handler: it runs in the connection's
-// read loop, so notifications are handled one at a time in wire order, and
-// all of a call's notifications before the call's response. The streaming
-// notifications in their common shape never get here (see
-// hostStream.ReadObject).
+// read loop, in wire order. The streaming notifications never get here
+// (hostStream.ReadObject handles them): only what the protocol has no
+// use for does, a notification of another method, which is dropped and
+// reported, or a request, which is refused.
 type handler struct{ c *Client }
 
 func (h handler) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {

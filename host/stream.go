@@ -1,12 +1,14 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"unicode/utf8"
 
 	"github.com/sourcegraph/jsonrpc2"
 
@@ -45,11 +47,16 @@ func (h *hostStream) ReadObject(v any) error {
 		frame, err := h.s.ReadFrame()
 		if err == nil {
 			h.c.heard()
-			// The fast lane takes the streaming notifications in their
-			// common shape; every other frame is jsonrpc2's, whose
-			// handler dispatches the rare notification shapes the same
-			// way (Client.notification).
-			if method, params, ok := wire.ParseNotification(frame); ok {
+			// The streaming notifications are handled here, never by
+			// jsonrpc2: the fast lane takes their common shape, and
+			// jsonrpc2's own request decoding the rare ones (members in
+			// another order, extra members), so that they take the same
+			// route. Every other frame is jsonrpc2's.
+			method, params, ok := wire.ParseNotification(frame)
+			if !ok {
+				method, params, ok = rareNotification(frame)
+			}
+			if ok {
 				h.started = true
 				h.c.notification(context.Background(), method, params)
 				continue
@@ -66,6 +73,39 @@ func (h *hostStream) ReadObject(v any) error {
 		}
 		return h.readErr(err)
 	}
+}
+
+// rareNotification decodes frame as jsonrpc2 would, and returns it when it
+// is a streaming notification (event, metric, log, heartbeat) in a shape
+// wire.ParseNotification does not take.
+func rareNotification(frame []byte) (method string, params []byte, ok bool) {
+	if !bytes.Contains(frame, []byte(`"method"`)) {
+		return "", nil, false // a response, the common case: no decoding
+	}
+	// What jsonrpc2 would refuse stays its to refuse (wire.DecodeFrame,
+	// anyMessage): invalid UTF-8, a batch, a message that is both a
+	// request and a response.
+	var kind struct {
+		Result json.RawMessage `json:"result"`
+		Error  json.RawMessage `json:"error"`
+	}
+	if !utf8.Valid(frame) || len(frame) == 0 || frame[0] != '{' ||
+		json.Unmarshal(frame, &kind) != nil || kind.Result != nil || kind.Error != nil {
+		return "", nil, false
+	}
+	var req jsonrpc2.Request
+	if json.Unmarshal(frame, &req) != nil || !req.Notif {
+		return "", nil, false
+	}
+	switch req.Method {
+	case tproxy.MethodEvent, tproxy.MethodMetric, tproxy.MethodLog, tproxy.MethodHeartbeat:
+	default:
+		return "", nil, false
+	}
+	if req.Params != nil {
+		params = *req.Params
+	}
+	return req.Method, params, true
 }
 
 // unsentID reports whether frame is a response whose id is a number this
