@@ -148,6 +148,20 @@ func TestCloseStdinSkippedAfterEnd(t *testing.T) {
 			}
 			id := infoOf(t, p).SandboxID
 			waitFor(t, "the worker reaped", func() bool { return len(srv.Running(id)) == 0 })
+			switch mode {
+			case "exit3":
+				// The fake reaps the worker before its end event reaches
+				// the client; M5 is about an end that has arrived.
+				select {
+				case <-p.Done():
+				case <-time.After(time.Minute):
+					t.Fatal("the worker's end never arrived")
+				}
+			case "flood-exit":
+				// The end is behind output the host never read: Close
+				// waits for it once that output has begun to arrive.
+				waitFor(t, "the backlog reaching the client", func() bool { return e2b.Backlogged(p) })
+			}
 			if err := p.Close(); err != nil {
 				t.Errorf("Close: %v", err)
 			}

@@ -23,10 +23,12 @@ import (
 // stream (host.Client waits 500ms for the exit status of a failed call).
 const lostCheckTimeout = 400 * time.Millisecond
 
-// drainWait bounds how long Close waits, before it sends CloseStdin, for
-// the end event of a worker whose output the host had stopped reading:
+// drainWait is how long Close waits, before it sends CloseStdin, for the
+// backlog of a worker whose output the host had stopped reading to move:
 // output backed up behind an unread stdout often ends with the worker's
-// exit, and CloseStdin to a process that has ended gets a 404.
+// exit, and CloseStdin to a process that has ended gets a 404. Close
+// waits on while the backlog drains (within CloseTimeout), and stops
+// waiting once it has not moved for drainWait.
 const drainWait = 100 * time.Millisecond
 
 // process is a worker running in an E2B sandbox: the transport.Process
@@ -55,6 +57,7 @@ type process struct {
 	done       chan struct{} // the end event (or the stream's loss) was handled
 	ended      chan struct{} // closed when the end event was received
 	delivering atomic.Bool   // readEvents is handing stdout to the host
+	received   atomic.Int64  // messages of the Start stream received
 	backlog    atomic.Bool   // it was, when Close began
 	mu         sync.Mutex
 	status     transport.ExitStatus
@@ -210,6 +213,7 @@ func (p *process) readEvents() {
 	ended := false
 loop:
 	for p.stream.Receive() {
+		p.received.Add(1)
 		switch ev := p.stream.Msg().GetEvent().GetEvent().(type) {
 		case *processpb.ProcessEvent_Data:
 			if b := ev.Data.GetStdout(); len(b) > 0 {
@@ -351,7 +355,7 @@ func (p *process) CloseWrite() error {
 	p.closeWriteOnce.Do(func() {
 		p.in.close(p.closeTimeout)
 		if p.backlog.Load() {
-			p.waitEnded(min(drainWait, p.closeTimeout))
+			p.waitDrained()
 		}
 		if p.hasEnded() {
 			return
@@ -399,14 +403,30 @@ func (p *process) hasEnded() bool {
 	}
 }
 
-// waitEnded waits up to d for the worker's end.
-func (p *process) waitEnded(d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-p.ended:
-	case <-p.done:
-	case <-t.C:
+// waitDrained waits for the worker's end while the backlog of its
+// output is being received, within CloseTimeout, and gives up once
+// nothing has come for drainWait.
+func (p *process) waitDrained() {
+	deadline := time.NewTimer(p.closeTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(min(drainWait, p.closeTimeout))
+	defer tick.Stop()
+	last := p.received.Load()
+	for {
+		select {
+		case <-p.ended:
+			return
+		case <-p.done:
+			return
+		case <-deadline.C:
+			return
+		case <-tick.C:
+			n := p.received.Load()
+			if n == last {
+				return
+			}
+			last = n
+		}
 	}
 }
 
