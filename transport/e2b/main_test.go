@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,6 +43,15 @@ func TestMain(m *testing.M) {
 		time.Sleep(time.Hour)
 	case "flood-exit": // 100 KiB of stdout nobody reads, then exit
 		os.Stdout.Write(make([]byte, 100<<10))
+		os.Exit(0)
+	case "lines": // TPROXY_E2B_TEST_LINES copies of TPROXY_E2B_TEST_LINE, one write each, as a durable worker writes events
+		line := []byte(os.Getenv("TPROXY_E2B_TEST_LINE") + "\n")
+		n, _ := strconv.Atoi(os.Getenv("TPROXY_E2B_TEST_LINES"))
+		for range n {
+			if _, err := os.Stdout.Write(line); err != nil {
+				os.Exit(1)
+			}
+		}
 		os.Exit(0)
 	case "killself":
 		fmt.Fprint(os.Stderr, "about to be killed\n")
