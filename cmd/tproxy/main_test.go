@@ -108,6 +108,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"sweep", "extra"}, exitUsage, "unexpected arguments", false},
 		{[]string{"sweep", "-tag", "novalue"}, exitUsage, "want KEY=VALUE", false},
 		{[]string{"sweep", "-tag", "tproxy=other"}, exitUsage, "sweep only reaches sandboxes tproxy tagged", false},
+		{[]string{"sweep", "-e2b-api-url", "localhost:3000"}, exitUsage, `-e2b-api-url "localhost:3000": want an http:// or https:// URL`, false},
+		{[]string{"help", "sweep"}, exitOK, "-e2b-api-url URL", false},
 	} {
 		r := runT(t, false, tc.args...)
 		got := r.stderr

@@ -123,7 +123,7 @@ func runCmd(ctx context.Context, args []string, e *env) int {
 		if u.value == "" {
 			continue
 		}
-		if pu, err := url.Parse(u.value); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+		if !isHTTPURL(u.value) {
 			return usageError(fs, e, "%s %q: want an http:// or https:// URL", u.name, u.value)
 		}
 	}
@@ -186,6 +186,13 @@ func (f *runFlags) transport(workerArgs []string, stderr io.Writer) transport.Tr
 	default:
 		return &transport.Subprocess{Path: f.worker, Args: workerArgs, Env: f.env, Stderr: stderr}
 	}
+}
+
+// isHTTPURL reports whether s is an absolute http:// or https:// URL, as
+// the base URLs of -e2b-api-url and -e2b-envd-url must be.
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 func (f *runFlags) spec(m tproxy.Manifest, dir string) host.RunSpec {

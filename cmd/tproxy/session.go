@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -31,6 +32,9 @@ const (
 	pointsPerSeries = 300
 	// maxDataBytes caps an embedded event's data, as JSON.
 	maxDataBytes = 300
+	// maxLogAlerts is how many WARN and ERROR log records show lists: the
+	// last ones.
+	maxLogAlerts = 20
 )
 
 // kindKey names a kind of record: a step (or "" for the session) and an
@@ -59,6 +63,9 @@ type session struct {
 	// runStart and runEnd bound the run: run_start's time (else
 	// status.json's) and the last record's.
 	runStart, runEnd time.Time
+	// logs digests logs.jsonl; nil when the session has none (sessions
+	// written before the host kept log records).
+	logs *logDigest
 
 	eventIdx map[kindKey]*eventKind
 	seriesAt map[kindKey]*series
@@ -108,6 +115,63 @@ type stepTimes struct {
 type span struct {
 	name       string
 	start, end time.Time
+}
+
+// The levels log records are counted by, lowest first: a record's level
+// is read as the host reads a worker's (docs/protocol.md), any case, with
+// slog's offsets ("WARN+2" is a WARN), and anything else as INFO.
+const (
+	levelDebug = iota
+	levelInfo
+	levelWarn
+	levelError
+	numLevels
+)
+
+var levelNames = [numLevels]string{"DEBUG", "INFO", "WARN", "ERROR"}
+
+// logLevel is the level a log record's level string is counted as.
+func logLevel(s string) int {
+	var l slog.Level
+	if l.UnmarshalText([]byte(s)) != nil {
+		return levelInfo
+	}
+	switch {
+	case l >= slog.LevelError:
+		return levelError
+	case l >= slog.LevelWarn:
+		return levelWarn
+	case l >= slog.LevelInfo:
+		return levelInfo
+	default:
+		return levelDebug
+	}
+}
+
+// logDigest is what show knows of logs.jsonl: the records per level and
+// the last WARN and ERROR records.
+type logDigest struct {
+	records int64
+	levels  [numLevels]int64
+	// alerts are the last maxLogAlerts WARN and ERROR records, a ring
+	// whose oldest item is at next once it is full; alertsSeen counts
+	// them all.
+	alerts     []logRow
+	next       int
+	alertsSeen int64
+}
+
+// logRow is one WARN or ERROR record, with its line for its attrs.
+type logRow struct {
+	ts                time.Time
+	level             int
+	source, step, msg string
+	line              []byte
+}
+
+// lastAlerts returns the kept WARN and ERROR records, oldest first.
+func (l *logDigest) lastAlerts() []logRow {
+	return append(slices.Clone(l.alerts[l.next:]), l.alerts[:l.next]...)
 }
 
 // sampler keeps an evenly spread sample of at most max items of a stream
@@ -177,6 +241,13 @@ func readSession(dir string) (*session, error) {
 	if err := s.readLines(filepath.Join(dir, logsink.MetricsFile), s.addMetric); err != nil {
 		return nil, err
 	}
+	logs := filepath.Join(dir, logsink.LogsFile)
+	if _, err := os.Stat(logs); err == nil {
+		s.logs = &logDigest{}
+		if err := s.readLines(logs, s.addLog); err != nil {
+			return nil, err
+		}
+	}
 	// status.json's start is Prepare's, a little before run_start.
 	if st := s.status.StartedAt; !st.IsZero() && (s.runStart.IsZero() || st.Before(s.runStart)) {
 		s.runStart = st
@@ -200,6 +271,8 @@ type record struct {
 	Value        *float64  `json:"value"`
 	ValueInvalid string    `json:"value_invalid"`
 	Unit         string    `json:"unit"`
+	Level        string    `json:"level"` // a log record's
+	Msg          string    `json:"msg"`   // a log record's
 
 	// The fields of lifecycle events the digest uses. A driver's event
 	// may hold fields of these names with other types, hence any.
@@ -377,6 +450,26 @@ func (s *session) addMetric(_ []byte, r *record) {
 	ser.min, ser.max, ser.last = min(ser.min, v), max(ser.max, v), v
 	keep := ser.sample.want()
 	ser.sample.add(keep, point{r.TS, v})
+}
+
+// addLog counts a line of logs.jsonl by level and keeps it when it is a
+// WARN or ERROR record, among the last maxLogAlerts.
+func (s *session) addLog(line []byte, r *record) {
+	l := s.logs
+	l.records++
+	level := logLevel(r.Level)
+	l.levels[level]++
+	if level < levelWarn {
+		return
+	}
+	l.alertsSeen++
+	row := logRow{ts: r.TS, level: level, source: r.Source, step: r.StepID, msg: r.Msg, line: bytes.Clone(line)}
+	if len(l.alerts) < maxLogAlerts {
+		l.alerts = append(l.alerts, row)
+		return
+	}
+	l.alerts[l.next] = row
+	l.next = (l.next + 1) % maxLogAlerts
 }
 
 // stepError is the error a step failed with: its step_failed message, else

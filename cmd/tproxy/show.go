@@ -25,7 +25,9 @@ const showUsage = `usage: tproxy show [-f] DIR
 
 Summarizes the session directory DIR: the outcome, the steps with their
 state, duration, rows and error, the failure with the worker's stderr
-tail, and the metrics aggregated per step.
+tail, the metrics aggregated per step and, when the session has log
+records (logs.jsonl), their count per level and the last 20 WARN and
+ERROR records, each with its time from the session's start.
 
 With -f it follows a session that is still running, as tail -f does: it
 prints the last events, then each new event as it is written, and the
@@ -101,6 +103,9 @@ func writeSummary(w io.Writer, s *session) {
 	if p := st.Protocol; p.DroppedNotifications > 0 || p.SkippedLines > 0 {
 		fmt.Fprintf(w, "protocol  %d notifications dropped, %d lines skipped\n", p.DroppedNotifications, p.SkippedLines)
 	}
+	if line := logCounts(s); line != "" {
+		fmt.Fprintf(w, "logs      %s\n", line)
+	}
 
 	if f := st.Failure; f != nil {
 		fmt.Fprintf(w, "\nFAILURE   %s", f.Kind)
@@ -136,6 +141,11 @@ func writeSummary(w io.Writer, s *session) {
 		t.write(w)
 	}
 
+	if s.logs != nil && len(s.logs.alerts) > 0 {
+		fmt.Fprintln(w)
+		writeLogAlerts(w, s)
+	}
+
 	if len(s.series) > 0 {
 		fmt.Fprintln(w)
 		t := table{right: []bool{false, false, true, true, true, true, true, false}}
@@ -154,6 +164,87 @@ func writeSummary(w io.Writer, s *session) {
 			fmt.Fprintf(w, "(and %d values of further metrics, not aggregated)\n", s.otherPoints)
 		}
 	}
+}
+
+// logCounts is the logs line of the summary: the log records per level,
+// highest first, and those dropped at the cap of logs.jsonl; "" when
+// there are none (a session without logs.jsonl, or with an empty one).
+func logCounts(s *session) string {
+	var l logDigest
+	if s.logs != nil {
+		l = *s.logs
+	}
+	dropped := s.status.LogsDropped
+	if l.records == 0 && dropped == 0 {
+		return ""
+	}
+	var parts []string
+	for level := numLevels - 1; level >= 0; level-- {
+		if n := l.levels[level]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, levelNames[level]))
+		}
+	}
+	out := fmt.Sprintf("%d records", l.records)
+	if l.records == 1 {
+		out = "1 record"
+	}
+	if len(parts) > 0 {
+		out += ": " + strings.Join(parts, ", ")
+	}
+	if dropped > 0 {
+		out += fmt.Sprintf("; %d dropped at the cap of %s", dropped, logsink.LogsFile)
+	}
+	return out
+}
+
+// writeLogAlerts lists the last WARN and ERROR log records: time from the
+// session's start, level, source, step, message and attrs.
+func writeLogAlerts(w io.Writer, s *session) {
+	l := s.logs
+	switch n := l.alertsSeen - int64(len(l.alerts)); {
+	case n == 1:
+		fmt.Fprintln(w, "… 1 earlier WARN or ERROR record")
+	case n > 1:
+		fmt.Fprintf(w, "… %d earlier WARN and ERROR records\n", n)
+	}
+	t := table{right: []bool{true, false, false, false, false}}
+	t.row("TIME", "LEVEL", "SOURCE", "STEP", "MESSAGE")
+	for _, r := range l.lastAlerts() {
+		at := "-"
+		switch {
+		case r.ts.IsZero():
+		case s.runStart.IsZero():
+			at = r.ts.UTC().Format("15:04:05.000")
+		case r.ts.Before(s.runStart):
+			at = "-" + fmtDuration(s.runStart.Sub(r.ts))
+		default:
+			at = "+" + fmtDuration(r.ts.Sub(s.runStart))
+		}
+		msg := oneLine(r.msg, 100)
+		if attrs := logAttrs(r.line); attrs != "" {
+			msg += "  " + oneLine(attrs, 100)
+		}
+		t.row(at, levelNames[r.level], cmp.Or(r.source, "-"), cmp.Or(r.step, "-"), msg)
+	}
+	t.write(w)
+}
+
+// logAttrs formats the attrs of a line of logs.jsonl, its fields other
+// than the line's own, as sorted key=value pairs.
+func logAttrs(line []byte) string {
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.UseNumber()
+	if dec.Decode(&m) != nil {
+		return ""
+	}
+	for _, k := range []string{"ts", "seq", "session", "level", "source", "step_id", "msg"} {
+		delete(m, k)
+	}
+	if len(m) == 0 {
+		return ""
+	}
+	return pairs(m)
 }
 
 // table lays out columns two spaces apart, each left- or right-aligned,

@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,8 +24,10 @@ var update = flag.Bool("update", false, "rewrite the golden files of testdata/ f
 
 // The fixtures under testdata/sessions are real sessions of
 // examples/pipeline (see testdata/sessions/README.md for how they were
-// made): one that succeeded, one whose transform step failed.
-var fixtures = []string{"pipeline-ok", "pipeline-failed"}
+// made): one that succeeded, one whose transform step failed, and that
+// failed one again with a logs.jsonl of WARN and ERROR records (the first
+// two predate logs.jsonl, so they also stand for older sessions).
+var fixtures = []string{"pipeline-ok", "pipeline-failed", "pipeline-logs"}
 
 func TestShowGolden(t *testing.T) {
 	for _, name := range fixtures {
@@ -45,6 +50,101 @@ func TestShowGolden(t *testing.T) {
 				t.Errorf("show %s differs from %s (-want +got):\n%s", name, golden, diff)
 			}
 		})
+	}
+}
+
+// TestShowLogs: show counts the records of logs.jsonl per level, read as
+// the host reads a worker's (any case, slog offsets, anything else INFO),
+// lists the last 20 WARN and ERROR records, oldest first, with their time
+// from the session's start and their attrs, and says how many it left
+// out and how many the cap dropped.
+func TestShowLogs(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	st, _ := json.Marshal(host.Status{SessionID: "s1", Outcome: host.OutcomeSuccess, StartedAt: start,
+		FinishedAt: start.Add(3 * time.Second), DurationMS: 3000, LogsDropped: 7})
+	writeFile(t, dir, host.StatusFile, string(st))
+	var logs strings.Builder
+	line := func(i int, level, source, step, msg string, attrs map[string]any) {
+		m := map[string]any{"ts": start.Add(time.Duration(i) * 100 * time.Millisecond), "seq": i, "session": "s1",
+			"level": level, "msg": msg}
+		if source != "" {
+			m["source"] = source
+		}
+		if step != "" {
+			m["step_id"] = step
+		}
+		maps.Copy(m, attrs)
+		b, _ := json.Marshal(m)
+		logs.Write(append(b, '\n'))
+	}
+	// 25 WARN and ERROR records, in every spelling; between them records
+	// of lower levels, and ones whose level is unknown (INFO).
+	alerts := []string{"WARN", "warn", "Error", "ERROR+2", "WARN+1", "ERROR-4"} // ERROR-4 is WARN
+	others := []string{"DEBUG", "info", "FATAL", "DEBUG+4", "debug-2"}          // DEBUG, INFO, INFO, INFO, DEBUG
+	for i := 1; i <= 25; i++ {
+		line(i, alerts[i%len(alerts)], "worker", "load", fmt.Sprintf("w%02d", i), map[string]any{"n": i})
+		if i <= len(others) {
+			line(i, others[i-1], "worker", "load", fmt.Sprintf("other%d", i), nil)
+		}
+	}
+	line(26, "WARN", "", "", "bare", nil)
+	// A last line still being written is left out.
+	logs.WriteString(`{"ts":"2026-01-02T03:04:09Z","level":"ERR`)
+	writeFile(t, dir, "logs.jsonl", logs.String())
+
+	r := runT(t, false, "show", dir)
+	if r.code != exitOK || r.stderr != "" {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	wantCounts := "\nlogs      31 records: 8 ERROR, 18 WARN, 3 INFO, 2 DEBUG; 7 dropped at the cap of logs.jsonl\n"
+	if !strings.Contains(r.stdout, wantCounts) {
+		t.Errorf("no line %q:\n%s", wantCounts, r.stdout)
+	}
+	var rows [][]string
+	lines := strings.Split(r.stdout, "\n")
+	i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "… ") })
+	if i < 0 || lines[i] != "… 6 earlier WARN and ERROR records" {
+		t.Fatalf("no line on the 6 records left out:\n%s", r.stdout)
+	}
+	if got := strings.Fields(lines[i+1]); !slices.Equal(got, []string{"TIME", "LEVEL", "SOURCE", "STEP", "MESSAGE"}) {
+		t.Errorf("header %q", lines[i+1])
+	}
+	for _, l := range lines[i+2:] {
+		if l == "" {
+			break
+		}
+		rows = append(rows, strings.Fields(l))
+	}
+	if len(rows) != maxLogAlerts {
+		t.Fatalf("%d records listed; want %d:\n%s", len(rows), maxLogAlerts, r.stdout)
+	}
+	// w07 is the first of the last 20 (w07..w25, then bare).
+	if want := []string{"+700ms", "WARN", "worker", "load", "w07", "n=7"}; !slices.Equal(rows[0], want) {
+		t.Errorf("first row %q; want %q", rows[0], want)
+	}
+	if want := []string{"+2.1s", "ERROR", "worker", "load", "w21", "n=21"}; !slices.Equal(rows[14], want) { // "ERROR+2"
+		t.Errorf("row 15 %q; want %q", rows[14], want)
+	}
+	if want := []string{"+2.6s", "WARN", "-", "-", "bare"}; !slices.Equal(rows[19], want) {
+		t.Errorf("last row %q; want %q", rows[19], want)
+	}
+	for _, gone := range []string{"w06", "other"} {
+		if strings.Contains(r.stdout, gone) {
+			t.Errorf("the output holds %q:\n%s", gone, r.stdout)
+		}
+	}
+
+	// An empty logs.jsonl (a run that logged nothing) prints what a
+	// session without one does: no logs line, no records.
+	st, _ = json.Marshal(host.Status{SessionID: "s1", Outcome: host.OutcomeSuccess, StartedAt: start})
+	writeFile(t, dir, host.StatusFile, string(st))
+	writeFile(t, dir, "logs.jsonl", "")
+	without := t.TempDir()
+	writeFile(t, without, host.StatusFile, string(st))
+	a, b := runT(t, false, "show", dir), runT(t, false, "show", without)
+	if a.stdout != b.stdout || strings.Contains(a.stdout, "logs") {
+		t.Errorf("with an empty logs.jsonl:\n%s\nwithout one:\n%s", a.stdout, b.stdout)
 	}
 }
 
@@ -144,6 +244,8 @@ func TestShowFollow(t *testing.T) {
 	line := event(13, "step_complete", "a")
 	f.WriteString(line[:20])
 	f.WriteString(line[20:])
+	// The log records are in the summary at the end.
+	writeFile(t, dir, "logs.jsonl", `{"ts":"2026-01-02T03:04:05.02Z","seq":14,"session":"s1","level":"WARN","source":"worker","step_id":"a","msg":"slow batch","ms":900}`+"\n")
 	status(host.OutcomeSuccess)
 	select {
 	case code := <-done:
@@ -159,5 +261,8 @@ func TestShowFollow(t *testing.T) {
 	}
 	if !strings.Contains(got, "\nsession   s1\noutcome   success: 1/1 steps") {
 		t.Errorf("no summary after the run ended:\n%s", got)
+	}
+	if !strings.Contains(got, "\nlogs      1 record: 1 WARN\n") || !strings.Contains(got, "\n03:04:05.020  WARN   worker  a     slow batch  ms=900\n") {
+		t.Errorf("the summary does not hold the log records:\n%s", got)
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/tproxy/tproxy/transport/e2b"
 )
 
-const sweepUsage = `usage: tproxy sweep [-older-than D] [-tag KEY=VALUE]... [-dry-run]
+const sweepUsage = `usage: tproxy sweep [-older-than D] [-tag KEY=VALUE]... [-dry-run] [-e2b-api-url URL]
 
 Kills the E2B sandboxes that tproxy started (the tag ` + e2b.TagKey + `=` + e2b.TagValue + `)
 and that are older than -older-than: the orphans of hosts that died before
@@ -22,7 +22,12 @@ that also carry each tag (e.g. a session id put in e2b.E2B.Metadata).
 With -dry-run it lists them and kills nothing.
 
 The API key is E2B_API_KEY; E2B_DOMAIN and E2B_API_URL choose another
-deployment, as for the e2b transport.
+deployment, as for the e2b transport. For a self-hosted E2B or a local
+fake, -e2b-api-url sets the control plane's base URL, as it does for
+tproxy run (default: E2B_API_URL, else https://api.e2b.app, or
+api.$E2B_DOMAIN):
+
+  tproxy sweep -dry-run -e2b-api-url http://localhost:3000
 
 Exit status: 0 when every selected sandbox was killed (or listed), 1 when
 the listing or a kill failed, 2 for a usage error (or no API key).
@@ -37,6 +42,7 @@ func sweepCmd(ctx context.Context, args []string, e *env) int {
 	dryRun := fs.Bool("dry-run", false, "list the sandboxes that would be killed, and kill none")
 	var tags multiFlag
 	fs.Var(&tags, "tag", "`KEY=VALUE` a sandbox must also carry (repeatable)")
+	apiURL := fs.String("e2b-api-url", "", "the control plane's base `URL`, for a self-hosted E2B or a local fake (empty: E2B_API_URL, else https://api.<E2B_DOMAIN or e2b.app>)")
 	pos, _, code, ok := parseArgs(fs, args)
 	if !ok {
 		return code
@@ -46,6 +52,9 @@ func sweepCmd(ctx context.Context, args []string, e *env) int {
 	}
 	if *olderThan < 0 {
 		return usageError(fs, e, "-older-than must not be negative")
+	}
+	if *apiURL != "" && !isHTTPURL(*apiURL) {
+		return usageError(fs, e, "-e2b-api-url %q: want an http:// or https:// URL", *apiURL)
 	}
 	// Always keep tproxy's own tag: a sweep must never reach sandboxes
 	// some other program started, whatever -tag says.
@@ -61,7 +70,7 @@ func sweepCmd(ctx context.Context, args []string, e *env) int {
 		meta[k] = v
 	}
 	opts := e2b.ListOptions{Metadata: meta, OlderThan: *olderThan}
-	t := &e2b.E2B{}
+	t := &e2b.E2B{APIURL: *apiURL}
 
 	if !*dryRun {
 		killed, err := t.Sweep(ctx, opts)

@@ -47,13 +47,20 @@ func TestSweep(t *testing.T) {
 		args   []string
 		listed []string // in the output
 		alive  []string // afterwards
+		envURL string   // E2B_API_URL, if not srv.URL
 	}{
-		{"dry run", []string{"-dry-run", "-older-than", "1h"}, []string{oldA, oldB}, want(oldA, oldB, young, foreign)},
-		{"by tag", []string{"-older-than", "1h", "-tag", "batch=b"}, []string{oldB}, want(oldA, young, foreign)},
-		{"by age", []string{"-older-than", "1h"}, []string{oldA}, want(young, foreign)},
-		{"nothing left", []string{"-older-than", "1h"}, nil, want(young, foreign)},
+		{"dry run", []string{"-dry-run", "-older-than", "1h"}, []string{oldA, oldB}, want(oldA, oldB, young, foreign), ""},
+		// -e2b-api-url wins over E2B_API_URL, here an address where
+		// nothing listens.
+		{"URL by flag", []string{"-dry-run", "-older-than", "1h", "-e2b-api-url", srv.URL}, []string{oldA, oldB}, want(oldA, oldB, young, foreign), "http://127.0.0.1:1"},
+		{"by tag", []string{"-older-than", "1h", "-tag", "batch=b"}, []string{oldB}, want(oldA, young, foreign), ""},
+		{"by age", []string{"-older-than", "1h"}, []string{oldA}, want(young, foreign), ""},
+		{"nothing left", []string{"-older-than", "1h"}, nil, want(young, foreign), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.envURL != "" {
+				t.Setenv("E2B_API_URL", tc.envURL)
+			}
 			r := runT(t, false, append([]string{"sweep"}, tc.args...)...)
 			if r.code != exitOK {
 				t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
