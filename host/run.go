@@ -638,8 +638,13 @@ func (r *Run) Collect(ctx context.Context) (*Status, error) {
 		r.status.Protocol = r.client.ProtocolCounts()
 		r.status.Transport = transportInfo(r.client.Process())
 	} else if r.proc != nil {
-		// The worker started but the handshake failed; Start has stopped it.
-		<-r.proc.Done()
+		// The worker started but the handshake failed; Start has stopped
+		// it, and its exit is known, unless a transport's ladder left it
+		// ending: wait for that only within Collect's deadline.
+		select {
+		case <-r.proc.Done():
+		case <-cctx.Done():
+		}
 		exit := r.proc.Exit()
 		exit.Reason = r.masker.String(exit.Reason)
 		r.status.Exit = &exit

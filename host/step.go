@@ -168,7 +168,10 @@ func (r *Run) attempt(ctx context.Context, st tproxy.StepSpec, n int) (kind stri
 		s.Attempts[len(s.Attempts)-1] = a
 		s.Status, s.ErrorType, s.DurationMS, s.Note = a.Status, a.ErrorType, a.DurationMS, a.Note
 		if res != nil {
-			s.RowsProcessed, s.Outputs = res.RowsProcessed, r.masker.Config(res.Outputs)
+			// Value, not Config: the outputs are data, whose keys the
+			// config's secret pointers do not address.
+			s.RowsProcessed = res.RowsProcessed
+			s.Outputs, _ = r.masker.Value(res.Outputs).(map[string]any)
 		}
 	})
 	if a.Status == StepComplete {
