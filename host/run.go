@@ -859,18 +859,15 @@ func (r *Run) cause(ctx context.Context, err error) error {
 
 // stepChanged applies f to step id's status and tells RunSpec.OnStep.
 func (r *Run) stepChanged(id string, f func(*StepStatus)) {
-	for i := range r.status.Steps {
-		if s := &r.status.Steps[i]; s.ID == id {
-			f(s)
-			if r.spec.OnStep != nil {
-				c := *s
-				c.Attempts = slices.Clone(s.Attempts)
-				c.Artifacts = slices.Clone(s.Artifacts)
-				r.spec.OnStep(c)
-			}
-			return
+	r.setStep(id, func(s *StepStatus) {
+		f(s)
+		if r.spec.OnStep != nil {
+			c := *s
+			c.Attempts = slices.Clone(s.Attempts)
+			c.Artifacts = slices.Clone(s.Artifacts)
+			r.spec.OnStep(c)
 		}
-	}
+	})
 }
 
 // setStep applies f to step id's status.
@@ -952,12 +949,18 @@ func (g *guard) check(err error) error {
 
 func (g *guard) Event(ctx context.Context, e tproxy.Event) error {
 	if isStepEnd(e.Name, e.Source) {
-		end := stepEnd{}
-		end.errorType, _ = e.Data["error_type"].(string)
-		end.durationMS, _ = e.Data["duration_ms"].(float64)
-		g.ends.put(e.StepID, end)
+		g.noteEnd(e)
 	}
 	return g.check(g.next.Event(ctx, e))
+}
+
+// noteEnd records what a worker's step_complete or step_failed event says
+// of how the step's attempt ended.
+func (g *guard) noteEnd(e tproxy.Event) {
+	end := stepEnd{}
+	end.errorType, _ = e.Data["error_type"].(string)
+	end.durationMS, _ = e.Data["duration_ms"].(float64)
+	g.ends.put(e.StepID, end)
 }
 
 // isStepEnd reports whether an event is a worker's record of how a step
@@ -983,16 +986,11 @@ type rawGuard struct {
 
 func (g *rawGuard) EventRaw(ctx context.Context, e *wire.RawEvent) error {
 	if isStepEnd(e.Name, e.Source) {
-		end := stepEnd{}
-		for _, f := range e.Data {
-			switch f.Key {
-			case "error_type":
-				json.Unmarshal(f.Value, &end.errorType)
-			case "duration_ms":
-				json.Unmarshal(f.Value, &end.durationMS)
-			}
+		// One event per step attempt: decoding it costs nothing that
+		// matters, and the record is read in one place.
+		if ev, err := e.Event(); err == nil {
+			g.noteEnd(ev)
 		}
-		g.ends.put(e.StepID, end)
 	}
 	return g.check(g.raw(ctx, e))
 }

@@ -147,7 +147,11 @@ func (r *Run) attempt(ctx context.Context, st tproxy.StepSpec, n int) (kind stri
 			a.Note = fmt.Sprintf("stuck driver: it ignored the cancel for %v; the worker was killed", r.spec.CancelGrace)
 		}
 		a.Status, kind = StepTimeout, "timeout"
-		err = &StepTimeoutError{StepID: st.ID, Timeout: st.Timeout, Stuck: stuck, Err: nilIf(stuck, err)}
+		te := &StepTimeoutError{StepID: st.ID, Timeout: st.Timeout, Stuck: stuck}
+		if !stuck {
+			te.Err = err
+		}
+		err = te
 		r.event(ctx, tproxy.EventStepTimeout, st.ID, map[string]any{"attempt": n, "timeout_ms": st.Timeout.Milliseconds(), "stuck": stuck})
 	}
 	// The worker's own record of the attempt, its lifecycle event, is the
@@ -192,13 +196,6 @@ func (r *Run) attempt(ctx context.Context, st tproxy.StepSpec, n int) (kind stri
 		err = errors.Join(err, ctx.Err())
 	}
 	return kind, err
-}
-
-func nilIf(cond bool, err error) error {
-	if cond {
-		return nil
-	}
-	return err
 }
 
 // failureArtifacts returns the artifacts listed in a step failure, the
