@@ -120,8 +120,8 @@ func checkPolicy(st StepSpec) string {
 	case st.Timeout < 0:
 		return fmt.Sprintf("timeout %v is negative", st.Timeout)
 	case r == nil:
-	case r.Attempts < 0 || r.Attempts > MaxAttempts:
-		return fmt.Sprintf("retry.attempts %d is not between 0 and %d", r.Attempts, MaxAttempts)
+	case r.Attempts < 0 || r.Attempts > maxAttempts:
+		return fmt.Sprintf("retry.attempts %d is not between 0 and %d", r.Attempts, maxAttempts)
 	case r.Backoff < 0:
 		return fmt.Sprintf("retry.backoff %v is negative", r.Backoff)
 	case slices.Contains(r.On, ""):

@@ -80,7 +80,7 @@ type StepSpec struct {
 // knows whether a failed attempt had side effects.
 type Retry struct {
 	// Attempts is the most times the step runs, the first included; 0 and
-	// 1 mean once. At most MaxAttempts.
+	// 1 mean once; at most 100.
 	Attempts int `json:"attempts"`
 	// Backoff is the wait before the second attempt, doubled before each
 	// later one; zero means none. In JSON, a Go duration string.
@@ -93,8 +93,8 @@ type Retry struct {
 	On []string `json:"on,omitempty"`
 }
 
-// MaxAttempts bounds Retry.Attempts.
-const MaxAttempts = 100
+// maxAttempts bounds Retry.Attempts: a policy is for a few tries, not a loop.
+const maxAttempts = 100
 
 // ErrorTypeTransient is the error type a driver gives a failure that had
 // no side effects and may pass if tried again (a refused connection, a
