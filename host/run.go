@@ -385,7 +385,7 @@ func (r *Run) prepare(ctx context.Context) error {
 		o(&cfg)
 	}
 	logger := cmp.Or(cfg.logger, slog.Default()).With("session_id", r.spec.SessionID)
-	logger = slog.New(&teeHandler{next: logger.Handler(), sink: r.sink})
+	logger = slog.New(&teeHandler{next: logger.Handler(), sink: r.sink, m: m})
 	opts := append(slices.Clone(r.spec.Options), WithSink(r.sink), WithLogger(logger), withStarted(func(p transport.Process) { r.proc = p }))
 	c, err := Start(ctx, r.t, opts...)
 	if err != nil {
