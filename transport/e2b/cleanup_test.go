@@ -367,3 +367,51 @@ func TestWriteUnblockedByCloseWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestNewPoolBoundedByCallerDeadline: a NewPool whose context ends while
+// a sandbox is being created, or while the worker is being uploaded into
+// one, against a control plane that answers neither the creation nor the
+// kill, returns within CleanupGrace of the context's end, and the
+// sandboxes are killed once the control plane answers again.
+func TestNewPoolBoundedByCallerDeadline(t *testing.T) {
+	for _, op := range []e2bfake.Op{e2bfake.OpCreate, e2bfake.OpUpload} {
+		t.Run(string(op), func(t *testing.T) {
+			srv := newServer(t, fakeOptions())
+			stall := srv.Stall(op)
+			kill := srv.Stall(e2bfake.OpKill)
+			tr := newE2B(t, srv, "worker")
+			tr.CleanupGrace = testGrace
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			ended := endOf(ctx)
+			type result struct {
+				p   *e2b.Pool
+				err error
+				at  time.Time
+			}
+			res := make(chan result, 1)
+			go func() {
+				p, err := e2b.NewPool(ctx, tr, 2)
+				res <- result{p, err, time.Now()}
+			}()
+			waitClosed(t, "the stalled "+string(op), stall.Arrived())
+			cancel()
+			var r result
+			select {
+			case r = <-res:
+			case <-time.After(hangGuard):
+				t.Fatalf("NewPool had not returned %v after its context ended", hangGuard)
+			}
+			if r.err == nil {
+				r.p.Close()
+				t.Fatal("NewPool succeeded")
+			}
+			t.Logf("NewPool returned %v after its context ended: %v", r.at.Sub(ended()), r.err)
+			if !errors.Is(r.err, context.Canceled) {
+				t.Errorf("err = %v, want context.Canceled", r.err)
+			}
+			stall.Release()
+			kill.Release()
+		})
+	}
+}

@@ -154,10 +154,11 @@ type E2B struct {
 	// the end event after SIGKILL before it drops the stream; zero means
 	// 5s.
 	CloseTimeout, TermTimeout, KillTimeout time.Duration
-	// CleanupGrace bounds the cleanup of a Start that fails or whose
-	// context ends once it has a sandbox: the sandbox's kill may go on at
-	// most CleanupGrace past the end of Start's context (and 30s in all,
-	// for a context that never ends), so Start returns by then. Zero means
+	// CleanupGrace bounds the cleanup of a Start (or NewPool) that fails
+	// or whose context ends once it has a sandbox: the sandbox's kill may
+	// go on at most CleanupGrace past the end of Start's context (and 30s
+	// in all, for a context that never ends), so Start returns by then.
+	// NewPool gives a sandbox creation under way the same grace. Zero means
 	// 2s; negative means none. A sandbox whose kill does not finish in time
 	// expires by its Timeout, no longer refreshed, and carries the tags
 	// Sweep looks for; a Pool's Start leaves such a kill running in the
@@ -395,8 +396,14 @@ const sandboxKillTimeout = 30 * time.Second
 // ends, or sandboxKillTimeout from now if that comes first. The cleanup
 // is not cut short by ctx's end itself, which is often why it runs.
 func (c *client) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return c.graceContext(ctx, sandboxKillTimeout)
+}
+
+// graceContext returns a context with ctx's values that ends CleanupGrace
+// after ctx ends, or limit from now if that comes first.
+func (c *client) graceContext(ctx context.Context, limit time.Duration) (context.Context, context.CancelFunc) {
 	grace := c.t.cleanupGrace()
-	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sandboxKillTimeout)
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 	var (
 		mu      sync.Mutex
 		timer   *time.Timer

@@ -58,11 +58,12 @@ type Pool struct {
 var _ transport.Transport = (*Pool)(nil)
 
 // NewPool starts size sandboxes configured by t (size < 1 means 1) and
-// returns once all are warm. ctx bounds the uploads; a sandbox creation
-// under way is not cut short, so that no sandbox is left without its id
-// (each is bounded by two minutes). If the warm-up fails, every sandbox
-// created is killed. t must not be changed while the
-// pool is in use.
+// returns once all are warm. ctx bounds the warm-up; a sandbox creation
+// under way when ctx ends gets t.CleanupGrace more, so that a control
+// plane about to answer does not leave a sandbox nobody knows the id of
+// (one that does is found by [Sweep], and expires by its timeout). If the
+// warm-up fails, every sandbox created is killed, within the same grace
+// after ctx ends. t must not be changed while the pool is in use.
 func NewPool(ctx context.Context, t *E2B, size int) (_ *Pool, err error) {
 	c, err := t.client()
 	if err != nil {
@@ -97,7 +98,8 @@ func NewPool(ctx context.Context, t *E2B, size int) (_ *Pool, err error) {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, errors.Join(fmt.Errorf("e2b: warming the pool: %w", err), p.Close())
+		return nil, errors.Join(fmt.Errorf("e2b: warming the pool: %w", err),
+			p.close(func() (context.Context, context.CancelFunc) { return c.cleanupContext(ctx) }))
 	}
 	p.bg.Go(p.refreshIdle)
 	return p, nil
@@ -141,16 +143,16 @@ func (p *Pool) retire(w *warm) {
 	p.idleSecs += time.Since(w.sb.created).Seconds()
 }
 
-// createTimeout bounds a sandbox creation, which is not cancelled with
-// the pool: a creation cut short after the control plane acted would leave
-// a sandbox nobody knows the id of. Close waits for it instead, and kills
-// the sandbox.
+// createTimeout bounds a sandbox creation. Its context's end does not cut
+// it short at once (see graceContext): a creation cut short after the
+// control plane acted would leave a sandbox nobody knows the id of, so
+// Close waits for it instead, and kills the sandbox.
 const createTimeout = 2 * time.Minute
 
 // warm creates a sandbox and puts the worker in it; on failure the
-// sandbox is killed.
+// sandbox is killed. ctx is NewPool's, or the pool's own for a refill.
 func (p *Pool) warm(ctx context.Context) (*warm, error) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	cctx, cancel := p.c.graceContext(ctx, createTimeout)
 	sb, err := p.c.create(cctx)
 	cancel()
 	if err != nil {
@@ -162,7 +164,9 @@ func (p *Pool) warm(ctx context.Context) (*warm, error) {
 		err = w.e.prepare(ctx, p.w, p.files, &w.info)
 	}
 	if err != nil {
-		p.killNow(sb)
+		kctx, cancel := p.c.cleanupContext(ctx)
+		p.c.kill(kctx, sb.ID)
+		cancel()
 		return nil, err
 	}
 	return w, nil
@@ -363,6 +367,15 @@ func (p *Pool) Start(ctx context.Context) (transport.Process, error) {
 // are left to their Process's Close. Close is idempotent; every call
 // returns the same error.
 func (p *Pool) Close() error {
+	return p.close(func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), sandboxKillTimeout)
+	})
+}
+
+// close is Close, with the kills of the idle sandboxes bounded by the
+// contexts kctx returns; they run at once, so a control plane that does
+// not answer holds close for one bound, not one per sandbox.
+func (p *Pool) close(kctx func() (context.Context, context.CancelFunc)) error {
 	p.closeOnce.Do(func() {
 		p.mu.Lock()
 		p.closed = true
@@ -375,12 +388,23 @@ func (p *Pool) Close() error {
 		p.mu.Unlock()
 		p.cancel()
 		p.bg.Wait()
-		var errs []error
+		var (
+			mu   sync.Mutex
+			errs []error
+			wg   sync.WaitGroup
+		)
 		for _, w := range idle {
-			if err := p.killNow(w.sb); err != nil {
-				errs = append(errs, err)
-			}
+			wg.Go(func() {
+				ctx, cancel := kctx()
+				defer cancel()
+				if err := p.c.kill(ctx, w.sb.ID); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			})
 		}
+		wg.Wait()
 		p.closeErr = p.c.secrets.maskErr(errors.Join(errs...))
 	})
 	return p.closeErr
