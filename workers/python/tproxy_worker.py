@@ -34,6 +34,14 @@ drivers of docs/protocol.md section 13 (``conform.*``), for the conformance kit:
 
     go run ./cmd/tproxy conform -- python3 workers/python/tproxy_worker.py
 
+A worker process leaves nothing behind, as the Go runtime's does: at the end
+of stdin, on SIGTERM, at a failed write to the host (EPIPE) and, on Linux,
+when its parent dies (a parent-death signal armed through ``ctypes``), the
+step in flight is cancelled and answered, the session directory removed, and
+the processes its drivers left running killed; a later worker's first
+prepare sweeps the session directories of workers killed outright. See
+:meth:`Worker.serve`.
+
 Configuration through the environment (read by :meth:`Worker.serve` when the
 matching :class:`Worker` attribute is ``None``):
 
@@ -43,7 +51,9 @@ matching :class:`Worker` attribute is ``None``):
     the heartbeat interval in milliseconds (default 1500; the protocol
     requires a heartbeat at least every 2000);
 ``TPROXY_WORK_DIR``
-    where session directories are created (default: the system temp dir).
+    where session directories are created (default: the system temp dir);
+    stale ones, ``tproxy-*`` whose locked owner file's owner is gone and
+    which are over 24 hours old, are swept at most hourly.
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ import base64
 import collections
 import collections.abc
 import datetime
+import errno
 import hashlib
 import json
 import logging
@@ -68,6 +79,11 @@ import threading
 import time
 import traceback
 import types
+
+try:
+    import fcntl  # flock: the session directory's owner lock (POSIX)
+except ImportError:
+    fcntl = None
 
 __all__ = [
     "Worker",
@@ -144,7 +160,7 @@ INPUT_UNAVAILABLE = -32005
 _PROTOCOL_METHODS = ("ping", "prepare", "exec_step", "cleanup", "fetch_artifact")
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
-_TERM_GRACE = 2.0  # seconds a step has to stop after SIGTERM before the process exits anyway
+_TERM_GRACE = 2.0  # seconds a stopping session waits for its driver (the Go runtime's StopGrace)
 _EXIT_GRACE = 3.0  # seconds main() gives interpreter shutdown before it forces the exit
 _MAX_TRACEBACK = 16 * 1024  # bytes of traceback kept in a step_failed event
 
@@ -846,6 +862,7 @@ class Worker:
         self.forward_logging = forward_logging
         self._drivers = {}
         self._methods = {}
+        self._swept = False  # the work directory's stale session directories, once per Worker
 
     # Registration ---------------------------------------------------------
 
@@ -891,18 +908,33 @@ class Worker:
     def serve(self, protocol_in=None, protocol_out=None):
         """Serve one session and return the exit status: 0 once the host
         closed stdin (or sent SIGTERM) and everything was answered, 1 if
-        reading stdin failed.
+        reading stdin failed or the session stopped because writing to the
+        host did (EPIPE: the host is gone).
 
         By default it serves the process's stdin and stdout. Before any
         driver runs, it moves the protocol to private duplicates of fds 0 and
         1, points fd 1 at stderr (and ``sys.stdout`` at ``sys.stderr``) and
         fd 0 at /dev/null: what drivers, libraries and child processes print
-        cannot corrupt the protocol. It also installs a SIGTERM handler
-        (when called from the main thread): the step in flight is cancelled
-        and answered, and the process exits promptly.
+        cannot corrupt the protocol.
+
+        The session stops at the end of stdin, at a failed write to stdout,
+        on SIGTERM and, on Linux, when the parent process dies: the step in
+        flight is cancelled and answered (``step_failed`` with
+        ``error_type`` ``cancelled``, then -32800) if the host can still
+        read it, the session directory is removed, and the process exits
+        within 2 s even if the driver ignores the cancellation. Signals are
+        handled when serve() is called from the main thread: SIGTERM and,
+        when nothing asked for a parent-death signal already
+        (transport.Subprocess asks for SIGTERM), SIGHUP, which it arms as
+        one (prctl) and takes for the host's death only if its parent
+        process is indeed gone. Before it returns, it SIGKILLs the
+        processes its drivers left running: its own children and, when it
+        leads its process group, the rest of the group; a group leader whose
+        parent is alive leaves that to its host, which kills the group once
+        the worker has exited (transport.Subprocess does).
 
         With ``protocol_in`` and ``protocol_out`` (file descriptors) it
-        serves those instead and leaves stdio and signals alone.
+        serves those instead and leaves stdio, signals and processes alone.
 
         Drivers run on the calling thread; a reader thread answers ping and
         acts on ``$/cancelRequest`` while they run.
@@ -913,7 +945,8 @@ class Worker:
         elif protocol_in is None or protocol_out is None:
             raise ValueError("give both protocol_in and protocol_out, or neither")
         srv = _Server(self, protocol_in, protocol_out)
-        return srv.run(install_signals=own_stdio and threading.current_thread() is threading.main_thread())
+        return srv.run(install_signals=own_stdio and threading.current_thread() is threading.main_thread(),
+                       own_process=own_stdio)
 
     def _interval(self):
         if self.heartbeat_interval is not None:
@@ -984,6 +1017,327 @@ def _hard_exit(code):
     os._exit(code)
 
 
+# ---------------------------------------------------------------------------
+# Leaving nothing behind: the parent-death signal, the processes drivers
+# left running, session directories. The same rules as the Go runtime's
+# (worker/procs_linux.go, worker/sessiondir_unix.go), so that a Python and a
+# Go worker sharing a work directory honour each other's.
+
+#: What the worker asks the kernel to send it when its parent dies, if
+#: whoever started it asked for nothing (transport.Subprocess asks for
+#: SIGTERM). Not SIGTERM itself: the kernel sends it when the *thread* that
+#: started the worker exits, which a host may do while it lives on (a
+#: thread pool's thread, say), so the worker checks that its parent really
+#: is gone before it takes the signal for the host's death; a SIGTERM is
+#: obeyed unconditionally.
+_PARENT_DEATH_SIGNAL = getattr(signal, "SIGHUP", None)
+_PR_SET_PDEATHSIG = 1
+_PR_GET_PDEATHSIG = 2
+_prctl_fn = None
+
+
+def _prctl():
+    """libc's prctl(2) through ctypes, or None where there is none: not
+    Linux, no ctypes, no libc. Nothing then arms a parent-death signal; the
+    worker learns of its host's death from the end of its stdin."""
+    global _prctl_fn
+    if _prctl_fn is None:
+        _prctl_fn = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+                fn = ctypes.CDLL(None, use_errno=True).prctl
+                fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+                fn.restype = ctypes.c_int
+                _prctl_fn = fn
+            except (ImportError, OSError, AttributeError, TypeError):
+                pass
+    return _prctl_fn or None
+
+
+def _parent_death_signal():
+    """The process's parent-death signal (0: none), or None where it
+    cannot be read."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    import ctypes
+    cur = ctypes.c_int(0)
+    if prctl(_PR_GET_PDEATHSIG, ctypes.addressof(cur), 0, 0, 0) != 0:
+        return None
+    return cur.value
+
+
+def _set_parent_death_signal(sig):
+    """Set the process's parent-death signal; whether it was set."""
+    prctl = _prctl()
+    return prctl is not None and prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+
+
+def _arm_parent_death(install):
+    """Unless the process has a parent-death signal already, call
+    ``install()`` (which makes _PARENT_DEATH_SIGNAL harmless: handled) and
+    arm that signal, and report whether it did. ``install`` returns a
+    function that undoes it, called when arming fails."""
+    if _PARENT_DEATH_SIGNAL is None or _parent_death_signal() != 0:
+        return False
+    undo = install()
+    if undo is None:
+        return False
+    if _set_parent_death_signal(_PARENT_DEATH_SIGNAL):
+        return True
+    undo()
+    return False
+
+
+#: The kernel's PF_EXITING: the process is in exit(2), set before its file
+#: descriptors are closed.
+_PF_EXITING = 0x4
+
+_ProcStat = collections.namedtuple("_ProcStat", "pid ppid pgrp state flags")
+
+
+def _parse_stat(pid, b):
+    """Parse the text of /proc/<pid>/stat. The command name, in
+    parentheses, may hold spaces and parentheses itself: the fields start
+    after the last ')'."""
+    i = b.rfind(b")")
+    if i < 0:
+        return None
+    f = b[i + 1:].split()  # from field 3, state
+    if len(f) < 7 or len(f[0]) != 1:
+        return None
+    try:
+        return _ProcStat(pid, int(f[1]), int(f[2]), f[0].decode("ascii"), int(f[6]))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _read_stat(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return _parse_stat(pid, f.read())
+    except OSError:
+        return None
+
+
+def _parent_alive(ppid):
+    """Whether ppid is still this process's parent and is not exiting. A
+    parent killed by SIGKILL closes its end of the worker's stdin before the
+    kernel reparents the worker, so the end of the input may be read while
+    getppid still names the dying parent: its PF_EXITING flag, set before
+    its descriptors are closed, tells."""
+    if os.getppid() != ppid:
+        return False
+    st = _read_stat(ppid)
+    return st is not None and st.state not in "ZX" and not st.flags & _PF_EXITING
+
+
+def _scan_procs():
+    """Every process in /proc."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        if n.isdigit():
+            st = _read_stat(int(n))
+            if st is not None:
+                out.append(st)
+    return out
+
+
+def _ours(st, self_pid, leader):
+    return st.ppid == self_pid or (leader and st.pgrp == self_pid)
+
+
+def _kill_proc(p, self_pid, leader):
+    """SIGKILL p. Through a pidfd where the kernel and Python have them: p
+    is checked again once the pidfd pins it, so that a pid reused since the
+    scan is never signalled."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    send = getattr(signal, "pidfd_send_signal", None)
+    fd = None
+    if pidfd_open is not None and send is not None:
+        try:
+            fd = pidfd_open(p.pid)
+        except OSError as e:
+            if e.errno not in (errno.ENOSYS, errno.EPERM):
+                return False  # gone
+    if fd is None:
+        try:
+            os.kill(p.pid, signal.SIGKILL)
+            return True
+        except OSError:
+            return False
+    try:
+        st = _read_stat(p.pid)
+        if st is None or not _ours(st, self_pid, leader):
+            return False
+        send(fd, signal.SIGKILL)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _end_children(ppid, diag=None):
+    """SIGKILL the processes the worker's drivers left running: the
+    worker's children and, when the worker leads its process group (as
+    transport.Subprocess starts it), every other member of the group,
+    wherever it was reparented. A process that left the group and is no
+    child of the worker (setsid, a double fork) is out of reach: that is
+    what daemonizing asks for. No group is ever signalled as a whole.
+
+    A worker that leads its own group while its parent, which ppid was at
+    start, is alive and not exiting leaves this to that parent:
+    transport.Subprocess kills the group once the worker has exited, and
+    the scan reads /proc for every process on the machine. When the parent
+    is dying or dead (its death is what stopped the worker) nobody else
+    can, and a worker in someone else's group ends its own children.
+
+    It scans /proc a few rounds, so that a process forked while a round
+    killed its parent is caught by the next, and returns once a round
+    finds nothing alive or after about 100 ms. Where there is no /proc it
+    does nothing. Returns how many processes it killed (a process a round
+    signalled that is not dead yet by the next is signalled again, and
+    counted once)."""
+    if not os.path.isdir("/proc/self"):
+        return 0
+    self_pid = os.getpid()
+    try:
+        leader = os.getpgrp() == self_pid
+    except OSError:
+        leader = False
+    if leader and _parent_alive(ppid):
+        return 0
+    killed = set()
+    for rnd in range(5):
+        alive = 0
+        for p in _scan_procs():
+            if p.pid == self_pid or p.state in "ZX" or not _ours(p, self_pid, leader):
+                continue
+            alive += 1
+            if _kill_proc(p, self_pid, leader):
+                killed.add(p.pid)
+        if alive == 0:
+            break
+        time.sleep((rnd + 1) * 0.005)  # let the kills land
+    if killed and diag is not None:
+        diag("killed %d processes drivers left running" % len(killed))
+    return len(killed)
+
+
+# Session directories are named tproxy-<session id>-<random> in the work
+# directory. On POSIX each holds an owner file that its worker keeps locked
+# (flock) for as long as the directory is in use: the kernel drops the lock
+# when the process ends, however it ends, so a directory whose lock can be
+# taken has no live owner, and a later worker's first prepare removes it
+# once it is old enough.
+_DIR_PREFIX = "tproxy-"
+_OWNER_FILE = ".tproxy-owner"
+_SWEEP_MARKER = ".tproxy-swept"  # in the work directory: when it was last swept
+#: Sweeps of a work directory are spaced: listing a busy temporary
+#: directory costs time, and stale directories appear only when workers
+#: are killed outright.
+_SWEEP_EVERY = 3600.0
+#: How old (seconds, by its owner file's mtime) a session directory
+#: without a live owner must be before a sweep removes it. The age keeps
+#: the sweep away from a directory being set up (its owner file exists a
+#: moment before it is locked) and from a filesystem whose locks are not
+#: shared between processes (some network filesystems).
+_STALE_AGE = 24 * 3600.0
+
+
+def _lock_dir(d):
+    """Create d's owner file and lock it; return its fd (closing it
+    unlocks), or None where there is no flock."""
+    if fcntl is None:
+        return None
+    fd = os.open(os.path.join(d, _OWNER_FILE), os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # For a person looking at the directory; the lock is what counts.
+        os.write(fd, b"pid %d\n" % os.getpid())
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _sweep_due(root, now):
+    """Whether root was last swept _SWEEP_EVERY ago or more (or never); if
+    so, mark it swept now. Two workers may both sweep; removals are safe
+    against that (_remove_if_owner_gone)."""
+    marker = os.path.join(root, _SWEEP_MARKER)
+    try:
+        age = now - os.stat(marker).st_mtime
+        # A marker from the future (a clock set back) does not count.
+        if 0 <= age < _SWEEP_EVERY:
+            return False
+    except OSError:
+        pass
+    try:
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644))
+        os.utime(marker, (now, now))
+    except OSError:  # another user's: sweep every time
+        pass
+    return True
+
+
+def _sweep_stale(root, now, diag=None):
+    """Remove the session directories under root whose owner is gone and
+    whose owner file is older than _STALE_AGE. One without an owner file is
+    left alone: this runtime did not make it, or it is being made."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for n in names:
+        if not n.startswith(_DIR_PREFIX):
+            continue
+        d = os.path.join(root, n)
+        try:
+            st = os.lstat(os.path.join(d, _OWNER_FILE))
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < _STALE_AGE:
+            continue
+        if _remove_if_owner_gone(d) and diag is not None:
+            diag("removed a stale session directory %s (%d s old)" % (d, now - st.st_mtime))
+
+
+def _remove_if_owner_gone(d):
+    """Remove d if its owner file's lock can be taken, holding the lock
+    while it does."""
+    try:
+        fd = os.open(os.path.join(d, _OWNER_FILE), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live owner, or a lock this filesystem cannot take
+        shutil.rmtree(d, ignore_errors=True)
+        return not os.path.lexists(d)
+    finally:
+        os.close(fd)
+
+
+def _sweep(root, diag=None):
+    """Remove root's stale session directories, at most once an hour per
+    root; nothing where there is no flock to tell a stale one from a live
+    one."""
+    if fcntl is None:
+        return
+    now = time.time()
+    if _sweep_due(root, now):
+        _sweep_stale(root, now, diag)
+
+
 class _Job:
     __slots__ = ("id", "key", "method", "params", "cancel", "answered")
 
@@ -1036,6 +1390,16 @@ class _Server:
         self._eof = False
         self._read_error = None
         self._terminating = False
+        self._stop_why = None  # why the session stopped, first cause only
+        self._stop_code = 0  # the exit status that cause calls for
+        self._grace_timer = None  # _abandon, once the session stopped
+        self._exit_mu = threading.Lock()  # run's exit or _abandon's, never both at once
+        self._finished = False  # run's exit is done: nothing to abandon
+        self._own_process = False
+        self._ppid = os.getppid()
+        self._out_closed = False
+        self._dir_mu = threading.Lock()  # hands the session directory over to whoever removes it
+        self._owner_fd = None  # the session directory's locked owner file
         self._mask = _NoMask()
         self._sess = _Session()
         self._step = None  # the running Step, if any
@@ -1064,8 +1428,11 @@ class _Server:
             except OSError as e:
                 self._closed = True
                 err = e
-        self._diag("writing to the host failed (%s); the connection is closed" % err)
-        self._cancel_all()
+        self._diag("writing to the host failed (%s); the connection is closed, stopping" % err)
+        # Nothing more can reach the host (EPIPE: it is gone, or closed its
+        # end of the worker's output): the session stops as at the end of
+        # the input.
+        self._terminate("writing to the host failed: %s" % err, hard_exit=self._own_process, code=1)
         return False
 
     def _notify(self, method, params, strict=False):
@@ -1132,11 +1499,14 @@ class _Server:
 
     # Main loop ------------------------------------------------------------
 
-    def run(self, install_signals):
-        self._own_process = install_signals
-        sig_r = None
-        if install_signals:
-            sig_r = self._install_sigterm()
+    def run(self, install_signals, own_process=None):
+        """Serve until the session stops; return the exit status.
+        install_signals: handle SIGTERM and the parent-death signal (main
+        thread only). own_process: the process is the worker's, to exit
+        within the stop grace and to leave no driver's process behind."""
+        self._own_process = install_signals if own_process is None else own_process
+        self._ppid = os.getppid()
+        restore_signals = self._install_signals() if install_signals else None
         fwd = None
         if self.w.forward_logging:
             fwd = _ForwardHandler(self)
@@ -1148,54 +1518,112 @@ class _Server:
         try:
             self._execute_loop()
         finally:
-            with self._hb_cond:
-                self._hb_stop = True
-                self._hb_cond.notify_all()
-            if fwd is not None:
-                logging.getLogger().removeHandler(fwd)
-            self._remove_session_dir()
-            with self._wlock:
-                self._closed = True
-                try:
-                    os.close(self.fd_out)  # the host reads EOF
-                except OSError:
-                    pass
-            if sig_r is not None:
-                try:
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                except (ValueError, OSError):
-                    pass
-        return 1 if self._read_error is not None else 0
+            # Under _exit_mu: the process must not exit under an _abandon
+            # halfway through, nor _abandon exit it under this.
+            with self._exit_mu:
+                with self._hb_cond:
+                    self._hb_stop = True
+                    self._hb_cond.notify_all()
+                if fwd is not None:
+                    logging.getLogger().removeHandler(fwd)
+                self._remove_session_dir()
+                self._close_out()
+                if self._own_process:
+                    _end_children(self._ppid, self._diag)
+                if restore_signals is not None:
+                    restore_signals()
+                # From here the caller bounds the exit (main: _EXIT_GRACE).
+                self._finished = True
+                if self._grace_timer is not None:
+                    self._grace_timer.cancel()
+        return self._exit_code()
 
-    def _install_sigterm(self):
+    def _exit_code(self):
+        return 1 if self._read_error is not None or self._stop_code else 0
+
+    def _close_out(self):
+        """Close the protocol's output, once: the host reads EOF."""
+        with self._wlock:
+            self._closed = True
+            if self._out_closed:
+                return
+            self._out_closed = True
+            try:
+                os.close(self.fd_out)
+            except OSError:
+                pass
+
+    def _install_signals(self):
+        """Handle SIGTERM and, where it can be armed, the parent-death
+        signal; return a function that restores the previous handlers, or
+        None if no handler could be installed."""
         # The handler only writes a byte: a thread of ours does the work,
         # so that no lock is taken inside a signal handler.
         r, wfd = os.pipe()
         os.set_blocking(wfd, False)
 
-        def on_term(signum, frame):
+        def on_signal(signum, frame):
             try:
-                os.write(wfd, b"T")
+                os.write(wfd, b"H" if signum == _PARENT_DEATH_SIGNAL else b"T")
             except OSError:
                 pass
 
-        def watch():
-            try:
-                if os.read(r, 1):
-                    self._diag("SIGTERM: cancelling and exiting")
-                    self._terminate()
-            except OSError:
-                pass
-
-        threading.Thread(target=watch, name="tproxy-sigterm", daemon=True).start()
+        prev = {}
         try:
-            signal.signal(signal.SIGTERM, on_term)
+            prev[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_signal)
         except (ValueError, OSError):
+            os.close(r)
+            os.close(wfd)
             return None
-        return r
 
-    def _terminate(self, why="the worker is terminating", hard_exit=True):
+        def install_parent_death():
+            try:
+                prev[_PARENT_DEATH_SIGNAL] = signal.signal(_PARENT_DEATH_SIGNAL, on_signal)
+            except (ValueError, OSError):
+                return None
+            return lambda: signal.signal(_PARENT_DEATH_SIGNAL, prev.pop(_PARENT_DEATH_SIGNAL) or signal.SIG_DFL)
+
+        _arm_parent_death(install_parent_death)
+        threading.Thread(target=self._watch_signals, args=(r,), name="tproxy-signals", daemon=True).start()
+
+        def restore():
+            # The pipe stays open: a signal arriving now must not write
+            # into an fd that was closed and reused.
+            for sig, handler in prev.items():
+                try:
+                    signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+                except (ValueError, OSError):
+                    pass
+        return restore
+
+    def _watch_signals(self, r):
+        while True:
+            try:
+                b = os.read(r, 1)
+            except OSError:
+                return
+            if not b:
+                return
+            if b == b"T":
+                self._diag("SIGTERM: cancelling and exiting")
+                self._terminate("the worker received SIGTERM")
+            elif os.getppid() != self._ppid:
+                self._diag("the parent process died: cancelling and exiting")
+                self._terminate("the worker's parent process died")
+            else:
+                # The thread that started this process exited; the process
+                # that owns it lives on, and so does the session.
+                self._diag("parent-death signal with the parent process alive; ignored")
+
+    def _terminate(self, why, hard_exit=True, code=0):
+        """Stop the session: the request running is cancelled, those queued
+        are answered -32800 without running. The first cause is the one the
+        running request's answer names and whose exit status (code) counts.
+        hard_exit: the process exits within _TERM_GRACE whatever the
+        driver does (_abandon)."""
         with self._cond:
+            if self._stop_why is None:
+                self._stop_why, self._stop_code = why, code
             self._terminating = True
             queued = list(self._queue)
             self._queue.clear()
@@ -1203,18 +1631,32 @@ class _Server:
                 for j in jobs:
                     j.cancel.set()
             self._cond.notify_all()
+            timer = None
+            if hard_exit and self._grace_timer is None:
+                timer = self._grace_timer = threading.Timer(_TERM_GRACE, self._abandon)
+                timer.daemon = True
         for j in queued:
             self._finish_job(j, error=(REQUEST_CANCELLED, "%s cancelled: %s" % (j.method, why), None))
-        if hard_exit:
-            t = threading.Timer(_TERM_GRACE, _hard_exit, args=(0,))
-            t.daemon = True
-            t.start()
+        if timer is not None:
+            timer.start()
 
-    def _cancel_all(self):
-        with self._cond:
-            for jobs in self._inflight.values():
-                for j in jobs:
-                    j.cancel.set()
+    def _abandon(self):
+        """The stop grace has passed and a request still runs: its driver
+        ignores the cancellation. It is abandoned, unanswered, and the
+        process exits under it, leaving neither its session directory nor
+        its drivers' processes behind."""
+        # Held until the process exits. Bounded: run's exit may itself be
+        # stuck, behind a write the host never reads.
+        if self._exit_mu.acquire(timeout=_TERM_GRACE) and self._finished:
+            self._exit_mu.release()
+            return
+        self._diag("a request still runs %g s after the session stopped; abandoning it" % _TERM_GRACE)
+        # Children first: a driver waiting on one wakes up when it dies and
+        # may write into the session directory, which is removed after.
+        if self._own_process:
+            _end_children(self._ppid, self._diag)
+        self._remove_session_dir()
+        _hard_exit(self._exit_code())
 
     def _execute_loop(self):
         while True:
@@ -1334,6 +1776,7 @@ class _Server:
             # the request running is cancelled, those queued are answered
             # -32800 without running; a process of its own exits within
             # _TERM_GRACE even if a driver ignores the cancel.
+            # (A read error also ends here; its exit status is 1.)
             self._terminate("the host closed the worker's input", hard_exit=self._own_process)
 
     def _handle_line(self, line):
@@ -1555,7 +1998,7 @@ class _Server:
             masker.learn(st.get("config") or {})
         if ss.dir is None:
             try:
-                ss.dir = tempfile.mkdtemp(prefix="tproxy-%s-" % session_id, dir=self.w._work_dir())
+                self._create_dir(session_id)
             except OSError as e:
                 raise _Answer(INTERNAL_ERROR, "creating the session directory: %s" % e)
         ss.id, ss.prepared, ss.cleaned = session_id, True, False
@@ -1679,7 +2122,8 @@ class _Server:
         if job.cancel.is_set() and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
             # The failure goes with the -32800 too: the host still fetches
             # the artifacts the cancelled step left (protocol section 7).
-            return (REQUEST_CANCELLED, "exec_step cancelled by the host", failure)
+            why = self._stop_why
+            return (REQUEST_CANCELLED, "exec_step cancelled: %s" % why if why else "exec_step cancelled by the host", failure)
         return (STEP_FAILED, "step %s failed: %s" % (json.dumps(step.id), message), failure)
 
     def _list_artifacts(self, step_id, art_dir):
@@ -1704,11 +2148,40 @@ class _Server:
         ss.outputs = None
         return {"status": "cleaned", "session_id": ss.id, "steps_executed": ss.executed, "total_rows": ss.total_rows}
 
+    def _create_dir(self, session_id):
+        """Sweep the work directory's stale session directories (once per
+        Worker), then create the session's directory and lock its owner
+        file."""
+        root = self.w._work_dir()
+        if not self.w._swept:
+            self.w._swept = True
+            _sweep(root, self._diag)
+        d = tempfile.mkdtemp(prefix="%s%s-" % (_DIR_PREFIX, session_id), dir=root)
+        try:
+            fd = _lock_dir(d)
+        except OSError:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+        with self._dir_mu:
+            self._sess.dir, self._owner_fd = d, fd
+
     def _remove_session_dir(self):
-        ss = self._sess
-        if ss.dir:
-            shutil.rmtree(ss.dir, ignore_errors=True)
-            ss.dir = None
+        """Remove the session directory and forget it; then unlock its
+        owner file (until it is removed, no sweep may take it). Safe from
+        any thread: the stop grace's timer may call it while a stuck driver
+        still runs."""
+        with self._dir_mu:
+            d, fd = self._sess.dir, self._owner_fd
+            self._sess.dir, self._owner_fd = None, None
+        if d:
+            shutil.rmtree(d, ignore_errors=True)
+            if os.path.lexists(d):
+                self._diag("removing the session directory %s failed" % d)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def _fetch_artifact(self, p):
         ss = self._sess
