@@ -105,6 +105,13 @@ TEST_WORKER = textwrap.dedent('''
         finally:
             print("busy stopped at", i)
 
+    @w.driver("own_error")
+    def own_error(step):
+        step.event("waiting")
+        while not step.cancelled:
+            time.sleep(0.01)
+        raise RuntimeError("connection reset while stopping")
+
     @w.driver("stubborn")
     def stubborn(step):
         time.sleep(60)
@@ -731,6 +738,22 @@ class CancelTest(WorkerTest):
 
 
 _script = None
+
+
+class CancelOwnErrorTest(WorkerTest):
+    def test_own_error_after_cancel_is_cancelled(self):
+        # A driver that fails in its own way once cancelled was cancelled
+        # (protocol section 7): step_failed and the -32800 both say so.
+        self.restart(write_test_worker())
+        self.prepare(("o", "own_error"))
+        id = self.w.request("exec_step", {"step_id": "o", "driver": "own_error"})
+        self.assertEqual(self.w.recv()["params"]["name"], "step_start")
+        self.assertEqual(self.w.recv()["params"]["name"], "waiting")
+        self.w.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": id}})
+        notes, r = self.w.until(id, timeout=5)
+        self.assertError(r, -32800)
+        self.assertEqual(r["error"]["data"]["error_type"], "cancelled")
+        self.assertEqual(events(notes, "step_failed")[0]["data"]["error_type"], "cancelled")
 
 
 def write_test_worker():

@@ -2101,8 +2101,15 @@ class _Server:
             return {"type": type(value).__name__}
 
     def _step_failed(self, job, step, exc, duration, artifacts):
-        """Report a failed step (stderr, step_failed) and return its error."""
-        cancelled = _caused_by_cancel(exc)
+        """Report a failed step (stderr, step_failed) and return its error.
+
+        A step whose cancellation had come when its driver raised was
+        cancelled, whatever the driver made of it (a connection it closed
+        failing in its own way): ``error_type`` ``cancelled`` and -32800.
+        A cancel that comes after the driver raised does not change the
+        failure, which is answered -32004 with its own type (section 7)."""
+        cancel_seen = job.cancel.is_set() and not isinstance(exc, (KeyboardInterrupt, SystemExit))
+        cancelled = cancel_seen or _caused_by_cancel(exc)
         error_type = ERROR_CANCELLED if cancelled else _error_type(exc)
         message = str(exc) if not isinstance(exc, SystemExit) else "exit status %s" % (exc.code,)
         if not message:
@@ -2119,7 +2126,7 @@ class _Server:
         failure = {"step_id": step.id, "error_type": error_type, "message": message}
         if artifacts:
             failure["artifacts"] = artifacts
-        if job.cancel.is_set() and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if cancel_seen:
             # The failure goes with the -32800 too: the host still fetches
             # the artifacts the cancelled step left (protocol section 7).
             why = self._stop_why
