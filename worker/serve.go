@@ -509,7 +509,7 @@ func (s *server) dispatch(j *job) (any, error) {
 	}
 	if err != nil && j.ctx.Err() != nil && s.ctx.Err() == nil {
 		var rpcErr *jsonrpc2.Error
-		if !errors.As(err, &rpcErr) || rpcErr.Code == tproxy.CodeStepFailed {
+		if !errors.As(err, &rpcErr) || rpcErr.Code == tproxy.CodeStepFailed && !failedBeforeCancel(rpcErr) {
 			e := s.errCancelled(j.req.Method)
 			if rpcErr != nil {
 				// A cancelled step's failure lists the artifacts it left,
@@ -529,6 +529,20 @@ func callHandler(ctx context.Context, h Handler, params json.RawMessage) (res an
 		}
 	}()
 	return h(ctx, params)
+}
+
+// failedBeforeCancel reports whether a step failure's error type is not
+// cancelled: the step had failed on its own when its cancellation came,
+// so its failure stands. A cancelled exec_step's -32800 carries a failure
+// of error type cancelled only (docs/protocol.md section 7).
+func failedBeforeCancel(e *jsonrpc2.Error) bool {
+	if e.Data == nil {
+		return false
+	}
+	var f struct {
+		ErrorType string `json:"error_type"`
+	}
+	return json.Unmarshal(*e.Data, &f) == nil && f.ErrorType != tproxy.ErrorTypeCancelled
 }
 
 // errCancelled is the answer to a cancelled request: by $/cancelRequest,
