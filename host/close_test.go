@@ -87,7 +87,8 @@ func TestCloseEndsAWorkerBlockedWriting(t *testing.T) {
 			if _, err := osexec.LookPath("sh"); err != nil {
 				t.Skip("no sh:", err)
 			}
-			return floodingSubprocess()
+			// The fake's frames are wrong on purpose; the host's are validated.
+			return wiretest.Transport(t, floodingSubprocess(), wiretest.HostFrames)
 		}},
 		{"in-memory", func(*testing.T) transport.Transport { return floodingInMemory() }},
 	}

@@ -11,20 +11,23 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
 
 // commandLayers run testWorker behind an intermediary, through
 // transport.Command: a shell that execs it, env -i, and a shell that forks
-// it and reports its status.
+// it and reports its status. Their frames, both ways, are validated
+// against docs/schema, as subprocess's are.
 func commandLayers() map[string]transport.Transport {
 	sp := subprocess(nil)
 	withEnv := func(c *transport.Subprocess) *transport.Subprocess { c.Env = sp.Env; return c }
+	tap := func(tr transport.Transport) transport.Transport { return wiretest.Transport(nil, tr, wiretest.Both) }
 	return map[string]transport.Transport{
-		"sh exec": withEnv(transport.Command("sh", "-c", `exec "$@"`, "sh", sp.Path)),
-		"env -i":  transport.Command("env", "-i", workerEnv+"=1", "GORACE=atexit_sleep_ms=0", sp.Path),
-		"sh fork": withEnv(transport.Command("sh", "-c", `"$@"; exit $?`, "sh", sp.Path)),
+		"sh exec": tap(withEnv(transport.Command("sh", "-c", `exec "$@"`, "sh", sp.Path))),
+		"env -i":  tap(transport.Command("env", "-i", workerEnv+"=1", "GORACE=atexit_sleep_ms=0", sp.Path)),
+		"sh fork": tap(withEnv(transport.Command("sh", "-c", `"$@"; exit $?`, "sh", sp.Path))),
 	}
 }
 

@@ -74,22 +74,30 @@ func docExchanges(t *testing.T) map[string]*exchange {
 			cur.after = append(cur.after, worker)
 		}
 	}
-	if len(out) < 6 {
-		t.Fatalf("found %d example exchanges in docs/protocol.md, want the 7 of section 14", len(out))
+	if len(out) < 8 {
+		t.Fatalf("found %d example exchanges in docs/protocol.md, want the 9 of section 14", len(out))
 	}
 	return out
 }
 
-// exchangeKey names a request by its method and, for steps, the step.
+// exchangeKey names a request by its method and, for steps, the step;
+// for prepare, the session: the examples prepare two.
 func exchangeKey(req map[string]any) string {
 	key, _ := req["method"].(string)
 	if p, ok := req["params"].(map[string]any); ok {
 		if id, ok := p["step_id"].(string); ok {
 			key += " " + id
 		}
+		if id, ok := p["session_id"].(string); ok {
+			key += " " + id
+		}
 	}
 	return key
 }
+
+// docSession is the session of the examples' successful prepare, the one
+// the examples' steps run in.
+const docSession = "run-42"
 
 var docID = regexp.MustCompile(`"id":\d+`)
 
@@ -122,8 +130,11 @@ func docWorker(t *testing.T, ex map[string]*exchange, vary func(string) string) 
 				t.Errorf("the host sent a request the examples do not answer: %s", lines.Bytes())
 				return nil
 			}
-			if req["method"] == tproxy.MethodPing {
+			switch req["method"] {
+			case tproxy.MethodPing:
 				checkSameFrame(t, lines.Bytes(), e.request)
+			case tproxy.MethodPrepare:
+				checkSameManifest(t, req, e.request)
 			}
 			send(e.before, string(idJSON))
 			if e.wait != "" {
@@ -157,10 +168,25 @@ func checkSameFrame(t *testing.T, got []byte, want map[string]any) {
 	}
 }
 
-// docRun runs the manifest of the examples' prepare against docWorker.
-func docRun(t *testing.T, ex map[string]*exchange, vary func(string) string) (string, *host.Status, error) {
+// checkSameManifest compares the manifest of a prepare the host wrote with
+// the example's, when the host sent one of its own steps: a test that
+// prepares an empty manifest only needs the example's answer.
+func checkSameManifest(t *testing.T, got, want map[string]any) {
 	t.Helper()
-	params := ex[tproxy.MethodPrepare].request["params"].(map[string]any)
+	g, _ := got["params"].(map[string]any)["manifest"].(map[string]any)
+	if steps, _ := g["steps"].([]any); len(steps) == 0 {
+		return
+	}
+	if d := cmp.Diff(want["params"].(map[string]any)["manifest"], g); d != "" {
+		t.Errorf("the host's manifest differs from docs/protocol.md's (-doc +host):\n%s", d)
+	}
+}
+
+// docRun runs the manifest of the examples' prepare of session (and with
+// its log level) against docWorker.
+func docRun(t *testing.T, ex map[string]*exchange, session string, vary func(string) string) (string, *host.Status, error) {
+	t.Helper()
+	params := ex[tproxy.MethodPrepare+" "+session].request["params"].(map[string]any)
 	b, _ := json.Marshal(params["manifest"])
 	var m tproxy.Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -168,7 +194,7 @@ func docRun(t *testing.T, ex map[string]*exchange, vary func(string) string) (st
 	}
 	dir := filepath.Join(t.TempDir(), "session")
 	st, err := host.RunManifest(t.Context(), docWorker(t, ex, vary), host.RunSpec{
-		SessionID: params["session_id"].(string), Dir: dir, Manifest: m, LogLevel: "info",
+		SessionID: params["session_id"].(string), Dir: dir, Manifest: m, LogLevel: params["log_level"].(string),
 		Options: []host.Option{host.WithLogger(slog.New(slog.DiscardHandler))},
 	})
 	return dir, st, err
@@ -180,7 +206,7 @@ func docRun(t *testing.T, ex map[string]*exchange, vary func(string) string) (st
 // directory.
 func TestContractExamples(t *testing.T) {
 	ex := docExchanges(t)
-	dir, st, err := docRun(t, ex, func(s string) string { return s })
+	dir, st, err := docRun(t, ex, docSession, func(s string) string { return s })
 	var se *host.StepError
 	if !errors.As(err, &se) || se.StepID != "transform" || se.ErrorType != "input" {
 		t.Fatalf("err = %v, want the example's failure of step transform (input)", err)
@@ -223,7 +249,7 @@ func TestContractExamples(t *testing.T) {
 	}
 	for name, vary := range variants {
 		t.Run(name, func(t *testing.T) {
-			dir, st, err := docRun(t, ex, vary)
+			dir, st, err := docRun(t, ex, docSession, vary)
 			if !errors.As(err, &se) || st.Failure.Kind != host.FailureStep || st.Protocol != (host.ProtocolCounts{}) {
 				t.Fatalf("err = %v, status %+v", err, st)
 			}
@@ -284,6 +310,21 @@ func sessionRecords(t *testing.T, dir string) []string {
 	return out
 }
 
+// TestContractInvalidConfig: the examples' refused prepare. The host
+// sends the step's timeout and retry as the example shows, and makes of
+// the -32006 an invalid manifest naming the step, with the data's
+// message, before any step ran.
+func TestContractInvalidConfig(t *testing.T) {
+	_, st, err := docRun(t, docExchanges(t), "run-43", func(s string) string { return s })
+	var me *tproxy.ManifestError
+	if !errors.As(err, &me) || me.StepID != "extract" || me.Reason != `config: unknown key "delimeter" (did you mean "delimiter"?)` {
+		t.Fatalf("err = %v, want the example's invalid config of step extract", err)
+	}
+	if st.Outcome != host.OutcomeFailed || st.Failure.Kind != host.FailureInvalidManifest || st.Failure.StepID != "extract" || st.StepsCompleted != 0 {
+		t.Errorf("status = %+v, failure %+v", st, st.Failure)
+	}
+}
+
 // TestContractCancellation: the examples' cancellation, through the
 // client: the host sends $/cancelRequest as section 14 shows, returns at
 // once, persists the step's step_failed when it comes, and the
@@ -301,7 +342,7 @@ func TestContractCancellation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Prepare(t.Context(), tproxy.PrepareParams{SessionID: "run-42"}); err != nil {
+	if _, err := c.Prepare(t.Context(), tproxy.PrepareParams{SessionID: docSession}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = c.ExecStep(ctx, tproxy.ExecStepParams{StepID: "slow", Driver: "sleep"})
@@ -403,6 +444,60 @@ func TestMalformedEventsNeverSilent(t *testing.T) {
 	want := strings.Fields(strings.Repeat("good warning ", 5))
 	if d := cmp.Diff(want, seq); d != "" {
 		t.Errorf("events.jsonl (-want +got):\n%s", d)
+	}
+}
+
+// TestWorkerRequestRefused: a request from the worker, which sends none,
+// is answered -32601 with its id (section 12), and the step it came
+// during goes on. The tap checks the host's answer against docs/schema.
+func TestWorkerRequestRefused(t *testing.T) {
+	answers := make(chan string, 1)
+	tr := &transport.InMemory{Serve: wiretest.Serve(t, func(ctx context.Context, rw io.ReadWriteCloser) error {
+		defer rw.Close()
+		sc := bufio.NewScanner(rw)
+		for sc.Scan() {
+			var req struct {
+				ID     json.RawMessage `json:"id"`
+				Method string          `json:"method"`
+			}
+			json.Unmarshal(sc.Bytes(), &req)
+			id := string(req.ID)
+			switch req.Method {
+			case tproxy.MethodPing:
+				io.WriteString(rw, pong(tproxy.ProtocolVersion)(id)+"\n")
+			case tproxy.MethodPrepare:
+				io.WriteString(rw, `{"jsonrpc":"2.0","id":`+id+`,"result":{"status":"ready","session_id":"s1"}}`+"\n")
+			case tproxy.MethodExecStep:
+				io.WriteString(rw, `{"jsonrpc":"2.0","id":"w-1","method":"ask_host","params":{}}`+"\n")
+				if !sc.Scan() {
+					return sc.Err()
+				}
+				answers <- sc.Text()
+				io.WriteString(rw, stepOK(id))
+			}
+		}
+		return nil
+	}, wiretest.HostFrames)} // the fake's request is wrong on purpose
+	c, err := host.Start(t.Context(), tr, quiet()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Prepare(t.Context(), tproxy.PrepareParams{SessionID: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ExecStep(t.Context(), tproxy.ExecStepParams{StepID: "d-step", Driver: "d"}); err != nil {
+		t.Fatalf("the step after the worker's request: %v", err)
+	}
+	var ans struct {
+		ID     any             `json:"id"`
+		Result json.RawMessage `json:"result"`
+		Error  struct {
+			Code int `json:"code"`
+		} `json:"error"`
+	}
+	if line := <-answers; json.Unmarshal([]byte(line), &ans) != nil || ans.ID != "w-1" || ans.Result != nil || ans.Error.Code != tproxy.CodeMethodNotFound {
+		t.Errorf("the host answered the worker's request with %s; want -32601 with its id", line)
 	}
 }
 

@@ -85,7 +85,8 @@ func TestStartKillsOnDeadline(t *testing.T) {
 	if err != nil {
 		t.Skip("no sleep(1) on this machine")
 	}
-	tr := &transport.Subprocess{Path: sleep, Args: []string{"3600"}, Env: []string{}, CloseTimeout: time.Hour, TermTimeout: time.Hour}
+	// sleep writes nothing; the host's ping is validated.
+	tr := wiretest.Transport(t, &transport.Subprocess{Path: sleep, Args: []string{"3600"}, Env: []string{}, CloseTimeout: time.Hour, TermTimeout: time.Hour}, wiretest.HostFrames)
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
 	done := make(chan error, 1)

@@ -172,7 +172,9 @@ func TestCollectBoundedByCallerDeadline(t *testing.T) {
 				}))
 			}
 			start := time.Now()
-			st, err := run(t, ctx, stuckWorker(), host.RunSpec{SessionID: "s1", Manifest: oneStep(),
+			// The stuck worker's frames are the document's; the host's are
+			// validated.
+			st, err := run(t, ctx, wiretest.Transport(t, stuckWorker(), wiretest.HostFrames), host.RunSpec{SessionID: "s1", Manifest: oneStep(),
 				Timeout: tt.timeout, CollectGrace: grace, Options: opts})
 			took := time.Since(start)
 			if err == nil || st.Failure == nil || st.Failure.Kind != tt.wantKind {
@@ -601,12 +603,12 @@ func TestReturnedErrorMasked(t *testing.T) {
 		name string
 		tr   transport.Transport
 	}{
-		{"stderr of a dying worker", transport.Command("sh", "-c", `read -r l
+		{"stderr of a dying worker", wiretest.Transport(t, transport.Command("sh", "-c", `read -r l
 id=$(printf '%s' "$l" | sed -n 's/.*"id":\([0-9][0-9]*\).*/\1/p')
 printf '{"jsonrpc":"2.0","id":%s,"result":{"status":"pong","echo":"handshake","timestamp":"2025-01-01T00:00:00Z","protocol":1,"worker":{"name":"dies","version":"1","drivers":["d"]}}}\n' "$id"
 read -r l
 echo "fatal: cannot log in with `+secret+`" >&2
-exit 3`)},
+exit 3`), wiretest.HostFrames)},
 		{"worker's error", (&handWorker{answer: func(string, json.RawMessage) string {
 			return `"error":{"code":-32004,"message":"step failed: login ` + secret + ` refused","data":{"step_id":"s","error_type":"Auth` + secret + `","message":"login ` + secret + ` refused"}}`
 		}}).transport()},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/worker"
 )
@@ -46,7 +47,7 @@ func TestRunMasksQuotedSecrets(t *testing.T) {
 	var text, js syncBuffer
 	logger := slog.New(teeLog{slog.NewTextHandler(&text, &slog.HandlerOptions{Level: slog.LevelDebug}),
 		slog.NewJSONHandler(&js, &slog.HandlerOptions{Level: slog.LevelDebug})})
-	_, err := run(t, t.Context(), &transport.InMemory{Serve: w.Serve}, host.RunSpec{Dir: dir, Manifest: m, LogLevel: "debug",
+	_, err := run(t, t.Context(), &transport.InMemory{Serve: wiretest.Serve(t, w.Serve, wiretest.Both)}, host.RunSpec{Dir: dir, Manifest: m, LogLevel: "debug",
 		Options: []host.Option{host.WithLogger(logger)}})
 	if err == nil {
 		t.Fatal("the failing step did not fail the run")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
@@ -183,7 +184,8 @@ func TestHandshakeDeathRecorded(t *testing.T) {
 	if err != nil {
 		t.Skip("no sh on this system")
 	}
-	tr := &transport.Subprocess{Path: sh, Args: []string{"-c", "echo 'worker: cannot load config' >&2; exit 7"}}
+	// The worker dies without a frame; the host's ping is validated.
+	tr := wiretest.Transport(t, &transport.Subprocess{Path: sh, Args: []string{"-c", "echo 'worker: cannot load config' >&2; exit 7"}}, wiretest.HostFrames)
 	st, err := run(t, t.Context(), tr, host.RunSpec{Manifest: oneStep()})
 	if err == nil {
 		t.Fatal("the run succeeded")
@@ -257,8 +259,10 @@ func TestHostLogsJSONL(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "s")
-	tr := &transport.Subprocess{Path: sh, Args: []string{"-c", `echo "welcome banner"; exec "$0"`, exe},
-		Env: []string{workerEnv + "=1", "GORACE=atexit_sleep_ms=0"}}
+	// The banner is not a frame, on purpose: the host's frames are
+	// validated, and the worker's after it by every other test.
+	tr := wiretest.Transport(t, &transport.Subprocess{Path: sh, Args: []string{"-c", `echo "welcome banner"; exec "$0"`, exe},
+		Env: []string{workerEnv + "=1", "GORACE=atexit_sleep_ms=0"}}, wiretest.HostFrames)
 	if _, err := run(t, t.Context(), tr, host.RunSpec{Dir: dir, Manifest: tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "extract", Driver: "extract", Config: map[string]any{"rows": 1}}}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/worker"
@@ -182,7 +183,7 @@ func TestConfigMistakeFailsTheRunBeforeAnyStep(t *testing.T) {
 		{ID: "c", Driver: "extract", Needs: []string{"b"}, Config: map[string]any{"tabel": "items"}},
 	}}
 	sink := &logsink.Memory{}
-	st, err := host.RunManifest(t.Context(), &transport.InMemory{Serve: w.Serve},
+	st, err := host.RunManifest(t.Context(), &transport.InMemory{Serve: wiretest.Serve(t, w.Serve, wiretest.Both)},
 		host.RunSpec{Manifest: m, Dir: t.TempDir(), Sink: sink})
 	var me *tproxy.ManifestError
 	if !errors.As(err, &me) || me.StepID != "c" || !strings.Contains(me.Reason, `unknown key "tabel" (did you mean "table"?)`) {

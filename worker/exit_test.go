@@ -23,6 +23,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/worker"
@@ -93,12 +94,14 @@ func roleEnviron(role, workDir string) []string {
 		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 }
 
-func workerTransport(t testing.TB, workDir string) *transport.Subprocess {
+// workerTransport runs the test binary as a worker, its frames and the
+// host's validated against docs/schema.
+func workerTransport(t testing.TB, workDir string) transport.Transport {
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &transport.Subprocess{Path: exe, Env: roleEnviron("worker", workDir)}
+	return wiretest.Transport(t, &transport.Subprocess{Path: exe, Env: roleEnviron("worker", workDir)}, wiretest.Both)
 }
 
 // leaveEnv set makes the host role's "spawn" step leave its child behind.

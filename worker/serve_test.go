@@ -157,7 +157,8 @@ func TestServeReturnsWhenCtxEnds(t *testing.T) {
 			defer hw.Close() // ends a plain connection's reader
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
-			go func() { done <- worker.New("t", "1").Serve(ctx, conn(wr, ww)) }()
+			rw := wiretest.Conn(t, conn(wr, ww), wiretest.WorkerFrames)
+			go func() { done <- worker.New("t", "1").Serve(ctx, rw) }()
 			io.WriteString(hw, `{"jsonrpc":"2.0","id":1,"method":"ping"}`+"\n")
 			lines := bufio.NewReader(hr)
 			if line, err := lines.ReadString('\n'); err != nil || !strings.Contains(line, `"pong"`) {

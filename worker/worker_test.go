@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 	if playRole != nil {
 		playRole() // exits if the binary was started in a role (exit_test.go)
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(wiretest.Main(m)) // a tap reporting after its test ended fails the run
 }
 
 // playRole, if set, plays the role the test binary was started in, if any.

@@ -92,7 +92,11 @@ func conformCmd(ctx context.Context, args []string, e *env) int {
 	// worker that lingers after the other checks need not cost each of
 	// them the default ladder's 5s+3s.
 	tr.CloseTimeout, tr.TermTimeout = 2*time.Second, 2*time.Second
-	rep := conform.Run(ctx, tr,
+	var worker transport.Transport = tr
+	if wrapTransport != nil {
+		worker = wrapTransport("conform", tr)
+	}
+	rep := conform.Run(ctx, worker,
 		conform.Select(re.MatchString),
 		conform.Timeout(*timeout),
 		conform.MaxFrameSize(*maxFrame),

@@ -12,6 +12,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tproxy/tproxy/internal/demo"
+	"github.com/tproxy/tproxy/internal/wiretest"
+	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/worker"
 	"github.com/tproxy/tproxy/worker/conform"
 )
@@ -30,6 +32,7 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	wrapTransport = tapTransport
 	if len(os.Args) > 1 && os.Args[1] == workerArg {
 		worker.Main(testWorker())
 	}
@@ -45,7 +48,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(roleEnv) == "tproxy" {
 		main()
 	}
-	code := m.Run()
+	// wiretest.Main fails the run if a frame that a tap of tapTransport
+	// saw did not validate.
+	code := wiretest.Main(m).Run()
 	removeFixtures()
 	if code == 0 {
 		// As goleak.VerifyTestMain does, after the cleanup it cannot run.
@@ -55,6 +60,20 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// tapTransport validates against docs/schema every frame of the workers
+// that run and conform start: both directions for run, whose host is the
+// Go host, and the worker's only for conform, whose kit writes frames
+// that are wrong on purpose. Its reports fail the test binary's run (see
+// wiretest.Main); the test binary in its tproxy role writes them to its
+// stderr, which TestRunSIGINT reads.
+func tapTransport(cmd string, tr transport.Transport) transport.Transport {
+	check := wiretest.Both
+	if cmd == "conform" {
+		check = wiretest.WorkerFrames
+	}
+	return wiretest.Transport(nil, tr, check)
 }
 
 // testWorker has the demo drivers and two for the tests: "fail", which

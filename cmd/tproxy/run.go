@@ -158,11 +158,20 @@ func runCmd(ctx context.Context, args []string, e *env) int {
 	stderr := p.above(e.stderr)
 	f.stderr = stderr
 	tr := f.transport(workerArgs, stderr)
+	if wrapTransport != nil {
+		tr = wrapTransport("run", tr)
+	}
 	if fi.IsDir() {
 		return runMany(ctx, tr, &f, paths, manifests, p, e)
 	}
 	return runOne(ctx, tr, &f, manifests[0], p, e)
 }
+
+// wrapTransport, when not nil, wraps the transport that run and conform
+// build from their flags, named by cmd ("run" or "conform"). It is nil in
+// the command; the tests set it to check every frame the host and the
+// worker exchange against docs/schema.
+var wrapTransport func(cmd string, tr transport.Transport) transport.Transport
 
 // transport builds the transport the flags ask for. Worker stderr goes to
 // stderr, besides the tail status.json keeps.

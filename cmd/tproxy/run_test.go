@@ -321,6 +321,11 @@ func TestRunSIGINT(t *testing.T) {
 	if !strings.Contains(stderr.String(), "interrupted; the run was cancelled and status.json written") {
 		t.Errorf("stderr: %q", stderr.String())
 	}
+	// The tproxy process taps its worker as the tests do (TestMain), but
+	// reports to its stderr.
+	if strings.Contains(stderr.String(), "wiretest:") {
+		t.Errorf("a frame of the cancelled run did not validate against docs/schema:\n%s", stderr.String())
+	}
 	if last := out[len(out)-1]; !strings.HasPrefix(last, "  failure: cancelled") {
 		t.Errorf("stdout:\n%s", strings.Join(out, "\n"))
 	}

@@ -60,16 +60,29 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if _, err := run(ctx, cfg, os.Stdout); err != nil {
+	tr, err := workerTransport()
+	if err == nil {
+		_, err = run(ctx, cfg, tr, os.Stdout)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "fanout: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-// run runs the fan-out, draws the progress line and the table on out, and
-// returns the summary. A session that fails is reported in the table, not
-// as run's error.
-func run(ctx context.Context, cfg config, out io.Writer) (*host.Summary, error) {
+// workerTransport starts each session's worker: this binary, re-executed.
+func workerTransport() (transport.Transport, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return &transport.Subprocess{Path: exe, Env: []string{workerEnv + "=1"}}, nil
+}
+
+// run runs the fan-out, each session in a worker that tr starts, draws
+// the progress line and the table on out, and returns the summary. A
+// session that fails is reported in the table, not as run's error.
+func run(ctx context.Context, cfg config, tr transport.Transport, out io.Writer) (*host.Summary, error) {
 	if cfg.dir == "" {
 		d, err := os.MkdirTemp("", "tproxy-fanout-")
 		if err != nil {
@@ -77,11 +90,6 @@ func run(ctx context.Context, cfg config, out io.Writer) (*host.Summary, error) 
 		}
 		cfg.dir = d
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	tr := &transport.Subprocess{Path: exe, Env: []string{workerEnv + "=1"}}
 	quiet := []host.Option{host.WithLogger(slog.New(slog.DiscardHandler))}
 	jobs := make([]host.Job, cfg.n)
 	for i := range jobs {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/tproxy/tproxy/host"
 	"github.com/tproxy/tproxy/internal/demo"
+	"github.com/tproxy/tproxy/internal/wiretest"
+	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/worker"
 )
 
@@ -20,7 +22,17 @@ func TestMain(m *testing.M) {
 	if os.Getenv(workerEnv) == "1" {
 		worker.Main(demo.NewWorker())
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(wiretest.Main(m)) // a tap reporting after its test ended fails the run
+}
+
+// tapped is the example's worker transport with every frame of the host
+// and the worker, both ways, validated against docs/schema.
+func tapped(t *testing.T) transport.Transport {
+	tr, err := workerTransport()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wiretest.Transport(t, tr, wiretest.Both)
 }
 
 // TestFanout: six pipelines two at a time, every third failing: the table
@@ -29,7 +41,7 @@ func TestMain(m *testing.M) {
 func TestFanout(t *testing.T) {
 	var out bytes.Buffer
 	cfg := config{n: 6, parallelism: 2, rows: 200, failEvery: 3, dir: t.TempDir(), refresh: 10 * time.Millisecond}
-	sum, err := run(t.Context(), cfg, &out)
+	sum, err := run(t.Context(), cfg, tapped(t), &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +66,7 @@ func TestFanout(t *testing.T) {
 func TestFanoutStopOnFailure(t *testing.T) {
 	var out bytes.Buffer
 	cfg := config{n: 8, parallelism: 1, rows: 200, failEvery: 2, stopOnFailure: true, dir: t.TempDir(), refresh: 10 * time.Millisecond}
-	sum, err := run(context.Background(), cfg, &out)
+	sum, err := run(context.Background(), cfg, tapped(t), &out)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,6 +103,12 @@ func StartUserHost(dir string) (*Host, error) { return startHost(dir, "worker", 
 // StartUserAsyncHost is StartUserHost with the worker's AsyncNotify.
 func StartUserAsyncHost(dir string) (*Host, error) { return startHost(dir, "worker-async", true) }
 
+// wrapTransport, when not nil, wraps the transport of the hosts that
+// startHost starts. It is nil but in a test that checks what a host does,
+// which sets it to validate the frames against docs/schema; a measurement
+// runs without it.
+var wrapTransport func(transport.Transport) transport.Transport
+
 func startHost(dir, role string, asUsers bool) (*Host, error) {
 	ctx := context.Background()
 	exe, err := os.Executable()
@@ -113,7 +119,10 @@ func startHost(dir, role string, asUsers bool) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &transport.Subprocess{Path: exe, Env: childEnv(role, ""), Stderr: os.Stderr}
+	var t transport.Transport = &transport.Subprocess{Path: exe, Env: childEnv(role, ""), Stderr: os.Stderr}
+	if wrapTransport != nil {
+		t = wrapTransport(t)
+	}
 	lat := &latencySink{Files: sink}
 	lat.raw, _ = wire.RawOf(sink)
 	h := &Host{sink: sink, lat: lat}

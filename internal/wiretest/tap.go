@@ -355,7 +355,7 @@ func (s *splitter) write(p []byte, line func([]byte)) {
 // It is for a worker the test cannot reach otherwise, such as a
 // subprocess. Each Start gets a tap of its own, since request ids are
 // per connection. tb may be nil (see NewTap). The Processes keep the
-// optional methods Kill and Pid of the ones tr starts.
+// optional methods Kill, Pid and TransportInfo of the ones tr starts.
 func Transport(tb testing.TB, tr transport.Transport, check Check) transport.Transport {
 	return &tapTransport{tr: tr, check: check, b: bind(tb)}
 }
@@ -397,32 +397,61 @@ func (p *process) Write(b []byte) (int, error) {
 // concrete type.
 func (p *process) Unwrap() transport.Process { return p.Process }
 
-type pider interface{ Pid() int }
-
+// The optional methods of a Process that a wrapper keeps.
 type (
-	killProcess    struct{ *process }
-	pidProcess     struct{ *process }
-	killPidProcess struct{ *process }
+	pider  interface{ Pid() int }
+	infoer interface{ TransportInfo() any }
 )
 
-func (p killProcess) Kill() error    { return p.Process.(transport.Killer).Kill() }
-func (p pidProcess) Pid() int        { return p.Process.(pider).Pid() }
-func (p killPidProcess) Kill() error { return p.Process.(transport.Killer).Kill() }
-func (p killPidProcess) Pid() int    { return p.Process.(pider).Pid() }
-
 // wrapProcess taps p, keeping its optional methods: the host kills a
-// silent worker through Killer, and tests ask subprocesses for their pid.
+// silent worker through Killer and records what TransportInfo tells in
+// status.json, and tests ask subprocesses for their pid.
 func wrapProcess(p transport.Process, tap *Tap) transport.Process {
 	w := &process{Process: p, tap: tap}
-	_, kill := p.(transport.Killer)
-	_, pid := p.(pider)
+	k, kill := p.(transport.Killer)
+	d, pid := p.(pider)
+	i, info := p.(infoer)
 	switch {
+	case kill && pid && info:
+		return struct {
+			*process
+			transport.Killer
+			pider
+			infoer
+		}{w, k, d, i}
 	case kill && pid:
-		return killPidProcess{w}
+		return struct {
+			*process
+			transport.Killer
+			pider
+		}{w, k, d}
+	case kill && info:
+		return struct {
+			*process
+			transport.Killer
+			infoer
+		}{w, k, i}
+	case pid && info:
+		return struct {
+			*process
+			pider
+			infoer
+		}{w, d, i}
 	case kill:
-		return killProcess{w}
+		return struct {
+			*process
+			transport.Killer
+		}{w, k}
 	case pid:
-		return pidProcess{w}
+		return struct {
+			*process
+			pider
+		}{w, d}
+	case info:
+		return struct {
+			*process
+			infoer
+		}{w, i}
 	}
 	return w
 }

@@ -120,7 +120,7 @@ func TestTapWrappers(t *testing.T) {
 			return err
 		}
 		resp := strings.Replace(pingResp, `"timestamp":"2026-12-06T16:21:28Z",`, "", 1)
-		_, err := io.WriteString(rw, strings.Replace(resp, `"id":1`, `"id":"one"`, 1)+"\n")
+		_, err := io.WriteString(rw, strings.Replace(resp, `"id":1`, `"id":-1`, 1)+"\n")
 		return err
 	}
 	for name, wrap := range map[string]func(testing.TB) transport.Transport{
@@ -138,17 +138,63 @@ func TestTapWrappers(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer p.Close()
-			if _, err := io.WriteString(p, strings.Replace(pingReq, `"id":1`, `"id":"one"`, 1)+"\n"); err != nil {
+			if _, err := io.WriteString(p, strings.Replace(pingReq, `"id":1`, `"id":-1`, 1)+"\n"); err != nil {
 				t.Fatal(err)
 			}
 			io.ReadAll(p)
 			<-p.Done()
 			errs := rec.reports()
 			if len(errs) != 2 || !strings.Contains(errs[0], "the host wrote") || !strings.Contains(errs[1], "ping.response.schema.json") {
-				t.Errorf("reports %q, want the host's string id and the pong without timestamp", errs)
+				t.Errorf("reports %q, want the host's negative id and the pong without timestamp", errs)
 			}
 			if _, ok := p.(transport.Killer); !ok {
 				t.Errorf("%T lost the Killer of the Process it wraps", p)
+			}
+		})
+	}
+}
+
+// infoTransport starts in-memory workers whose Processes also tell
+// TransportInfo, as E2B's do.
+type infoTransport struct{ transport.InMemory }
+
+type infoProcess struct{ transport.Process }
+
+func (infoProcess) TransportInfo() any { return "info" }
+
+func (t *infoTransport) Start(ctx context.Context) (transport.Process, error) {
+	p, err := t.InMemory.Start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return infoProcess{p}, nil
+}
+
+// TestTapKeepsOptionalMethods: a tapped Process has the optional methods
+// of the one it wraps, and only those: the host records TransportInfo in
+// status.json and kills through Killer.
+func TestTapKeepsOptionalMethods(t *testing.T) {
+	serve := func(ctx context.Context, rw io.ReadWriteCloser) error { return rw.Close() }
+	for name, tc := range map[string]struct {
+		tr         transport.Transport
+		kill, info bool
+	}{
+		"kill": {&transport.InMemory{Serve: serve}, true, false},
+		"info": {&infoTransport{transport.InMemory{Serve: serve}}, false, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, err := wiretest.Transport(t, tc.tr, wiretest.Both).Start(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			_, kill := p.(transport.Killer)
+			ti, info := p.(interface{ TransportInfo() any })
+			if _, pid := p.(interface{ Pid() int }); kill != tc.kill || info != tc.info || pid {
+				t.Errorf("%T: Kill %v, TransportInfo %v, Pid %v; want %v, %v, false", p, kill, info, pid, tc.kill, tc.info)
+			}
+			if info && ti.TransportInfo() != "info" {
+				t.Errorf("TransportInfo() = %v, want the wrapped Process's", ti.TransportInfo())
 			}
 		})
 	}

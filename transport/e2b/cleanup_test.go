@@ -13,6 +13,7 @@ import (
 
 	"github.com/tproxy/tproxy/host"
 	"github.com/tproxy/tproxy/internal/e2bfake"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/transport/e2b"
 )
@@ -226,6 +227,12 @@ func TestHostStartBoundedWhenKillHangs(t *testing.T) {
 			}
 			tr := newE2B(t, srv, tt.mode)
 			tr.CleanupGrace = testGrace
+			// term-ok writes no protocol, on purpose: the host's frames only.
+			check := wiretest.HostFrames
+			if tt.mode == "worker" {
+				check = wiretest.Both
+			}
+			tapTr := wiretest.Transport(t, tr, check)
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			sink := newSignalSink("protocol_warning") // the worker's "ready" line
@@ -241,7 +248,7 @@ func TestHostStartBoundedWhenKillHangs(t *testing.T) {
 			ended := endOf(ctx)
 			res := make(chan error, 1)
 			go func() {
-				c, err := host.Start(ctx, tr, host.WithSink(sink), host.WithLogger(slog.New(slog.DiscardHandler)))
+				c, err := host.Start(ctx, tapTr, host.WithSink(sink), host.WithLogger(slog.New(slog.DiscardHandler)))
 				if err == nil {
 					c.Close()
 				}

@@ -113,7 +113,7 @@ func TestOnlyTemporaryStatusesRetried(t *testing.T) {
 // a handful of connections, not one per call.
 func TestHelperStreamsReadToEnd(t *testing.T) {
 	srv := newServer(t, fakeOptions())
-	c, err := host.Start(t.Context(), newE2B(t, srv, "worker"))
+	c, err := host.Start(t.Context(), tapped(t, newE2B(t, srv, "worker")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestCloseStdinSkippedAfterEnd(t *testing.T) {
 // most 100 ms and reports the sandbox gone: nothing is retried.
 func TestCloseAfterSandboxGone(t *testing.T) {
 	srv := newServer(t, fakeOptions())
-	c, err := host.Start(t.Context(), newE2B(t, srv, "worker"), host.WithLogger(slog.New(slog.DiscardHandler)))
+	c, err := host.Start(t.Context(), tapped(t, newE2B(t, srv, "worker")), host.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestStdinFallback(t *testing.T) {
 			tr := newE2B(t, srv, "worker")
 			logger, logs := captureLogs()
 			tr.Logger = logger
-			c, err := host.Start(t.Context(), tr)
+			c, err := host.Start(t.Context(), tapped(t, tr))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -46,7 +46,7 @@ func (s *signalSink) Event(ctx context.Context, e tproxy.Event) error {
 func blockedSession(t *testing.T, tr transport.Transport) (*host.Client, <-chan error) {
 	t.Helper()
 	sink := newSignalSink("blocked")
-	c, err := host.Start(t.Context(), tr, host.WithSink(sink))
+	c, err := host.Start(t.Context(), tapped(t, tr), host.WithSink(sink))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func sandboxOf(t *testing.T, c *host.Client) e2b.Info {
 // infoOf returns the Info of an E2B process.
 func infoOf(t testing.TB, p transport.Process) e2b.Info {
 	t.Helper()
-	info, ok := e2b.InfoOf(p)
+	info, ok := e2b.InfoOf(unwrap(p))
 	if !ok {
 		t.Fatalf("Process is %T, not an E2B process", p)
 	}
@@ -302,7 +302,7 @@ func TestTimeoutRefreshed(t *testing.T) {
 		// a loaded machine, shorter than the step.
 		tr.Timeout = 3 * time.Second
 		tr.RefreshInterval = refresh
-		c, err := host.Start(t.Context(), tr)
+		c, err := host.Start(t.Context(), tapped(t, tr))
 		if err != nil {
 			return err
 		}
@@ -409,7 +409,7 @@ func TestUploadSkipped(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newServer(t, e2bfake.Options{TemplateFiles: map[string]e2bfake.File{"/home/user/.tproxy/worker": tt.file}})
-			c, err := host.Start(t.Context(), newE2B(t, srv, "worker"))
+			c, err := host.Start(t.Context(), tapped(t, newE2B(t, srv, "worker")))
 			if err != nil {
 				t.Fatal(err)
 			}

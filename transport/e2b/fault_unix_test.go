@@ -20,7 +20,7 @@ import (
 func TestHungWorkerKilled(t *testing.T) {
 	srv := newServer(t, fakeOptions())
 	sink := newSignalSink("blocked")
-	c, err := host.Start(t.Context(), newE2B(t, srv, "worker"), host.WithSink(sink),
+	c, err := host.Start(t.Context(), tapped(t, newE2B(t, srv, "worker")), host.WithSink(sink),
 		host.WithHeartbeatTimeout(500*time.Millisecond), host.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)

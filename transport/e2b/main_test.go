@@ -157,6 +157,21 @@ func newE2B(t testing.TB, srv *e2bfake.Server, mode string) *e2b.E2B {
 	}
 }
 
+// tapped validates every frame of the host and the Go worker (mode
+// "worker") of tr's sessions, both ways, against docs/schema.
+func tapped(t testing.TB, tr transport.Transport) transport.Transport {
+	return wiretest.Transport(t, tr, wiretest.Both)
+}
+
+// unwrap returns the Process a tap wraps, for e2b.InfoOf, which knows
+// only its own.
+func unwrap(p transport.Process) transport.Process {
+	if u, ok := p.(interface{ Unwrap() transport.Process }); ok {
+		return u.Unwrap()
+	}
+	return p
+}
+
 // subprocess runs the test binary in mode as a local child.
 func subprocess(t testing.TB, mode string) *transport.Subprocess {
 	env := os.Environ()

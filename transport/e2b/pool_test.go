@@ -72,7 +72,7 @@ func TestPool_SessionsGetWarmFreshSandboxes(t *testing.T) {
 	m := tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "nap", Driver: "sleep", Config: map[string]any{"ms": 50}}}}
 	jobs := make([]host.Job, 6)
 	for i := range jobs {
-		jobs[i] = host.Job{Transport: rec, Spec: host.RunSpec{Dir: filepath.Join(base, fmt.Sprint(i)), Manifest: m}}
+		jobs[i] = host.Job{Transport: tapped(t, rec), Spec: host.RunSpec{Dir: filepath.Join(base, fmt.Sprint(i)), Manifest: m}}
 	}
 	sum, err := host.RunMany(t.Context(), jobs, 3)
 	if err != nil {

@@ -24,7 +24,7 @@ import (
 // error, not buffered whole, not passed on.
 func TestFrameCap17MiB(t *testing.T) {
 	srv := newServer(t, fakeOptions())
-	c, err := host.Start(t.Context(), newE2B(t, srv, "worker"))
+	c, err := host.Start(t.Context(), tapped(t, newE2B(t, srv, "worker")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestFrameCap17MiB(t *testing.T) {
 // events among them) arrives intact.
 func TestOneByteChunks(t *testing.T) {
 	srv := newServer(t, e2bfake.Options{ChunkSize: 1})
-	c, err := host.Start(t.Context(), newE2B(t, srv, "worker"))
+	c, err := host.Start(t.Context(), tapped(t, newE2B(t, srv, "worker")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 // several StreamInput envelopes and arrives whole.
 func TestLargeWrite(t *testing.T) {
 	srv := newServer(t, fakeOptions())
-	c, err := host.Start(t.Context(), newE2B(t, srv, "worker"))
+	c, err := host.Start(t.Context(), tapped(t, newE2B(t, srv, "worker")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func bakedE2B(t testing.TB, srv *e2bfake.Server, mode string) *e2b.E2B {
 // executable, fails the start with the template's name.
 func TestWorkerInTemplate(t *testing.T) {
 	srv := bakedServer(t)
-	c, err := host.Start(t.Context(), bakedE2B(t, srv, "worker"))
+	c, err := host.Start(t.Context(), tapped(t, bakedE2B(t, srv, "worker")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestInfoCost(t *testing.T) {
 func TestStatusRecordsSandbox(t *testing.T) {
 	srv := newServer(t, fakeOptions())
 	dir := filepath.Join(t.TempDir(), "s")
-	st, err := host.RunManifest(t.Context(), newE2B(t, srv, "worker"), host.RunSpec{Dir: dir, Manifest: demo.Manifest()})
+	st, err := host.RunManifest(t.Context(), tapped(t, newE2B(t, srv, "worker")), host.RunSpec{Dir: dir, Manifest: demo.Manifest()})
 	if err != nil {
 		t.Fatal(err)
 	}

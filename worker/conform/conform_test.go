@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/transport"
 	"github.com/tproxy/tproxy/worker"
 	"github.com/tproxy/tproxy/worker/conform"
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(workerEnv) != "" {
 		worker.Main(goWorker())
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(wiretest.Main(m)) // a tap reporting after its test ended fails the run
 }
 
 func goWorker() *worker.Worker {
@@ -55,14 +56,16 @@ func subprocess(t *testing.T) *transport.Subprocess {
 // that may be busy. The bound is a liveness check, not a goal.
 var testTimeout = conform.Timeout(60 * time.Second)
 
+// The kit writes frames that are wrong on purpose, so only the Go
+// worker's are validated against docs/schema.
 func TestGoWorkerInMemory(t *testing.T) {
 	t.Parallel()
-	conform.Test(t, &transport.InMemory{Serve: goWorker().Serve}, testTimeout)
+	conform.Test(t, &transport.InMemory{Serve: wiretest.Serve(t, goWorker().Serve, wiretest.WorkerFrames)}, testTimeout)
 }
 
 func TestGoWorkerSubprocess(t *testing.T) {
 	t.Parallel()
-	conform.Test(t, subprocess(t), testTimeout)
+	conform.Test(t, wiretest.Transport(t, subprocess(t), wiretest.WorkerFrames), testTimeout)
 }
 
 // python returns the Python test worker's transport, or skips.
@@ -183,7 +186,7 @@ func TestTimeout(t *testing.T) {
 func TestCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	rep := conform.Run(ctx, &transport.InMemory{Serve: goWorker().Serve})
+	rep := conform.Run(ctx, &transport.InMemory{Serve: wiretest.Serve(t, goWorker().Serve, wiretest.WorkerFrames)})
 	if len(rep.Failed()) != 0 || rep.OK() {
 		t.Errorf("failed %q, OK %v; want none failed, not OK", rep.Failed(), rep.OK())
 	}

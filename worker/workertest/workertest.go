@@ -25,6 +25,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -48,6 +49,11 @@ const (
 	seedStep    = "workertest.inputs"
 	collectStep = "workertest.outputs"
 )
+
+// wrapServe, when not nil, wraps the worker Run serves. It is nil but in
+// this package's tests, which set it to check every frame the host and
+// the worker exchange against docs/schema.
+var wrapServe func(serve func(context.Context, io.ReadWriteCloser) error) func(context.Context, io.ReadWriteCloser) error
 
 // Result is what one step of a driver produced, as the host received it,
 // plus the outputs the step kept.
@@ -116,7 +122,11 @@ func Run(ctx context.Context, d worker.Driver, config, inputs map[string]any) (*
 	sink := &logsink.Memory{}
 	// The step's log records are kept by sink; the host's logger would
 	// only print them again.
-	c, err := host.Start(ctx, &transport.InMemory{Serve: w.Serve}, host.WithSink(sink), host.WithLogger(slog.New(slog.DiscardHandler)))
+	serve := w.Serve
+	if wrapServe != nil {
+		serve = wrapServe(serve)
+	}
+	c, err := host.Start(ctx, &transport.InMemory{Serve: serve}, host.WithSink(sink), host.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		return nil, fmt.Errorf("workertest: starting the worker: %w", err)
 	}

@@ -14,12 +14,14 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/worker"
 	"github.com/tproxy/tproxy/worker/workertest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// The taps of Run's workers (export_test.go) report here.
+	goleak.VerifyTestMain(wiretest.Main(m))
 }
 
 // table is an output type of the test's own: Run must hand it back as
