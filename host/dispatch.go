@@ -11,6 +11,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/check"
 	"github.com/tproxy/tproxy/internal/wire"
 )
 
@@ -37,7 +38,7 @@ func (c *Client) notification(ctx context.Context, method string, params []byte)
 		}
 		var e tproxy.Event
 		if err = decodeNotification(params, &e, "name", "timestamp"); err == nil {
-			err = checkEventName(e.Name)
+			err = check.EventName(e.Name)
 		}
 		if err == nil && c.cfg.sink != nil {
 			e.Source = tproxy.SourceWorker
@@ -72,29 +73,10 @@ func (c *Client) notification(ctx context.Context, method string, params []byte)
 	}
 }
 
-// hostEvents are the events only the host writes: a worker's event of
-// one of these names would pass for the host's.
-var hostEvents = map[string]bool{
-	tproxy.EventRunStart: true, tproxy.EventPhaseComplete: true, tproxy.EventStepSkipped: true,
-	tproxy.EventStepTimeout: true, tproxy.EventStepRetry: true, tproxy.EventArtifactSkipped: true,
-	tproxy.EventProtocolWarning: true, tproxy.EventRunComplete: true, tproxy.EventRunFailed: true,
-}
-
-// checkEventName refuses an event name a worker may not use.
-func checkEventName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("name: empty")
-	case hostEvents[name]:
-		return fmt.Errorf("name: %q is the host's own event", name)
-	}
-	return nil
-}
-
 // eventRaw persists c.rawEvent, an event parsed from params as the sink
 // takes it, without building its data map.
 func (c *Client) eventRaw(ctx context.Context, params []byte) {
-	if err := checkEventName(c.rawEvent.Name); err != nil {
+	if err := check.EventName(c.rawEvent.Name); err != nil {
 		c.dropNotification(ctx, tproxy.MethodEvent, params, err)
 		return
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tproxy/tproxy"
+	"github.com/tproxy/tproxy/internal/check"
 	"github.com/tproxy/tproxy/logsink"
 )
 
@@ -122,8 +124,14 @@ func (s *Step) SetOutput(key string, v any) {
 }
 
 // Event emits an event named name with data, stamped with the current
-// time and the step id.
+// time and the step id. An empty name, or one of the events the host
+// writes itself (tproxy.EventRunStart and the others documented "host"),
+// is an error, and nothing is sent: such an event would pass for the
+// host's (docs/protocol.md section 6.1).
 func (s *Step) Event(name string, data map[string]any) error {
+	if err := check.EventName(name); err != nil {
+		return fmt.Errorf("worker: event %q refused: %w", name, err)
+	}
 	if err := s.live(); err != nil {
 		return err
 	}

@@ -1,5 +1,6 @@
-// Package check holds the protocol's rules for ids and artifact paths
-// (docs/protocol.md), shared by the host and the worker runtime.
+// Package check holds the protocol's rules for ids, event names and
+// artifact paths (docs/protocol.md), shared by the host and the worker
+// runtime.
 package check
 
 import (
@@ -32,6 +33,28 @@ func ID(kind, id string) error {
 		if !ok {
 			return fmt.Errorf("%s %q: character %q at %d is not allowed (use letters, digits, '.', '_', '-', starting with a letter or digit)", kind, id, r, i)
 		}
+	}
+	return nil
+}
+
+// hostEvents are the names of the events only the host writes: the
+// tproxy Event* constants documented "(host", which TestHostEventsReserved
+// in the root package keeps this list equal to. A worker's event of one of
+// these names would pass for the host's (docs/protocol.md section 6.1).
+var hostEvents = map[string]bool{
+	"run_start": true, "phase_complete": true, "step_skipped": true, "step_timeout": true, "step_retry": true,
+	"artifact_skipped": true, "protocol_warning": true, "run_complete": true, "run_failed": true,
+}
+
+// EventName refuses an event name a worker may not send: empty, or one of
+// the host's own. The worker runtime applies it before sending, the host
+// when it receives.
+func EventName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("name: empty")
+	case hostEvents[name]:
+		return fmt.Errorf("name: %q is the host's own event", name)
 	}
 	return nil
 }

@@ -105,6 +105,14 @@ TEST_WORKER = textwrap.dedent('''
         finally:
             print("busy stopped at", i)
 
+    @w.driver("host_name")
+    def host_name(step):
+        for name in ("run_complete", "step_timeout", ""):
+            try:
+                step.event(name)
+            except ValueError:
+                step.event("refused", {"name": name})
+
     @w.driver("own_error")
     def own_error(step):
         step.event("waiting")
@@ -738,6 +746,18 @@ class CancelTest(WorkerTest):
 
 
 _script = None
+
+
+class HostEventNameTest(WorkerTest):
+    def test_host_names_refused(self):
+        # Section 6.1: a worker never sends the host's own event names.
+        self.restart(write_test_worker())
+        self.prepare(("h", "host_name"))
+        notes, r = self.exec("h", "host_name")
+        self.assertIn("result", r)
+        names = [e["name"] for e in events(notes)]
+        self.assertEqual(names, ["step_start", "refused", "refused", "refused", "step_complete"])
+        self.assertEqual([e["data"]["name"] for e in events(notes, "refused")], ["run_complete", "step_timeout", ""])
 
 
 class CancelOwnErrorTest(WorkerTest):

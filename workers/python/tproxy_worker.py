@@ -110,6 +110,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "MASKED",
     "DEFAULT_SECRET_KEYS",
+    "HOST_EVENTS",
 ]
 
 __version__ = "1.0.0"
@@ -157,6 +158,11 @@ UNKNOWN_DRIVER = -32003
 STEP_FAILED = -32004
 INPUT_UNAVAILABLE = -32005
 
+#: The events only the host writes (protocol section 6.1): a worker's
+#: event under one of these names would pass for the host's, so
+#: Step.event refuses them.
+HOST_EVENTS = frozenset(("run_start", "phase_complete", "step_skipped", "step_timeout", "step_retry",
+                         "artifact_skipped", "protocol_warning", "run_complete", "run_failed"))
 _PROTOCOL_METHODS = ("ping", "prepare", "exec_step", "cleanup", "fetch_artifact")
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
@@ -771,6 +777,8 @@ class Step:
         the current time and the step's id."""
         if not isinstance(name, str) or name == "":
             raise ValueError("event name must be a non-empty string")
+        if name in HOST_EVENTS:
+            raise ValueError("event name %r is the host's own event: a worker may not send it (protocol section 6.1)" % name)
         if data is not None and not isinstance(data, collections.abc.Mapping):
             raise TypeError("event data must be a dict, not %s" % type(data).__name__)
         self._live()
