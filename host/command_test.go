@@ -2,6 +2,7 @@ package host_test
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -26,7 +27,10 @@ func commandLayers() map[string]transport.Transport {
 	tap := func(tr transport.Transport) transport.Transport { return wiretest.Transport(nil, tr, wiretest.Both) }
 	return map[string]transport.Transport{
 		"sh exec": tap(withEnv(transport.Command("sh", "-c", `exec "$@"`, "sh", sp.Path))),
-		"env -i":  tap(transport.Command("env", "-i", workerEnv+"=1", "GORACE=atexit_sleep_ms=0", sp.Path)),
+		// TMPDIR passes the layer: a worker killed outright leaves its
+		// session directory in the tests' own TMPDIR (ownTMPDIR), not in
+		// the system's.
+		"env -i":  tap(transport.Command("env", "-i", workerEnv+"=1", "GORACE=atexit_sleep_ms=0", "TMPDIR="+os.TempDir(), sp.Path)),
 		"sh fork": tap(withEnv(transport.Command("sh", "-c", `"$@"; exit $?`, "sh", sp.Path))),
 	}
 }
