@@ -3,6 +3,7 @@ package host_test
 import (
 	"fmt"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/wiretest"
+	"github.com/tproxy/tproxy/transport"
 )
 
 // resources counts what a leak would grow: open descriptors, goroutines and
@@ -51,12 +54,26 @@ func settled(t *testing.T, want resources) resources {
 	}
 }
 
-func oneSession(t *testing.T, dir string) error {
+// plainWorker builds the conformance worker without the race detector:
+// what TestMatrixNoLeaks counts is the host's, and a race-built worker
+// spends about 100 ms of its start mapping the detector's shadow memory,
+// which over 1,100 sessions would be most of the host tests' time.
+func plainWorker(t *testing.T) transport.Transport {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "conformworker")
+	cmd := osexec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/tproxy/tproxy/worker/conform/conformworker")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return wiretest.Transport(nil, &transport.Subprocess{Path: bin}, wiretest.Both)
+}
+
+func oneSession(t *testing.T, tr transport.Transport, dir string) error {
 	m := tproxy.Manifest{Steps: []tproxy.StepSpec{
-		{ID: "a", Driver: "emit", Config: map[string]any{"events": 10}},
-		{ID: "b", Driver: "files", Needs: []string{"a"}, Config: map[string]any{"files": map[string]any{"out.txt": "x"}}},
+		{ID: "a", Driver: "conform.emit", Config: map[string]any{"events": 10}},
+		{ID: "b", Driver: "conform.artifacts", Needs: []string{"a"}, Config: map[string]any{"files": map[string]any{"out.txt": "x"}}},
 	}}
-	st, err := host.RunManifest(t.Context(), subprocess(nil), host.RunSpec{Dir: dir, Manifest: m, Options: quiet()})
+	st, err := host.RunManifest(t.Context(), tr, host.RunSpec{Dir: dir, Manifest: m, Options: quiet()})
 	if err == nil && st.Outcome != host.OutcomeSuccess {
 		err = fmt.Errorf("outcome %s", st.Outcome)
 	}
@@ -72,10 +89,11 @@ func TestMatrixNoLeaks(t *testing.T) {
 		sequential, concurrent = 50, 20
 	}
 	base := t.TempDir()
+	tr := plainWorker(t)
 	before := count(t)
 	start := time.Now()
 	for i := range sequential {
-		if err := oneSession(t, filepath.Join(base, fmt.Sprintf("seq-%d", i))); err != nil {
+		if err := oneSession(t, tr, filepath.Join(base, fmt.Sprintf("seq-%d", i))); err != nil {
 			t.Fatalf("sequential session %d: %v", i, err)
 		}
 	}
@@ -89,7 +107,7 @@ func TestMatrixNoLeaks(t *testing.T) {
 	errs := make(chan error, concurrent)
 	for i := range concurrent {
 		wg.Go(func() {
-			if err := oneSession(t, filepath.Join(base, fmt.Sprintf("par-%d", i))); err != nil {
+			if err := oneSession(t, tr, filepath.Join(base, fmt.Sprintf("par-%d", i))); err != nil {
 				errs <- fmt.Errorf("concurrent session %d: %w", i, err)
 			}
 		})
