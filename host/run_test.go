@@ -516,6 +516,20 @@ func TestRunSessionTimeout(t *testing.T) {
 	if !errors.As(err, &te) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want a *host.SessionTimeoutError", err)
 	}
+	if n := strings.Count(err.Error(), context.DeadlineExceeded.Error()); n > 1 {
+		t.Errorf("the error says %q %d times: %v", context.DeadlineExceeded, n, err)
+	}
+	t.Run("driver ignoring its cancel", func(t *testing.T) {
+		m := tproxy.Manifest{Steps: []tproxy.StepSpec{{ID: "slow", Driver: "stubborn", Config: map[string]any{"ms": 60_000}}}}
+		st, err := run(t, t.Context(), subprocess(nil), host.RunSpec{Manifest: m, Timeout: 200 * time.Millisecond, CollectGrace: 200 * time.Millisecond})
+		var te *host.SessionTimeoutError
+		if !errors.As(err, &te) || !errors.Is(err, context.DeadlineExceeded) || st.Failure == nil || st.Failure.Kind != host.FailureTimeout {
+			t.Fatalf("err = %v, status failure %+v, want a *host.SessionTimeoutError", err, st.Failure)
+		}
+		if n := strings.Count(err.Error(), context.DeadlineExceeded.Error()); n > 1 {
+			t.Errorf("the error says %q %d times: %v", context.DeadlineExceeded, n, err)
+		}
+	})
 	if st.Outcome != host.OutcomeFailed || st.Failure.Kind != host.FailureTimeout || st.Failure.StepID != "slow" ||
 		!strings.Contains(st.Failure.Reason, "timeout of 500ms") {
 		t.Errorf("status: outcome %s, failure %+v", st.Outcome, st.Failure)

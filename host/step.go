@@ -192,7 +192,7 @@ func (r *Run) attempt(ctx context.Context, st tproxy.StepSpec, n int) (kind stri
 			err = fetchErr
 		}
 	}
-	if err != nil && ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 		err = errors.Join(err, ctx.Err())
 	}
 	return kind, err
