@@ -18,8 +18,9 @@ const (
 	// cancelled): driver, error_type, message, duration_ms, and maybe
 	// traceback.
 	EventStepFailed = "step_failed"
-	// EventArtifactRefused (worker): path, reason: a file of the step's
-	// artifact directory that cannot be listed.
+	// EventArtifactRefused (worker): path, reason, and count when the
+	// refusal stands for several files (those past the host's file cap):
+	// a file of the step's artifact directory that is not listed.
 	EventArtifactRefused = "artifact_refused"
 	// EventSessionCleanup (worker, at cleanup): session_id,
 	// steps_executed, total_rows.

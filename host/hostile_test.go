@@ -287,8 +287,8 @@ func TestArtifactMaxFiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Artifacts.Files != 5 || st.Artifacts.Skipped != 0 {
-			t.Errorf("artifacts %+v: the worker should have listed 5", st.Artifacts)
+		if st.Artifacts.Files != 5 || st.Artifacts.Skipped != 0 || st.Artifacts.Refused != 16 {
+			t.Errorf("artifacts %+v: the worker should have listed 5 and left 16 out", st.Artifacts)
 		}
 		if _, err := os.Stat(filepath.Join(dir, host.ArtifactsDir, "s", "cleaned_config.json")); err != nil {
 			t.Errorf("cleaned_config.json is not among the files listed: %v", err)
@@ -297,6 +297,9 @@ func TestArtifactMaxFiles(t *testing.T) {
 		for _, l := range readJSONL(t, filepath.Join(dir, logsink.EventsFile)) {
 			if l["event"] == "artifact_refused" {
 				refused = append(refused, str(l["reason"]))
+				if l["count"] != 16.0 {
+					t.Errorf("artifact_refused's count: %v, want 16", l["count"])
+				}
 			}
 		}
 		if len(refused) != 1 || !strings.Contains(refused[0], "16 more files were left out") {

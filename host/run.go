@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tproxy/tproxy"
@@ -190,8 +191,9 @@ type Run struct {
 	// CollectGrace after the run first needed it. Zero until then.
 	overrun time.Time
 
-	ends stepEnds          // the worker's step_complete and step_failed records
-	proc transport.Process // the worker, once started, even if its handshake failed
+	ends    stepEnds          // the worker's step_complete and step_failed records
+	refused atomic.Int64      // the files the worker's artifact_refused events stand for
+	proc    transport.Process // the worker, once started, even if its handshake failed
 
 	// Owned by the phase running.
 	status   Status
@@ -365,7 +367,7 @@ func (r *Run) prepare(ctx context.Context) error {
 	// is masked whatever it is. Events with nothing to mask keep the raw
 	// fast path.
 	sink = mask.Sink(sink, m)
-	r.sink = capGuard(sink, r.hitLimit, &r.ends)
+	r.sink = capGuard(sink, r.hitLimit, &r.ends, &r.refused)
 	r.event(ctx, tproxy.EventRunStart, "", map[string]any{"session_id": r.spec.SessionID, "steps_total": len(r.spec.Manifest.Steps)})
 
 	order, err := r.spec.Manifest.Order()
@@ -673,6 +675,7 @@ func (r *Run) Collect(ctx context.Context) (*Status, error) {
 			r.event(cctx, tproxy.EventRunFailed, f.StepID, data)
 		}
 	}
+	r.status.Artifacts.Refused = r.refused.Load()
 	if r.files != nil {
 		r.status.LogsDropped = r.files.LogsDropped()
 		if err := r.files.Close(); err != nil {
@@ -925,8 +928,8 @@ func (r *Run) event(ctx context.Context, name, stepID string, data map[string]an
 // capGuard returns next, calling hit with the first error next returns
 // for its byte cap (logsink.ErrMaxBytes). It keeps next's raw-event
 // entry point (wire.RawOf).
-func capGuard(next logsink.Sink, hit func(error), ends *stepEnds) logsink.Sink {
-	g := &guard{next: next, hit: hit, ends: ends}
+func capGuard(next logsink.Sink, hit func(error), ends *stepEnds, refused *atomic.Int64) logsink.Sink {
+	g := &guard{next: next, hit: hit, ends: ends, refused: refused}
 	if raw, ok := wire.RawOf(next); ok {
 		return &rawGuard{guard: g, raw: raw}
 	}
@@ -934,10 +937,11 @@ func capGuard(next logsink.Sink, hit func(error), ends *stepEnds) logsink.Sink {
 }
 
 type guard struct {
-	next logsink.Sink
-	hit  func(error)
-	once sync.Once
-	ends *stepEnds // where the worker's step end records go
+	next    logsink.Sink
+	hit     func(error)
+	once    sync.Once
+	ends    *stepEnds     // where the worker's step end records go
+	refused *atomic.Int64 // the files the worker's artifact_refused events stand for
 }
 
 func (g *guard) check(err error) error {
@@ -948,10 +952,20 @@ func (g *guard) check(err error) error {
 }
 
 func (g *guard) Event(ctx context.Context, e tproxy.Event) error {
-	if isStepEnd(e.Name, e.Source) {
-		g.noteEnd(e)
-	}
+	g.note(e)
 	return g.check(g.next.Event(ctx, e))
+}
+
+// note records what status.json takes from a worker's event: how a step
+// attempt ended, and the files its artifact listing left out.
+func (g *guard) note(e tproxy.Event) {
+	switch {
+	case isStepEnd(e.Name, e.Source):
+		g.noteEnd(e)
+	case e.Name == tproxy.EventArtifactRefused && e.Source != tproxy.SourceHost:
+		n, _ := e.Data["count"].(float64)
+		g.refused.Add(max(int64(n), 1))
+	}
 }
 
 // noteEnd records what a worker's step_complete or step_failed event says
@@ -985,11 +999,11 @@ type rawGuard struct {
 }
 
 func (g *rawGuard) EventRaw(ctx context.Context, e *wire.RawEvent) error {
-	if isStepEnd(e.Name, e.Source) {
-		// One event per step attempt: decoding it costs nothing that
-		// matters, and the record is read in one place.
+	if isStepEnd(e.Name, e.Source) || e.Name == tproxy.EventArtifactRefused {
+		// A few events per step: decoding them costs nothing that
+		// matters, and each is read in one place.
 		if ev, err := e.Event(); err == nil {
-			g.noteEnd(ev)
+			g.note(ev)
 		}
 	}
 	return g.check(g.raw(ctx, e))

@@ -174,11 +174,15 @@ type Phases struct {
 	CollectMS int64 `json:"collect_ms"`
 }
 
-// ArtifactTotals count the artifacts fetched and skipped.
+// ArtifactTotals count the artifacts fetched, those the host's policy
+// skipped (artifact_skipped events), and the files the worker did not
+// list (artifact_refused events: unsafe paths, and files past the caps it
+// was told in prepare).
 type ArtifactTotals struct {
 	Files   int   `json:"files"`
 	Bytes   int64 `json:"bytes"`
 	Skipped int   `json:"skipped,omitempty"`
+	Refused int64 `json:"refused,omitempty"`
 }
 
 // failureKind classifies a run's error.

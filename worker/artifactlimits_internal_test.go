@@ -65,7 +65,7 @@ func TestListArtifactsKeepsHostLimits(t *testing.T) {
 				}
 			}
 			var refused []refusal
-			arts, err := listArtifacts(dir, tt.lim, func(p, r string) { refused = append(refused, refusal{p, r}) })
+			arts, err := listArtifacts(dir, tt.lim, func(p, r string, _ int64) { refused = append(refused, refusal{p, r}) })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +98,7 @@ func TestListArtifactsCountsWithoutLooking(t *testing.T) {
 	// A dangling symlink past the cap would be refused if looked at.
 	os.Symlink(filepath.Join(dir, "nowhere"), filepath.Join(dir, "zz-link"))
 	var reasons []string
-	arts, err := listArtifacts(dir, tproxy.ArtifactLimits{MaxFiles: 2}, func(_, r string) { reasons = append(reasons, r) })
+	arts, err := listArtifacts(dir, tproxy.ArtifactLimits{MaxFiles: 2}, func(_, r string, _ int64) { reasons = append(reasons, r) })
 	if err != nil || len(arts) != 2 {
 		t.Fatalf("%d listed, %v", len(arts), err)
 	}

@@ -69,16 +69,16 @@ const maxCleanedConfigBytes = 1 << 20
 
 // listArtifacts describes the regular files under dir, sorted by path. A
 // symlink is listed only when it resolves to a regular file inside dir;
-// one that points elsewhere is refused: refuse is called with its path and
-// the reason, and it is left out.
+// one that points elsewhere is refused: refuse is called with its path,
+// the reason and 1 (the files the refusal stands for), and it is left out.
 //
 // lim are the host's caps (prepare's artifact_limits; zero: none), which
 // keep a driver's output from costing the worker what the host would
 // refuse anyway: a file over MaxFileBytes is refused without being hashed,
 // and the listing holds at most MaxFiles files, the first in path order,
 // cleaned_config.json always among them (up to maxCleanedConfigBytes,
-// whatever MaxFileBytes); one refusal says how many more were left out.
-func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reason string)) ([]tproxy.Artifact, error) {
+// whatever MaxFileBytes); one refusal stands for the files left out.
+func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reason string, files int64)) ([]tproxy.Artifact, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
@@ -112,15 +112,15 @@ func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reas
 		case d.Type()&fs.ModeSymlink != 0:
 			fi, err := root.Stat(p)
 			if err != nil {
-				refuse(p, fmt.Sprintf("symlink does not resolve inside the artifact directory: %v", err))
+				refuse(p, fmt.Sprintf("symlink does not resolve inside the artifact directory: %v", err), 1)
 				return nil
 			}
 			if !fi.Mode().IsRegular() {
-				refuse(p, "symlink to something other than a regular file")
+				refuse(p, "symlink to something other than a regular file", 1)
 				return nil
 			}
 		case !d.Type().IsRegular():
-			refuse(p, "not a regular file")
+			refuse(p, "not a regular file", 1)
 			return nil
 		}
 		maxBytes := lim.MaxFileBytes
@@ -129,7 +129,7 @@ func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reas
 		}
 		a, err := describe(root, p, maxBytes)
 		if errors.Is(err, errTooBig) {
-			refuse(p, fmt.Sprintf("%d bytes is over the host's cap of %d bytes per file (artifact_limits.max_file_bytes): not listed", a.Size, maxBytes))
+			refuse(p, fmt.Sprintf("%d bytes is over the host's cap of %d bytes per file (artifact_limits.max_file_bytes): not listed", a.Size, maxBytes), 1)
 			return nil
 		}
 		if err != nil {
@@ -142,7 +142,7 @@ func listArtifacts(dir string, lim tproxy.ArtifactLimits, refuse func(path, reas
 		return nil
 	})
 	if leftOut > 0 {
-		refuse(".", fmt.Sprintf("%d more files were left out of the listing: the host takes at most %d files per step (artifact_limits.max_files)", leftOut, lim.MaxFiles))
+		refuse(".", fmt.Sprintf("%d more files were left out of the listing: the host takes at most %d files per step (artifact_limits.max_files)", leftOut, lim.MaxFiles), leftOut)
 	}
 	slices.SortFunc(out, func(a, b tproxy.Artifact) int { return strings.Compare(a.Path, b.Path) })
 	return out, err

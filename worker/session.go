@@ -367,14 +367,17 @@ func (s *server) sink() logsink.Sink {
 // is reported in an artifact_refused event to sink rather than failing the
 // step.
 func (s *server) artifacts(ctx context.Context, sink logsink.Sink, stepID, dir string) []tproxy.Artifact {
-	refuse := func(path, reason string) {
+	refuse := func(path, reason string, files int64) {
 		s.log.Warn("tproxy/worker: artifact refused", "step_id", stepID, "path", path, "reason", reason)
-		sink.Event(ctx, tproxy.Event{Name: tproxy.EventArtifactRefused, Timestamp: time.Now().UTC(), StepID: stepID,
-			Data: map[string]any{"path": path, "reason": reason}})
+		data := map[string]any{"path": path, "reason": reason}
+		if files > 1 {
+			data["count"] = files
+		}
+		sink.Event(ctx, tproxy.Event{Name: tproxy.EventArtifactRefused, Timestamp: time.Now().UTC(), StepID: stepID, Data: data})
 	}
 	arts, err := listArtifacts(dir, s.sess.limits, refuse)
 	if err != nil {
-		refuse(".", fmt.Sprintf("listing the artifact directory: %v", err))
+		refuse(".", fmt.Sprintf("listing the artifact directory: %v", err), 1)
 	}
 	return arts
 }

@@ -29,7 +29,7 @@ class ArtifactLimitsTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             make(d, files)
             refused = []
-            arts = tw.list_artifacts(d, lambda p, r: refused.append((p, r)), **limits)
+            arts = tw.list_artifacts(d, lambda p, r, n=1: refused.append((p, r, n)), **limits)
             return [a["path"] for a in arts], refused
 
     def test_max_files_keeps_cleaned_config(self):
@@ -38,12 +38,13 @@ class ArtifactLimitsTest(unittest.TestCase):
         self.assertEqual(len(refused), 1)
         self.assertEqual(refused[0][0], ".")
         self.assertTrue(refused[0][1].startswith("3 more files were left out"), refused[0][1])
+        self.assertEqual(refused[0][2], 3)
 
     def test_max_file_bytes_not_hashed(self):
         # A 4 GiB sparse file: refused from its size, never read.
         paths, refused = self.listing({"huge.bin": 4 << 30, "small": 10}, max_file_bytes=1 << 20)
         self.assertEqual(paths, ["small"])
-        self.assertEqual([p for p, _ in refused], ["huge.bin"])
+        self.assertEqual([r[0] for r in refused], ["huge.bin"])
         self.assertIn("4294967296 bytes is over the host's cap of 1048576", refused[0][1])
 
     def test_cleaned_config_own_cap(self):
@@ -51,7 +52,7 @@ class ArtifactLimitsTest(unittest.TestCase):
         self.assertEqual((paths, refused), ([tw.CLEANED_CONFIG_FILE], []))
         paths, refused = self.listing({tw.CLEANED_CONFIG_FILE: 2 << 20}, max_file_bytes=10)
         self.assertEqual(paths, [])
-        self.assertEqual([p for p, _ in refused], [tw.CLEANED_CONFIG_FILE])
+        self.assertEqual([r[0] for r in refused], [tw.CLEANED_CONFIG_FILE])
 
     def test_no_limits(self):
         paths, refused = self.listing({"a": 1, "b/c": 2})

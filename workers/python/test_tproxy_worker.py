@@ -434,7 +434,7 @@ class PureTest(unittest.TestCase):
             os.symlink("a.txt", os.path.join(d, "link"))
             os.symlink("/etc/passwd", os.path.join(d, "escape"))
             refused = []
-            arts = tw.list_artifacts(d, lambda p, r: refused.append(p))
+            arts = tw.list_artifacts(d, lambda p, r, n=1: refused.append(p))
             self.assertEqual([a["path"] for a in arts], ["a.txt", "b/c/x.txt", "link"])
             self.assertEqual(arts[1], {"path": "b/c/x.txt", "size": 5, "sha256": hashlib.sha256(b"hello").hexdigest()})
             self.assertEqual(refused, ["escape"])

@@ -2142,9 +2142,12 @@ class _Server:
         return (STEP_FAILED, "step %s failed: %s" % (json.dumps(step.id), message), failure)
 
     def _list_artifacts(self, step_id, art_dir):
-        def refuse(path, reason):
+        def refuse(path, reason, count=1):
             self._diag("step %s: artifact %s refused: %s" % (step_id, path, reason))
-            self._event("artifact_refused", {"path": path, "reason": reason}, step_id)
+            data = {"path": path, "reason": reason}
+            if count > 1:
+                data["count"] = count  # the host counts the files left out in status.json
+            self._event("artifact_refused", data, step_id)
 
         max_files, max_file_bytes = self._sess.artifact_limits
         try:
@@ -2378,7 +2381,8 @@ def list_artifacts(art_dir, refuse=None, max_files=0, max_file_bytes=0):
     "size", "sha256"}`` sorted by path ('/'-separated). A symlink is listed
     only when it resolves to a regular file inside the directory; anything
     else that is not a regular file or directory is left out and reported
-    to ``refuse(path, reason)``.
+    to ``refuse(path, reason)``, or ``refuse(path, reason, count)`` for a
+    refusal that stands for ``count`` files.
 
     ``max_files`` and ``max_file_bytes`` (> 0) are prepare's
     ``artifact_limits`` (docs/protocol.md section 10): a file over
@@ -2386,7 +2390,7 @@ def list_artifacts(art_dir, refuse=None, max_files=0, max_file_bytes=0):
     most ``max_files`` files, the first in path order with
     cleaned_config.json always among them, and one refusal (path ".") says
     how many more were left out."""
-    refuse = refuse or (lambda path, reason: None)
+    refuse = refuse or (lambda path, reason, count=1: None)
     root = os.path.realpath(art_dir)
     out = []
     # slots: files besides cleaned_config.json the listing may still take.
@@ -2453,7 +2457,7 @@ def list_artifacts(art_dir, refuse=None, max_files=0, max_file_bytes=0):
     walk(art_dir, "")
     if state["left"]:
         refuse(".", "%d more files were left out of the listing: the host takes at most %d files per step (artifact_limits.max_files)"
-               % (state["left"], max_files))
+               % (state["left"], max_files), state["left"])
     out.sort(key=lambda a: a["path"])
     return out
 
