@@ -79,6 +79,8 @@ import threading
 import time
 import traceback
 import types
+import unicodedata
+import urllib.parse
 
 try:
     import fcntl  # flock: the session directory's owner lock (POSIX)
@@ -462,6 +464,144 @@ def _lookup(v, toks):
     return v
 
 
+# The forms a secret takes in text (the Go runtime's internal/mask
+# secretForms): escaped as JSON, Go and Python string literals do, quoted
+# twice, URL-escaped, hex, base64.
+
+_MASKED_B = MASKED.encode()
+_JSON_HTML, _JSON_LINESEP, _JSON_ASCII, _JSON_UPPER = 1, 2, 4, 8
+_JSON_GO = _JSON_HTML | _JSON_LINESEP  # encoding/json's default
+_JSON_NOHTML = _JSON_LINESEP  # json.Encoder with SetEscapeHTML(false)
+_JSON_SHORT = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_GO_SHORT = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
+             "\\": "\\\\", '"': '\\"'}
+# What Go's url package leaves unescaped besides letters, digits and -._~
+# (url.PathEscape; URL.EscapedPath; URL.EscapedFragment; a Userinfo's
+# user and password).
+_URL_SAFE = ("$&+:=@", "$&+,/:;=@", "!$&()*+,/:;=?@", "$&+,;=")
+
+
+def _json_escape(s, p):
+    """``s`` escaped as the content of a JSON string under profile ``p``."""
+    fmt = "\\u%04X" if p & _JSON_UPPER else "\\u%04x"
+    out = []
+    for c in s:
+        r = ord(c)
+        if c in _JSON_SHORT:
+            out.append(_JSON_SHORT[c])
+        elif (r < 0x20 or (p & _JSON_ASCII and r == 0x7f) or (p & _JSON_HTML and c in "<>&")
+              or (p & _JSON_LINESEP and c in "\u2028\u2029")):
+            out.append(fmt % r)
+        elif p & _JSON_ASCII and r >= 0x80:
+            if r >= 0x10000:
+                r -= 0x10000
+                out.append(fmt % (0xd800 + (r >> 10 & 0x3ff)) + fmt % (0xdc00 + (r & 0x3ff)))
+            else:
+                out.append(fmt % r)
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _go_quote(s, mode="print"):
+    """The content of Go's strconv.Quote (mode "print"), QuoteToASCII
+    ("ascii") or QuoteToGraphic ("graphic") of ``s``, without the quotes."""
+    out = []
+    for c in s:
+        r = ord(c)
+        if c in _GO_SHORT:
+            out.append(_GO_SHORT[c])
+        elif r < 0x20 or r == 0x7f:
+            out.append("\\x%02x" % r)
+        elif r < 0x80:
+            out.append(c)
+        elif mode != "ascii" and (c.isprintable() or mode == "graphic" and unicodedata.category(c) == "Zs"):
+            out.append(c)
+        elif r < 0x10000:
+            out.append("\\u%04x" % r)
+        else:
+            out.append("\\U%08x" % r)
+    return "".join(out)
+
+
+def _py_escape(s, quote, ascii_only):
+    """The content of the literal Python's repr (ascii, with
+    ``ascii_only``) writes for ``s``, escaping ``quote`` (or no quote)."""
+    out = []
+    for c in s:
+        r = ord(c)
+        if c == "\\" or c == quote:
+            out.append("\\" + c)
+        elif c in "\t\n\r":
+            out.append({"\t": "\\t", "\n": "\\n", "\r": "\\r"}[c])
+        elif r < 0x20 or r == 0x7f:
+            out.append("\\x%02x" % r)
+        elif r < 0x80 or not ascii_only and c.isprintable():
+            out.append(c)
+        elif r <= 0xff:
+            out.append("\\x%02x" % r)
+        elif r <= 0xffff:
+            out.append("\\u%04x" % r)
+        else:
+            out.append("\\U%08x" % r)
+    return "".join(out)
+
+
+def _b64_middle(enc, b, off):
+    """The characters of the unpadded base64 (``enc``) of a text holding
+    ``b`` at offset ``off`` of a 3-byte group that encode ``b``'s bits
+    alone."""
+    t = enc(bytes(off) + b).decode().rstrip("=")
+    lo, hi = (8 * off + 5) // 6, 8 * (off + len(b)) // 6
+    return t[lo:hi] if lo < hi else ""
+
+
+def secret_forms(s):
+    """The forms in which text holding secret ``s`` holds it, as the Go
+    runtime masks them (internal/mask): raw; escaped as the content of a
+    JSON string (with and without HTML escaping, ASCII-only, upper-case
+    \\u digits), of a Go string (strconv.Quote, QuoteToASCII,
+    QuoteToGraphic) and of Python's repr and ascii; quoted twice (JSON or
+    Go, and twice by Python's json.dumps); URL-escaped (Go's query, path,
+    fragment and userinfo escaping, Python's quote and quote_plus); hex, lower and
+    upper case; base64, standard and URL alphabets, padded or not, whole
+    and, for each of the 3 offsets within base64's groups, the characters
+    that encode its bytes alone. Only forms of 4 bytes or more."""
+    forms = [s]
+
+    def add(f):
+        if len(f.encode("utf-8", "surrogatepass")) >= MIN_SECRET_LEN and f not in forms:
+            forms.append(f)
+
+    for p in (_JSON_GO, _JSON_NOHTML, 0, _JSON_ASCII, _JSON_ASCII | _JSON_HTML):
+        add(_json_escape(s, p))
+        add(_json_escape(s, p | _JSON_UPPER))
+    for mode in ("print", "ascii", "graphic"):
+        add(_go_quote(s, mode))
+    for quote in ("'", None):
+        for ascii_only in (False, True):
+            add(_py_escape(s, quote, ascii_only))
+    for e in (_json_escape(s, _JSON_GO), _go_quote(s)):
+        add(_json_escape(e, _JSON_GO))
+        add(_json_escape(e, _JSON_NOHTML))
+        add(_go_quote(e))
+    # Python's json.dumps escapes non-ASCII by default: quoted twice by it.
+    add(_json_escape(_json_escape(s, _JSON_ASCII), _JSON_ASCII))
+    b = s.encode("utf-8", "surrogatepass")
+    add(urllib.parse.quote_plus(b, safe=""))
+    for safe in _URL_SAFE + ("", "/"):  # Go's; then Python's quote(s, safe=""), quote(s)
+        add(urllib.parse.quote(b, safe=safe))
+    add(b.hex())
+    add(b.hex().upper())
+    for enc in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = enc(b).decode()
+        add(whole)
+        add(whole.rstrip("="))
+        for off in range(3):
+            add(_b64_middle(enc, b, off))
+    return forms
+
+
 class Masker:
     """Replaces secrets by ``***MASKED***`` (docs/protocol.md section 11).
 
@@ -484,6 +624,7 @@ class Masker:
         self._pointers = [_parse_pointer(p) for p in (pointers or ())]
         self._values = []
         self._re = None
+        self._bmatch = None  # (bytes regex, proper prefixes of the forms, longest form's length)
         self._lock = threading.Lock()
 
     def secret_key(self, key):
@@ -519,9 +660,19 @@ class Masker:
                     self._values.append(v)
                     changed = True
             if changed:
-                # Longest first, so that a secret containing another is masked whole.
-                self._values.sort(key=len, reverse=True)
-                self._re = re.compile("|".join(re.escape(v) for v in self._values))
+                # Every form of every value, longest first: where forms
+                # start at one place, the longest is masked (as in Go).
+                forms = set()
+                for v in self._values:
+                    forms.update(secret_forms(v))
+                forms = sorted(forms, key=lambda f: (-len(f), f))
+                self._re = re.compile("|".join(re.escape(f) for f in forms))
+                bforms = sorted({f.encode("utf-8", "surrogatepass") for f in forms}, key=lambda f: (-len(f), f))
+                prefixes = set()
+                for f in bforms:
+                    prefixes.update(f[:k] for k in range(1, len(f)))
+                # Published as one tuple: mask_prefix reads it without the lock.
+                self._bmatch = (re.compile(b"|".join(re.escape(f) for f in bforms)), prefixes, len(bforms[0]))
 
     def _collect(self, v, secret, out):
         if isinstance(v, dict):
@@ -541,11 +692,47 @@ class Masker:
                 out.append(str(v))
 
     def string(self, s):
-        """``s`` with every known secret value replaced."""
+        """``s`` with every known secret value, in each of its forms (see
+        :func:`secret_forms`), replaced."""
         r = self._re
         if r is None or not isinstance(s, str):
             return s
         return r.sub(MASKED, s)
+
+    def mask_prefix(self, b, final):
+        """Mask bytes that arrive in pieces, such as a pipe's, the way the
+        Go runtime's Masker.MaskPrefix does: return ``(masked, n)``, the
+        masked form of ``b[:n]``, the longest prefix of ``b`` that the bytes
+        after ``b`` cannot change. ``b[n:]`` starts what could still be a
+        form of a secret (it is shorter than the longest form); pass it
+        again, followed by what comes next. With ``final``, n is len(b)."""
+        bm = self._bmatch
+        if bm is None:
+            return bytes(b), len(b)
+        rx, prefixes, max_len = bm
+        b = bytes(b)
+        # Where the text could still become a form: a position whose rest
+        # is a proper prefix of a form. Such a position outranks a shorter
+        # form matching there, as the longest form that starts first wins.
+        undecided = []
+        if not final:
+            undecided = [i for i in range(max(0, len(b) - max_len + 1), len(b)) if b[i:] in prefixes]
+        out = []
+        pos = 0
+        u = 0  # index into undecided
+        while True:
+            while u < len(undecided) and undecided[u] < pos:
+                u += 1
+            stop = undecided[u] if u < len(undecided) else len(b)
+            # Searched in all of b: a form that starts before stop may end
+            # past it, and is then masked whole.
+            m = rx.search(b, pos) if pos < stop else None
+            if m is None or m.start() >= stop:
+                out.append(b[pos:stop])
+                return b"".join(out), stop
+            out.append(b[pos:m.start()])
+            out.append(_MASKED_B)
+            pos = m.end()
 
     def value(self, v):
         """A copy of JSON-like ``v`` with secrets masked: a value under a
@@ -594,6 +781,9 @@ class _NoMask:
 
     def tags(self, tags):
         return tags
+
+    def mask_prefix(self, b, final):
+        return bytes(b), len(b)
 
 
 # ---------------------------------------------------------------------------
@@ -923,7 +1113,10 @@ class Worker:
         driver runs, it moves the protocol to private duplicates of fds 0 and
         1, points fd 1 at stderr (and ``sys.stdout`` at ``sys.stderr``) and
         fd 0 at /dev/null: what drivers, libraries and child processes print
-        cannot corrupt the protocol.
+        cannot corrupt the protocol. Once the session has secret values to
+        search for, fds 1 and 2 become a pipe that a thread copies to the
+        original stderr with the secrets masked (a secret split across
+        writes included); serve() restores them before it returns.
 
         The session stops at the end of stdin, at a failed write to stdout,
         on SIGTERM and, on Linux, when the parent process dies: the step in
@@ -953,6 +1146,7 @@ class Worker:
         elif protocol_in is None or protocol_out is None:
             raise ValueError("give both protocol_in and protocol_out, or neither")
         srv = _Server(self, protocol_in, protocol_out)
+        srv._own_stdio = own_stdio
         return srv.run(install_signals=own_stdio and threading.current_thread() is threading.main_thread(),
                        own_process=own_stdio)
 
@@ -1366,6 +1560,105 @@ def _valid_request_id(v):
     return isinstance(v, str) or (_is_number(v) and (not isinstance(v, float) or math.isfinite(v)))
 
 
+#: How long serve() waits, at its end, for the stderr filter to copy what
+#: was written before it (a child process still holding the pipe keeps it
+#: open; this bounds the wait).
+_STDERR_DRAIN = 1.0
+
+
+class _StderrFilter:
+    """Masks the session's secrets in everything written to fds 1 and 2,
+    by the runtime, drivers, libraries and child processes alike (the Go
+    runtime's worker/stderrmask.go): both become a pipe that a daemon
+    thread copies to the original stderr, masking as it goes. A secret
+    split across writes is masked however far apart the writes come, and
+    so is one in a line of any length: the thread holds back only what
+    could be the start of a form of a secret (Masker.mask_prefix), until
+    the next bytes decide it or the pipe ends (close). ``masker`` is a
+    function returning the masker to use, asked at each read."""
+
+    def __init__(self, masker):
+        self._masker = masker
+        for f in (sys.stdout, sys.stderr):
+            try:
+                f.flush()
+            except Exception:
+                pass
+        self._orig = os.dup(2)  # close-on-exec (PEP 446)
+        r, w = os.pipe()
+        try:
+            os.dup2(w, 2)
+            os.dup2(w, 1)
+        except OSError:
+            os.dup2(self._orig, 2)
+            os.dup2(self._orig, 1)
+            os.close(self._orig)
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+        self._r = r
+        self._done = threading.Event()
+        # A fatal error's report (faulthandler, when enabled) goes straight
+        # to the original stderr: never lost, at the price of not masked.
+        try:
+            import faulthandler
+            if faulthandler.is_enabled():
+                faulthandler.enable(self._orig)
+        except Exception:
+            pass
+        threading.Thread(target=self._copy, name="tproxy-stderr-mask", daemon=True).start()
+
+    def _copy(self):
+        pending = b""
+        try:
+            while True:
+                try:
+                    data = os.read(self._r, 64 * 1024)
+                except OSError:
+                    data = b""
+                final = not data
+                pending += data
+                try:
+                    out, n = self._masker().mask_prefix(pending, final)
+                except Exception:  # never lose output to a masking bug; hold nothing
+                    out, n = _MASKED_B + b"\n", len(pending)
+                self._write(out)
+                pending = pending[n:]
+                if final:
+                    return
+        finally:
+            try:
+                os.close(self._r)
+            except OSError:
+                pass
+            self._done.set()
+
+    def _write(self, b):
+        view = memoryview(b)
+        while view:
+            try:
+                view = view[os.write(self._orig, view):]
+            except OSError:
+                return  # stderr has nowhere else to report it
+
+    def close(self, wait=_STDERR_DRAIN):
+        """Point fds 1 and 2 back at the original stderr, which closes this
+        process's write ends of the pipe, and wait up to ``wait`` seconds
+        for the thread to copy what was written, held bytes included."""
+        for f in (sys.stdout, sys.stderr):
+            try:
+                f.flush()
+            except Exception:
+                pass
+        try:
+            os.dup2(self._orig, 2)
+            os.dup2(self._orig, 1)
+        except OSError:
+            pass
+        self._done.wait(wait)
+
+
 class _Session:
     def __init__(self):
         self.id = None
@@ -1409,6 +1702,9 @@ class _Server:
         self._dir_mu = threading.Lock()  # hands the session directory over to whoever removes it
         self._owner_fd = None  # the session directory's locked owner file
         self._mask = _NoMask()
+        self._own_stdio = False  # serve() took the process's stdio: mask fds 1 and 2
+        self._stderr_filter = None
+        self._filter_mu = threading.Lock()
         self._sess = _Session()
         self._step = None  # the running Step, if any
         # heartbeats
@@ -1505,6 +1801,26 @@ class _Server:
         except Exception:
             pass
 
+    def _mask_stderr(self):
+        """Once the session has secrets and serve() owns the process's
+        stdio, mask them in fds 1 and 2 (_StderrFilter)."""
+        if not self._own_stdio or not self._mask.has_values:
+            return
+        with self._filter_mu:
+            if self._stderr_filter is not None:
+                return
+            try:
+                self._stderr_filter = _StderrFilter(lambda: self._mask)
+            except OSError as e:
+                self._diag("cannot mask secrets in stderr: %s" % e)
+
+    def _unmask_stderr(self, wait=_STDERR_DRAIN):
+        """Stop masking fds 1 and 2, copying out what the filter holds."""
+        with self._filter_mu:
+            f, self._stderr_filter = self._stderr_filter, None
+        if f is not None:
+            f.close(wait)
+
     # Main loop ------------------------------------------------------------
 
     def run(self, install_signals, own_process=None):
@@ -1538,6 +1854,7 @@ class _Server:
                 self._close_out()
                 if self._own_process:
                     _end_children(self._ppid, self._diag)
+                self._unmask_stderr()
                 if restore_signals is not None:
                     restore_signals()
                 # From here the caller bounds the exit (main: _EXIT_GRACE).
@@ -1664,6 +1981,7 @@ class _Server:
         if self._own_process:
             _end_children(self._ppid, self._diag)
         self._remove_session_dir()
+        self._unmask_stderr(_STDERR_DRAIN / 2)
         _hard_exit(self._exit_code())
 
     def _execute_loop(self):
@@ -2015,6 +2333,7 @@ class _Server:
         if ss.outputs is None:
             ss.outputs = {}
         self._mask = masker
+        self._mask_stderr()
         self._event("session_initialized", {"session_id": session_id, "steps_total": len(steps)})
         self._metric("steps_total", len(steps))
         return {"status": "ready", "session_id": session_id, "session_dir": ss.dir, "drivers_loaded": sorted(drivers)}
@@ -2054,6 +2373,7 @@ class _Server:
             _write_cleaned_config(art_dir, self._mask.config(config))
         except OSError as e:
             raise _Answer(INTERNAL_ERROR, "step %s: writing %s: %s" % (json.dumps(step_id), CLEANED_CONFIG_FILE, e))
+        self._mask_stderr()  # the step's config may have named the session's first secrets
 
         ss.attempts += 1
         step = Step(self, job, step_id, driver, ss.attempts, config, inputs, ss.id, ss.config,
