@@ -1621,7 +1621,7 @@ class _StderrFilter:
                 pending += data
                 try:
                     out, n = self._masker().mask_prefix(pending, final)
-                except Exception:  # never lose output to a masking bug; hold nothing
+                except Exception:  # a masking bug must neither leak nor stall: replace what is pending
                     out, n = _MASKED_B + b"\n", len(pending)
                 self._write(out)
                 pending = pending[n:]
