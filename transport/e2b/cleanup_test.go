@@ -65,6 +65,21 @@ func endOf(ctx context.Context) func() time.Time {
 	}
 }
 
+// ranOut is a context whose end, when its parent is cancelled, is its
+// deadline passing: context.DeadlineExceeded at a moment the test picks.
+// It hides its parent's values, the parent's cancelCtx among them, so
+// that the contexts derived from it end with its Err, not the parent's.
+type ranOut struct{ context.Context }
+
+func (r ranOut) Err() error {
+	if r.Context.Err() != nil {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (ranOut) Value(any) any { return nil }
+
 // TestStartCleanupBoundedByCallerDeadline: a Start whose context ends
 // while the sandbox is being set up, against a control plane that does
 // not answer the kill, returns within CleanupGrace of the context's end,
@@ -87,9 +102,19 @@ func TestStartCleanupBoundedByCallerDeadline(t *testing.T) {
 			return ctx
 		}},
 		{"deadline", func(t *testing.T, arrived <-chan struct{}) context.Context {
-			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+			// A fixed timeout could run out in the sandbox's creation on a
+			// slow machine, before there is a sandbox to clean up; this
+			// one runs out once the upload has stalled.
+			ctx, cancel := context.WithCancel(t.Context())
 			t.Cleanup(cancel)
-			return ctx
+			go func() {
+				select {
+				case <-arrived:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			return ranOut{ctx}
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
