@@ -14,19 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tproxy/tproxy/internal/proctest"
 	"golang.org/x/sys/unix"
 )
-
-// exited reports whether pid has exited: gone, or a zombie nobody reaped.
-func exited(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && (f[0] == "Z" || f[0] == "X")
-}
 
 // TestSubprocess_WorkerGetsSIGTERMWhenHostDies: a host killed with SIGKILL
 // runs no shutdown ladder; its worker gets the parent-death signal
@@ -54,7 +44,7 @@ func TestSubprocess_WorkerGetsSIGTERMWhenHostDies(t *testing.T) {
 	t.Cleanup(func() { syscall.Kill(worker, syscall.SIGKILL) })
 	killed := time.Now()
 	h.Process.Kill()
-	for !exited(worker) {
+	for !proctest.Exited(worker) {
 		if time.Since(killed) > 10*time.Second {
 			t.Fatal("the worker is still running 10 s after its host was killed")
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/proctest"
 	"github.com/tproxy/tproxy/internal/wiretest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
@@ -145,17 +146,6 @@ func (f eventFunc) Metric(context.Context, tproxy.Metric) error   { return nil }
 func (f eventFunc) Log(context.Context, tproxy.LogRecord) error   { return nil }
 func (f eventFunc) Flush() error                                  { return nil }
 
-// dead reports whether pid has exited: gone, or a zombie nobody reaped.
-func dead(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && (f[0] == "Z" || f[0] == "X")
-}
-
 // TestHostKilledMidStepLeavesNoOrphan: a host SIGKILLed while a step runs
 // a child process. The worker (SIGTERM from its parent-death signal, and
 // its stdin's end) cancels the step, removes its session directory and
@@ -215,7 +205,7 @@ func hostKilledMidStep(t *testing.T, leave bool) {
 		syscall.Kill(childPid, syscall.SIGKILL)
 		syscall.Kill(workerPid, syscall.SIGKILL)
 	})
-	if dead(workerPid) || dead(childPid) {
+	if proctest.Exited(workerPid) || proctest.Exited(childPid) {
 		t.Fatal("the worker or its child is not running before the host is killed")
 	}
 	if _, err := os.Stat(sessionDir); err != nil {
@@ -226,10 +216,10 @@ func hostKilledMidStep(t *testing.T, leave bool) {
 	if err := h.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	for !dead(workerPid) || !dead(childPid) {
+	for !proctest.Exited(workerPid) || !proctest.Exited(childPid) {
 		if time.Since(killed) > 10*time.Second { // a hang guard
 			t.Fatalf("10 s after the host's SIGKILL: worker %d dead %v, its child %d dead %v",
-				workerPid, dead(workerPid), childPid, dead(childPid))
+				workerPid, proctest.Exited(workerPid), childPid, proctest.Exited(childPid))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

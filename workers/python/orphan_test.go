@@ -24,6 +24,7 @@ import (
 
 	"github.com/tproxy/tproxy"
 	"github.com/tproxy/tproxy/host"
+	"github.com/tproxy/tproxy/internal/proctest"
 	"github.com/tproxy/tproxy/logsink"
 	"github.com/tproxy/tproxy/transport"
 )
@@ -106,17 +107,6 @@ func (f orphanSink) Metric(context.Context, tproxy.Metric) error   { return nil 
 func (f orphanSink) Log(context.Context, tproxy.LogRecord) error   { return nil }
 func (f orphanSink) Flush() error                                  { return nil }
 
-// procDead reports whether pid has exited: gone, or a zombie nobody reaped.
-func procDead(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && (f[0] == "Z" || f[0] == "X")
-}
-
 // TestPythonHostKilledMidStepLeavesNoOrphan: a host SIGKILLed while a
 // Python worker's step runs a child process, and a grandchild its shell
 // left behind in the worker's process group. The worker (SIGTERM from the
@@ -184,7 +174,7 @@ func pyHostKilledMidStep(t *testing.T, leave bool) {
 		}
 	})
 	for i, p := range pids {
-		if p <= 0 || procDead(p) {
+		if p <= 0 || proctest.Exited(p) {
 			t.Fatalf("the %s (pid %d) is not running before the host is killed", names[i], p)
 		}
 	}
@@ -198,7 +188,7 @@ func pyHostKilledMidStep(t *testing.T, leave bool) {
 	}
 	allDead := func() bool {
 		for _, p := range pids {
-			if !procDead(p) {
+			if !proctest.Exited(p) {
 				return false
 			}
 		}
@@ -208,7 +198,7 @@ func pyHostKilledMidStep(t *testing.T, leave bool) {
 		if time.Since(killed) > 10*time.Second { // a hang guard
 			var alive []string
 			for i, p := range pids {
-				if !procDead(p) {
+				if !proctest.Exited(p) {
 					alive = append(alive, fmt.Sprintf("%s %d", names[i], p))
 				}
 			}
