@@ -64,13 +64,20 @@ func (c *Console) Event(_ context.Context, e tproxy.Event) error {
 	defer c.mu.Unlock()
 	c.buf = append(append(c.buf[:0], c.Prefix...), "📊 Event: "...)
 	c.buf = appendWord(c.buf, e.Name)
-	if e.StepID != "" {
-		c.buf = appendPair(c.buf, "step", e.StepID)
-	}
-	for _, k := range consoleKeys(e.Data) {
-		c.buf = appendPair(c.buf, consoleName(k), e.Data[k])
-	}
+	c.buf = appendDetails(c.buf, e.StepID, e.Data)
 	return c.write()
+}
+
+// appendDetails appends a record's step, when it has one, and its fields
+// in key order.
+func appendDetails(b []byte, stepID string, fields map[string]any) []byte {
+	if stepID != "" {
+		b = appendPair(b, "step", stepID)
+	}
+	for _, k := range consoleKeys(fields) {
+		b = appendPair(b, consoleName(k), fields[k])
+	}
+	return b
 }
 
 // Log prints r, with its level.
@@ -81,12 +88,7 @@ func (c *Console) Log(_ context.Context, r tproxy.LogRecord) error {
 	c.buf = appendWord(c.buf, r.Level)
 	c.buf = append(c.buf, ": "...)
 	c.buf = appendWord(c.buf, r.Message)
-	if r.StepID != "" {
-		c.buf = appendPair(c.buf, "step", r.StepID)
-	}
-	for _, k := range consoleKeys(r.Attrs) {
-		c.buf = appendPair(c.buf, consoleName(k), r.Attrs[k])
-	}
+	c.buf = appendDetails(c.buf, r.StepID, r.Attrs)
 	return c.write()
 }
 
